@@ -1,0 +1,134 @@
+"""Deterministic, stratified, duplicate-aware train/val/test splits, saved as ``split.json``.
+
+Two schemes:
+
+- ``stratified`` (default): per class, groups of identical images (same pixels) are shuffled with
+  the seed and dealt into train/val/test by the requested fractions, so duplicates never straddle
+  splits and every class keeps its share.
+- ``seed-notebook``: the original study's notebooks. ``image_dataset_from_directory`` shuffles the
+  file list with ``RandomState(seed)``, keeps the last 20 % for validation, and the notebooks then
+  take the first 1/5 of the validation batches (batch 32) as the test set. Reproduced here at file
+  level. Note the notebooks re-shuffled the validation set every epoch, so their take/skip did not
+  keep test and validation apart; here it is fixed once. Duplicates may straddle this split, as they
+  did in the study; ``split.json`` counts them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from facemask_edge.data.ingest import Dataset
+from facemask_edge.errors import DataError
+
+__all__ = ["make_split", "save_split", "load_split", "split_indices", "SCHEMES"]
+
+SCHEMES = ("stratified", "seed-notebook")
+NOTEBOOK_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+
+
+def _stratified(ds: Dataset, fractions, seed: int) -> dict[str, list[str]]:
+    rng = np.random.RandomState(seed)
+    out = {"train": [], "val": [], "test": []}
+    for label in range(len(ds.classes)):
+        groups: dict[str, list[str]] = {}
+        for it in ds.items:
+            if it.label == label:
+                groups.setdefault(it.sha, []).append(it.path)
+        keys = sorted(groups)
+        rng.shuffle(keys)
+        n = sum(len(groups[k]) for k in keys)
+        target_val = round(n * fractions[1])
+        target_test = round(n * fractions[2])
+        counts = {"test": 0, "val": 0}
+        for k in keys:
+            # Fill test, then val, then the rest to train, counting files not groups.
+            if counts["test"] < target_test:
+                name = "test"
+            elif counts["val"] < target_val:
+                name = "val"
+            else:
+                name = "train"
+            out[name].extend(sorted(groups[k]))
+            if name in counts:
+                counts[name] += len(groups[k])
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def _seed_notebook(ds: Dataset, seed: int) -> dict[str, list[str]]:
+    # keras.utils.image_dataset_from_directory: files in class order, then sorted walk, only
+    # known extensions; shuffled with RandomState(seed); last 20 % is the validation subset.
+    paths = [it.path for it in sorted(ds.items, key=lambda it: (it.label, it.path))
+             if Path(it.path).suffix.lower() in NOTEBOOK_EXTENSIONS]
+    rng = np.random.RandomState(seed)
+    rng.shuffle(paths)
+    n_val = int(0.2 * len(paths))
+    train, val = paths[:-n_val], paths[-n_val:]
+    val_batches = int(np.ceil(len(val) / 32))
+    n_test_batches = val_batches // 5
+    test, val = val[: n_test_batches * 32], val[n_test_batches * 32:]
+    return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
+
+
+def make_split(ds: Dataset, scheme: str = "stratified", seed: int = 1337,
+               fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)) -> dict:
+    """Split a scanned data set.
+
+    Returns:
+        The ``split.json`` content: scheme, seed, fractions, classes, and for each of
+        ``train``/``val``/``test`` the list of file paths (relative to the data root).
+    """
+    if scheme not in SCHEMES:
+        raise DataError(f"unknown split {scheme!r}", f"use one of {', '.join(SCHEMES)}")
+    if abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
+        raise DataError(f"split fractions {fractions} must be non-negative and add up to 1")
+    parts = _stratified(ds, fractions, seed) if scheme == "stratified" else _seed_notebook(ds, seed)
+    sha = {it.path: it.sha for it in ds.items}
+    where: dict[str, set[str]] = {}
+    for name, paths in parts.items():
+        for p in paths:
+            where.setdefault(sha[p], set()).add(name)
+    straddling = sum(1 for s in where.values() if len(s) > 1)
+    label = {it.path: ds.classes[it.label] for it in ds.items}
+    return {
+        "scheme": scheme,
+        "seed": seed,
+        "fractions": list(fractions) if scheme == "stratified" else [0.8, 0.16, 0.04],
+        "classes": ds.classes,
+        "data_root": str(ds.root),
+        "counts": {k: len(v) for k, v in parts.items()},
+        "duplicate_groups_straddling": straddling,
+        **{k: [[p, label[p]] for p in v] for k, v in parts.items()},
+    }
+
+
+def save_split(split: dict, run_dir: Path) -> Path:
+    path = Path(run_dir) / "split.json"
+    path.write_text(json.dumps(split, indent=1))
+    return path
+
+
+def load_split(run_dir: Path) -> dict:
+    path = Path(run_dir) / "split.json"
+    if not path.exists():
+        raise DataError(f"{path} not found", "train the run first: facemask-edge train --out RUN_DIR")
+    return json.loads(path.read_text())
+
+
+def split_indices(ds: Dataset, split: dict) -> dict[str, np.ndarray]:
+    """Map a saved split onto a scanned data set: item indices of train/val/test.
+
+    Raises:
+        DataError: files of the split are missing from the data set.
+    """
+    index = {it.path: i for i, it in enumerate(ds.items)}
+    out = {}
+    for name in ("train", "val", "test"):
+        missing = [p for p, _ in split[name] if p not in index]
+        if missing:
+            raise DataError(f"{len(missing)} file(s) of the {name} split are not in {ds.root} "
+                            f"(first: {missing[0]})", "pass the same --data the run was trained on")
+        out[name] = np.array([index[p] for p, _ in split[name]], dtype=np.int64)
+    return out
