@@ -1,0 +1,424 @@
+"""The board side of the protocol: a Python twin of ``firmware/common/fe_protocol.c``.
+
+Two engines implement :class:`BoardEngine`: :class:`CBoardProtocol` runs the firmware's own C
+code (compiled once with the system C compiler and loaded with ctypes), and
+:class:`PyBoardProtocol` is its line-by-line Python twin for machines without a compiler. Both
+pass the same golden transcripts (``firmware/common/golden/vectors.txt``), and a fuzz test feeds
+them the same random byte streams and compares every byte they answer.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import struct
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+from facemask_edge.device import framing as fr
+from facemask_edge.errors import ToolMissing
+
+__all__ = ["DeviceInfo", "BoardEngine", "PyBoardProtocol", "CBoardProtocol", "make_engine",
+           "firmware_dir", "build_c_library", "RESULT_HISTORY"]
+
+RESULT_HISTORY = 4
+
+# infer(input int8 bytes) -> (error code, scores, micros)
+InferFn = Callable[[bytes], tuple[int, list[int], int]]
+WriteFn = Callable[[bytes], None]
+
+
+@dataclass
+class DeviceInfo:
+    """What the board says about itself (``fe_device_info_t``)."""
+
+    board: str
+    firmware_version: str
+    model_sha256: str
+    input_width: int
+    input_height: int
+    input_channels: int
+    num_classes: int
+    arena_bytes: int = 0
+    free_ram_bytes: int = 0
+
+    @property
+    def input_bytes(self) -> int:
+        return self.input_width * self.input_height * self.input_channels
+
+
+class BoardEngine(Protocol):
+    """What the simulator needs from a protocol engine."""
+
+    input_bytes: int
+
+    def feed(self, data: bytes) -> None: ...
+    def set_error(self, code: int) -> None: ...
+    def set_baud(self, baud: int) -> None: ...
+    def in_session(self) -> bool: ...
+
+
+@dataclass
+class _Stored:
+    image_id: int
+    label: int
+    micros: int
+    scores: tuple[int, ...]
+
+
+class PyBoardProtocol:
+    """The board's protocol state machine in Python, byte for byte what the C code answers.
+
+    Args:
+        info: device description reported in INFO.
+        write: called with the bytes of each outgoing frame.
+        infer: called with the complete input (``input_bytes`` int8 bytes) when an image is in;
+            returns ``(code, scores, micros)``.
+    """
+
+    def __init__(self, info: DeviceInfo, write: WriteFn, infer: InferFn):
+        self.info = info
+        self.write = write
+        self.infer = infer
+        self.input_bytes = info.input_bytes
+        self.input = bytearray(self.input_bytes)
+        self.baud = 0
+        self.error = 0
+        self._session = False
+        self._segment = bytearray()
+        self.last_seq = 0
+        self.frames_ok = self.frames_bad = self.naks = self.images = 0
+        self._forget()
+
+    # -- public API (mirrors fe_protocol.h) --
+
+    def set_error(self, code: int) -> None:
+        self.error = int(code)
+
+    def set_baud(self, baud: int) -> None:
+        self.baud = int(baud)
+
+    def in_session(self) -> bool:
+        return self._session
+
+    def feed(self, data: bytes) -> None:
+        for piece in _split_keep(data):
+            if piece == b"\x00":
+                segment = bytes(self._segment)
+                self._segment.clear()
+                self._end_frame(segment)
+            else:
+                self._segment += piece
+                # The C decoder stops storing past the largest frame; keep memory bounded too.
+                limit = 2 * (fr.HEADER + fr.MAX_BODY + fr.CRC) + 16
+                if len(self._segment) > limit:
+                    del self._segment[limit // 2: -8]
+
+    # -- internals --
+
+    def _forget(self) -> None:
+        self.image_active = False
+        self.any_id = True
+        self.image_id = 0
+        self.expected = 0
+        self.history: list[_Stored | None] = [None] * RESULT_HISTORY
+        self.history_next = 0
+
+    def _position(self) -> tuple[int, int]:
+        if self.image_active:
+            return self.image_id, self.expected
+        return (0 if self.any_id else (self.image_id + 1) & 0xFFFF), 0
+
+    def _nak(self, seq: int, reason: int) -> None:
+        image_id, nxt = self._position()
+        self.naks += 1
+        self.write(fr.encode_nak(seq, image_id, nxt, reason))
+
+    def _error(self, seq: int, code: int, message: str) -> None:
+        self.write(fr.encode_error(seq, code, message))
+
+    def _result(self, seq: int, r: _Stored) -> None:
+        self.write(fr.encode_result(seq, r.image_id, r.label, r.micros, r.scores))
+
+    def _find(self, image_id: int) -> _Stored | None:
+        for r in self.history:
+            if r is not None and r.image_id == image_id:
+                return r
+        return None
+
+    def _end_frame(self, segment: bytes) -> None:
+        try:
+            raw = fr.cobs_decode(segment)
+        except ValueError:
+            raw = None
+        if raw is not None and not raw:
+            return  # empty frame between two delimiters
+        good = (raw is not None and fr.HEADER + fr.CRC <= len(raw) <= fr.HEADER + fr.MAX_BODY + fr.CRC
+                and struct.unpack_from("<H", raw, 2)[0] == len(raw) - fr.HEADER - fr.CRC
+                and fr.crc32(raw[:-fr.CRC]) == struct.unpack_from("<I", raw, len(raw) - fr.CRC)[0])
+        if not good:
+            self.frames_bad += 1
+            if self._session:
+                self._nak((self.last_seq + 1) & 0xFF, fr.Err.BAD_FRAME)
+            return
+        msg_type, seq = raw[0], raw[1]
+        body = raw[fr.HEADER:-fr.CRC]
+        self.last_seq = seq
+        self.frames_ok += 1
+        if msg_type == fr.Msg.HELLO:
+            self._forget()
+            self._session = len(body) >= 1 and body[0] == fr.PROTOCOL_VERSION
+            self._send_info(seq)
+        elif msg_type == fr.Msg.CHUNK:
+            self._chunk(seq, body)
+        elif msg_type == fr.Msg.RESULT_REQ:
+            if not self._session:
+                self._error(seq, fr.Err.SEQUENCE, "no session")
+            else:
+                r = self._find(struct.unpack_from("<H", body)[0]) if len(body) >= 2 else None
+                if r is not None:
+                    self._result(seq, r)
+                else:
+                    self._error(seq, fr.Err.NO_RESULT, "result not kept")
+        elif msg_type == fr.Msg.BYE:
+            self._session = False
+            self._forget()
+            self.write(fr.encode_bye_ack(seq))
+        elif msg_type < 0x80:
+            self._error(seq, fr.Err.UNKNOWN_MSG, "unknown message")
+
+    def _send_info(self, seq: int) -> None:
+        d = self.info
+        self.write(fr.encode_info(seq, fr.Info(
+            status=self.error, version=fr.PROTOCOL_VERSION, max_body=fr.MAX_BODY,
+            rx_window=fr.RX_WINDOW, baud=self.baud, width=d.input_width, height=d.input_height,
+            channels=d.input_channels, classes=d.num_classes, arena_bytes=d.arena_bytes,
+            free_ram_bytes=d.free_ram_bytes, board=d.board, firmware=d.firmware_version,
+            model_sha256=d.model_sha256)))
+
+    def _chunk(self, seq: int, body: bytes) -> None:
+        if not self._session:
+            return self._error(seq, fr.Err.SEQUENCE, "no session")
+        if self.error:
+            return self._error(seq, self.error, "model not ready")
+        if len(body) <= fr.CHUNK_HEADER:
+            return self._nak(seq, fr.Err.BAD_FRAME)
+        image_id, offset, data = fr.parse_chunk(body)
+        n = len(data)
+        if offset + n > self.input_bytes:
+            return self._error(seq, fr.Err.WRONG_SIZE, "chunk past end of input")
+        accept = offset == self.expected and (
+            image_id == self.image_id if self.image_active
+            else offset == 0 and (self.any_id or image_id == (self.image_id + 1) & 0xFFFF))
+        if accept:
+            if not self.image_active:
+                self.image_active = True
+                self.any_id = False
+                self.image_id = image_id
+            self.input[offset:offset + n] = data
+            self.expected += n
+            self.write(fr.encode_ack(seq, image_id, self.expected))
+            if self.expected == self.input_bytes:
+                self._run(seq)
+            return
+        if self.image_active and image_id == self.image_id and offset < self.expected:
+            return self.write(fr.encode_ack(seq, image_id, self.expected))
+        r = self._find(image_id)
+        if r is not None and not (self.image_active and image_id == self.image_id):
+            if offset + n == self.input_bytes:
+                return self._result(seq, r)
+            return self.write(fr.encode_ack(seq, image_id, self.input_bytes))
+        self._nak(seq, fr.Err.SEQUENCE)
+
+    def _run(self, seq: int) -> None:
+        code, scores, micros = self.infer(bytes(self.input))
+        self.image_active = False
+        self.expected = 0
+        if code != 0:
+            return self._error(seq, code, "invoke failed")
+        k = self.info.num_classes
+        scores = tuple(int(s) for s in scores[:k])
+        label = max(range(k), key=lambda i: (scores[i], -i))
+        r = _Stored(self.image_id, label, int(micros) & 0xFFFFFFFF, scores)
+        self.history[self.history_next] = r
+        self.history_next = (self.history_next + 1) % RESULT_HISTORY
+        self.images += 1
+        self._result(seq, r)
+
+
+def _split_keep(data: bytes):
+    """Split at zero bytes, keeping each zero as its own piece."""
+    start = 0
+    data = bytes(data)
+    while True:
+        z = data.find(0, start)
+        if z < 0:
+            if start < len(data):
+                yield data[start:]
+            return
+        if z > start:
+            yield data[start:z]
+        yield b"\x00"
+        start = z + 1
+
+
+# ---- the C engine -----------------------------------------------------------------------------
+
+
+def firmware_dir() -> Path:
+    """``firmware/`` of the source tree (the C sources ship next to the package)."""
+    env = os.environ.get("FACEMASK_EDGE_FIRMWARE")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "firmware"
+
+
+class _CInfo(ctypes.Structure):
+    _fields_ = [("board", ctypes.c_char_p), ("firmware_version", ctypes.c_char_p),
+                ("model_sha256", ctypes.c_char_p), ("input_width", ctypes.c_uint16),
+                ("input_height", ctypes.c_uint16), ("input_channels", ctypes.c_uint8),
+                ("num_classes", ctypes.c_uint8), ("arena_bytes", ctypes.c_uint32),
+                ("free_ram_bytes", ctypes.c_uint32)]
+
+
+_WRITE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint8), ctypes.c_size_t)
+_INFER = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int8),
+                          ctypes.POINTER(ctypes.c_int8), ctypes.POINTER(ctypes.c_uint32))
+
+
+def _cache_root() -> Path:
+    from facemask_edge.data.ingest import cache_dir
+
+    return cache_dir() / "native"
+
+
+def build_c_library(out_dir: Path | None = None, compiler: str | None = None) -> Path:
+    """Compile ``fe_protocol.c`` (and the simulator shim) into a shared library, once.
+
+    The library is cached under the user cache, keyed by the sources' hash.
+
+    Raises:
+        ToolMissing: no C compiler, or the sources are not there (installed without firmware/).
+    """
+    fw = firmware_dir()
+    sources = [fw / "common" / "fe_protocol.c", fw / "host" / "sim_shim.c"]
+    header = fw / "common" / "fe_protocol.h"
+    if not all(p.exists() for p in sources + [header]):
+        raise ToolMissing(f"protocol C sources not found under {fw}",
+                          "run from a source checkout, or use --engine python")
+    cc = compiler or os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        raise ToolMissing("no C compiler (cc/gcc) to build the firmware protocol code",
+                          "install gcc, or use --engine python")
+    h = hashlib.sha256()
+    for p in sources + [header]:
+        h.update(p.read_bytes())
+    out_dir = Path(out_dir) if out_dir else _cache_root()
+    lib = out_dir / f"fe_protocol_{h.hexdigest()[:16]}.so"
+    if lib.exists():
+        return lib
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = lib.with_suffix(f".{os.getpid()}.tmp")
+    cmd = [cc, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
+           "-I", str(fw / "common"), *map(str, sources), "-o", str(tmp)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        first = (proc.stderr.strip().splitlines() or ["?"])[0]
+        raise ToolMissing(f"compiling the protocol C code failed: {first}",
+                          "use --engine python")
+    tmp.replace(lib)
+    return lib
+
+
+class CBoardProtocol:
+    """The firmware's C protocol handler (``fe_protocol.c``), driven from Python through ctypes.
+
+    Same constructor and methods as :class:`PyBoardProtocol`.
+    """
+
+    def __init__(self, info: DeviceInfo, write: WriteFn, infer: InferFn, library: Path | None = None):
+        self._lib = ctypes.CDLL(str(library or build_c_library()))
+        lib = self._lib
+        lib.fe_sizeof_protocol.restype = ctypes.c_size_t
+        lib.fe_protocol_feed.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+        lib.fe_protocol_in_session.restype = ctypes.c_int
+        lib.fe_protocol_in_session.argtypes = [ctypes.c_void_p]
+        lib.fe_protocol_set_error.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        lib.fe_protocol_set_baud.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+        lib.fe_protocol_init.argtypes = [ctypes.c_void_p, ctypes.POINTER(_CInfo),
+                                         ctypes.POINTER(ctypes.c_int8), _WRITE, _INFER,
+                                         ctypes.c_void_p]
+        self.info = info
+        self.input_bytes = info.input_bytes
+        self._strings = [s.encode("ascii", "replace") for s in
+                         (info.board, info.firmware_version, info.model_sha256)]
+        self._cinfo = _CInfo(*self._strings, info.input_width, info.input_height,
+                             info.input_channels, info.num_classes, info.arena_bytes,
+                             info.free_ram_bytes)
+        self._input = (ctypes.c_int8 * max(1, self.input_bytes))()
+        self._state = ctypes.create_string_buffer(lib.fe_sizeof_protocol())
+        self._py_write = write
+        self._py_infer = infer
+        self._write_cb = _WRITE(self._on_write)
+        self._infer_cb = _INFER(self._on_infer)
+        self._error: BaseException | None = None
+        lib.fe_protocol_init(self._state, ctypes.byref(self._cinfo), self._input,
+                             self._write_cb, self._infer_cb, None)
+
+    def _on_write(self, ctx, data, n):
+        try:
+            self._py_write(ctypes.string_at(data, n))
+        except BaseException as exc:  # never unwind through C
+            self._error = exc
+
+    def _on_infer(self, ctx, inp, scores, micros):
+        try:
+            code, out, us = self._py_infer(ctypes.string_at(inp, self.input_bytes))
+            for i, s in enumerate(out[: self.info.num_classes]):
+                scores[i] = int(s)
+            micros[0] = int(us) & 0xFFFFFFFF
+            return int(code)
+        except BaseException as exc:
+            self._error = exc
+            return fr.Err.INVOKE
+
+    @property
+    def input(self) -> bytes:
+        return bytes(self._input)
+
+    def feed(self, data: bytes) -> None:
+        data = bytes(data)
+        self._lib.fe_protocol_feed(self._state, data, len(data))
+        if self._error is not None:
+            exc, self._error = self._error, None
+            raise exc
+
+    def set_error(self, code: int) -> None:
+        self._lib.fe_protocol_set_error(self._state, int(code))
+
+    def set_baud(self, baud: int) -> None:
+        self._lib.fe_protocol_set_baud(self._state, int(baud))
+
+    def in_session(self) -> bool:
+        return bool(self._lib.fe_protocol_in_session(self._state))
+
+
+def make_engine(kind: str, info: DeviceInfo, write: WriteFn, infer: InferFn):
+    """Build a protocol engine: ``"c"``, ``"python"``, or ``"auto"`` (C when it compiles).
+
+    Returns:
+        ``(engine, kind_used)``.
+    """
+    if kind not in ("auto", "c", "python"):
+        raise ValueError(f"engine must be auto, c or python, not {kind!r}")
+    if kind in ("auto", "c"):
+        try:
+            return CBoardProtocol(info, write, infer), "c"
+        except (ToolMissing, OSError):
+            if kind == "c":
+                raise
+    return PyBoardProtocol(info, write, infer), "python"

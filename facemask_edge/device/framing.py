@@ -1,0 +1,413 @@
+"""Frames and messages of the serial protocol (``firmware/PROTOCOL.md``), as pure functions.
+
+A frame on the wire is ``0x00 COBS(type | seq | length u16 | body | crc32) 0x00``. Nothing here
+touches a port: encoders return bytes, :class:`FrameReader` turns received bytes into frames,
+text lines and noise, whatever way the bytes were split.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+__all__ = [
+    "PROTOCOL_VERSION", "MAX_BODY", "RX_WINDOW", "CHUNK_HEADER", "FRAME_OVERHEAD",
+    "Msg", "Err", "ERROR_NAMES",
+    "crc32", "cobs_encode", "cobs_decode", "encode_frame", "decode_frame", "wire_size",
+    "Frame", "BadFrame", "Text", "FrameReader",
+    "Info", "Ack", "Nak", "Result", "ErrorMsg", "ByeAck",
+    "hello", "chunk", "result_req", "bye",
+    "encode_info", "encode_ack", "encode_nak", "encode_result", "encode_error", "encode_bye_ack",
+    "parse_board_message", "parse_chunk",
+]
+
+PROTOCOL_VERSION = 1
+MAX_BODY = 4096  # FE_MAX_FRAME_BODY of the reference firmware
+RX_WINDOW = 8192  # FE_RX_WINDOW of the reference firmware
+HEADER = 4
+CRC = 4
+CHUNK_HEADER = 6
+FRAME_OVERHEAD = 2 + 1 + HEADER + CRC  # delimiters, first COBS code, header, CRC
+
+
+class Msg:
+    """Message types."""
+
+    HELLO = 0x01
+    CHUNK = 0x02
+    RESULT_REQ = 0x03
+    BYE = 0x04
+    INFO = 0x81
+    ACK = 0x82
+    NAK = 0x83
+    RESULT = 0x84
+    ERROR = 0x85
+    BYE_ACK = 0x86
+
+
+class Err:
+    """Error codes (ERROR message, INFO status, NAK reason)."""
+
+    OK = 0
+    MODEL_INIT = 1
+    ALLOCATE = 2
+    BAD_FRAME = 3
+    WRONG_SIZE = 4
+    INVOKE = 5
+    BUSY = 6
+    UNKNOWN_MSG = 7
+    SEQUENCE = 8
+    VERSION = 9
+    NO_RESULT = 10
+
+
+ERROR_NAMES = {
+    0: "ok", 1: "model init failed", 2: "AllocateTensors failed (arena too small)",
+    3: "bad frame", 4: "wrong size", 5: "Invoke failed", 6: "busy", 7: "unknown message",
+    8: "sequence (no session or out of order)", 9: "protocol version", 10: "result not kept",
+}
+
+
+def crc32(data: bytes, crc: int = 0) -> int:
+    """CRC-32 of the IEEE 802.3 / zlib kind (``crc32(b"123456789") == 0xCBF43926``)."""
+    return zlib.crc32(data, crc) & 0xFFFFFFFF
+
+
+def cobs_encode(data: bytes) -> bytes:
+    """COBS-encode ``data`` (no delimiters): the result has no zero byte."""
+    out = bytearray()
+    for segment in bytes(data).split(b"\x00"):
+        # A zero-free segment longer than 254 bytes becomes full 0xFF blocks plus a tail.
+        while len(segment) >= 254:
+            out.append(0xFF)
+            out += segment[:254]
+            segment = segment[254:]
+        out.append(len(segment) + 1)
+        out += segment
+    return bytes(out)
+
+
+def cobs_decode(data: bytes) -> bytes:
+    """Decode one COBS-encoded frame (no delimiters). Raises ``ValueError`` when malformed."""
+    out = bytearray()
+    i, n = 0, len(data)
+    while i < n:
+        code = data[i]
+        if code == 0:
+            raise ValueError("zero byte inside a COBS frame")
+        end = i + code
+        if end > n:
+            raise ValueError("COBS block runs past the end of the frame")
+        out += data[i + 1:end]
+        i = end
+        if code != 0xFF and i < n:
+            out.append(0)
+    return bytes(out)
+
+
+def encode_frame(msg_type: int, seq: int, body: bytes = b"") -> bytes:
+    """The bytes on the wire for one message, delimiters included."""
+    raw = struct.pack("<BBH", msg_type, seq & 0xFF, len(body)) + bytes(body)
+    raw += struct.pack("<I", crc32(raw))
+    return b"\x00" + cobs_encode(raw) + b"\x00"
+
+
+def wire_size(body_len: int) -> int:
+    """Upper bound of the wire size of a frame with a ``body_len``-byte body."""
+    raw = HEADER + body_len + CRC
+    return raw + raw // 254 + 3
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A good frame."""
+
+    type: int
+    seq: int
+    body: bytes
+    wire_len: int = 0
+
+
+@dataclass(frozen=True)
+class BadFrame:
+    """Bytes between delimiters that are not a good frame (CRC, COBS or length error)."""
+
+    data: bytes
+    reason: str
+
+
+@dataclass(frozen=True)
+class Text:
+    """A line of text (camera-loop output, start-up messages), without its line ending."""
+
+    line: str
+
+
+def decode_frame(segment: bytes) -> Frame | BadFrame:
+    """Decode the bytes between two ``0x00`` delimiters."""
+    try:
+        raw = cobs_decode(segment)
+    except ValueError as exc:
+        return BadFrame(segment, str(exc))
+    if len(raw) < HEADER + CRC:
+        return BadFrame(segment, "too short")
+    msg_type, seq, length = struct.unpack_from("<BBH", raw)
+    if length != len(raw) - HEADER - CRC:
+        return BadFrame(segment, "length field does not match")
+    if crc32(raw[:-CRC]) != struct.unpack_from("<I", raw, len(raw) - CRC)[0]:
+        return BadFrame(segment, "CRC mismatch")
+    return Frame(msg_type, seq, raw[HEADER:-CRC], len(segment) + 1)
+
+
+def _looks_like_text(data: bytes) -> bool:
+    if not data:
+        return False
+    printable = sum(1 for b in data if 32 <= b < 127 or b in (9, 10, 13))
+    return printable >= 0.95 * len(data)
+
+
+@dataclass
+class FrameReader:
+    """Split a received byte stream into frames, bad frames and text lines.
+
+    Feed it bytes as they come; :meth:`feed` returns the events completed so far: frames when
+    their closing ``0x00`` arrives, text when the next ``0x00`` arrives (or, with
+    ``early_lines``, as soon as a line's ``\\n`` does). Counters say how the bytes were spent.
+
+    Args:
+        max_segment: longest run of bytes without ``0x00`` kept; longer runs are text or noise.
+        early_lines: hand out text lines before a delimiter ends them (monitoring a camera loop).
+    """
+
+    max_segment: int = 2 * MAX_BODY + 64
+    early_lines: bool = False
+    buffer: bytearray = field(default_factory=bytearray)
+    bytes_in: int = 0
+    frame_bytes: int = 0
+    bad_frames: int = 0
+    noise_bytes: int = 0
+    text_bytes: int = 0
+
+    def feed(self, data: bytes) -> list[Frame | BadFrame | Text]:
+        events: list[Frame | BadFrame | Text] = []
+        self.bytes_in += len(data)
+        self.buffer += data
+        while True:
+            zero = self.buffer.find(0)
+            if zero < 0:
+                break
+            segment = bytes(self.buffer[:zero])
+            del self.buffer[:zero + 1]
+            if not segment:
+                continue
+            events.extend(self._segment(segment))
+        # Text without a delimiter yet: hand out complete lines now (the camera loop). Off in a
+        # session, where a half-received frame may look like text.
+        if self.early_lines and b"\n" in self.buffer and _looks_like_text(self.buffer):
+            cut = self.buffer.rfind(b"\n") + 1
+            events.extend(self._text(bytes(self.buffer[:cut])))
+            del self.buffer[:cut]
+        if len(self.buffer) > self.max_segment:
+            data = bytes(self.buffer)
+            self.buffer.clear()
+            if _looks_like_text(data):
+                events.extend(self._text(data))
+            else:
+                self.noise_bytes += len(data)
+                self.bad_frames += 1
+                events.append(BadFrame(data[:64], "no delimiter"))
+        return events
+
+    def _segment(self, segment: bytes) -> list[Frame | BadFrame | Text]:
+        frame = decode_frame(segment)
+        if isinstance(frame, Frame):
+            self.frame_bytes += len(segment) + 1
+            return [frame]
+        # Text printed just before a frame ends at that frame's leading delimiter.
+        if _looks_like_text(segment):
+            return self._text(segment)
+        self.bad_frames += 1
+        self.noise_bytes += len(segment) + 1
+        return [frame]
+
+    def _text(self, data: bytes) -> list[Text]:
+        self.text_bytes += len(data)
+        lines = data.replace(b"\r", b"").split(b"\n")
+        return [Text(s.decode("ascii", "replace")) for s in lines if s.strip()]
+
+
+# ---- messages ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Info:
+    """INFO: what the board runs and what it can take."""
+
+    status: int
+    version: int
+    max_body: int
+    rx_window: int
+    baud: int
+    width: int
+    height: int
+    channels: int
+    classes: int
+    arena_bytes: int
+    free_ram_bytes: int
+    board: str
+    firmware: str
+    model_sha256: str
+
+    @property
+    def input_bytes(self) -> int:
+        return self.width * self.height * self.channels
+
+
+@dataclass(frozen=True)
+class Ack:
+    id: int
+    next_offset: int
+
+
+@dataclass(frozen=True)
+class Nak:
+    id: int
+    next_offset: int
+    reason: int
+
+
+@dataclass(frozen=True)
+class Result:
+    """RESULT: raw int8 scores, arg-max label, inference time from the board's timer."""
+
+    id: int
+    label: int
+    micros: int
+    scores: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ErrorMsg:
+    code: int
+    message: str
+
+    def describe(self) -> str:
+        name = ERROR_NAMES.get(self.code, f"code {self.code}")
+        return f"{name}: {self.message}" if self.message else name
+
+
+@dataclass(frozen=True)
+class ByeAck:
+    pass
+
+
+_INFO_FIXED = struct.Struct("<BBHIIHHBBII")
+
+
+def _str(s: str, limit: int) -> bytes:
+    b = s.encode("ascii", "replace")[:limit]
+    return bytes([len(b)]) + b
+
+
+def hello(seq: int) -> bytes:
+    return encode_frame(Msg.HELLO, seq, bytes([PROTOCOL_VERSION]))
+
+
+def chunk(seq: int, image_id: int, offset: int, data: bytes) -> bytes:
+    return encode_frame(Msg.CHUNK, seq, struct.pack("<HI", image_id & 0xFFFF, offset) + bytes(data))
+
+
+def result_req(seq: int, image_id: int) -> bytes:
+    return encode_frame(Msg.RESULT_REQ, seq, struct.pack("<H", image_id & 0xFFFF))
+
+
+def bye(seq: int) -> bytes:
+    return encode_frame(Msg.BYE, seq)
+
+
+def encode_info(seq: int, info: Info) -> bytes:
+    body = _INFO_FIXED.pack(info.status, info.version, info.max_body, info.rx_window, info.baud,
+                            info.width, info.height, info.channels, info.classes,
+                            info.arena_bytes, info.free_ram_bytes)
+    body += _str(info.board, 31) + _str(info.firmware, 31) + _str(info.model_sha256, 64)
+    return encode_frame(Msg.INFO, seq, body)
+
+
+def encode_ack(seq: int, image_id: int, next_offset: int) -> bytes:
+    return encode_frame(Msg.ACK, seq, struct.pack("<HI", image_id & 0xFFFF, next_offset))
+
+
+def encode_nak(seq: int, image_id: int, next_offset: int, reason: int) -> bytes:
+    return encode_frame(Msg.NAK, seq, struct.pack("<HIB", image_id & 0xFFFF, next_offset, reason))
+
+
+def encode_result(seq: int, image_id: int, label: int, micros: int, scores) -> bytes:
+    scores = bytes(int(s) & 0xFF for s in scores)
+    body = struct.pack("<HBBI", image_id & 0xFFFF, label, len(scores), micros & 0xFFFFFFFF) + scores
+    return encode_frame(Msg.RESULT, seq, body)
+
+
+def encode_error(seq: int, code: int, message: str = "") -> bytes:
+    return encode_frame(Msg.ERROR, seq, bytes([code]) + message.encode("ascii", "replace")[:60])
+
+
+def encode_bye_ack(seq: int) -> bytes:
+    return encode_frame(Msg.BYE_ACK, seq)
+
+
+def _read_str(body: bytes, pos: int) -> tuple[str, int]:
+    n = body[pos]
+    s = body[pos + 1:pos + 1 + n]
+    if len(s) != n:
+        raise ValueError("string runs past the end")
+    return s.decode("ascii", "replace"), pos + 1 + n
+
+
+def parse_board_message(frame: Frame):
+    """Decode the body of a board-to-host frame. Raises ``ValueError`` when malformed.
+
+    Returns:
+        ``Info``, ``Ack``, ``Nak``, ``Result``, ``ErrorMsg`` or ``ByeAck``; ``None`` for a
+        type the host does not know (or a host-to-board type, e.g. an echo).
+    """
+    b = frame.body
+    t = frame.type
+    if t == Msg.INFO:
+        if len(b) < _INFO_FIXED.size + 3:
+            raise ValueError("INFO too short")
+        fixed = _INFO_FIXED.unpack_from(b)
+        pos = _INFO_FIXED.size
+        board, pos = _read_str(b, pos)
+        firmware, pos = _read_str(b, pos)
+        sha, pos = _read_str(b, pos)
+        return Info(*fixed, board=board, firmware=firmware, model_sha256=sha.lower())
+    if t == Msg.ACK:
+        if len(b) != 6:
+            raise ValueError("ACK must have 6 bytes")
+        return Ack(*struct.unpack("<HI", b))
+    if t == Msg.NAK:
+        if len(b) != 7:
+            raise ValueError("NAK must have 7 bytes")
+        return Nak(*struct.unpack("<HIB", b))
+    if t == Msg.RESULT:
+        if len(b) < 8:
+            raise ValueError("RESULT too short")
+        image_id, label, k, micros = struct.unpack_from("<HBBI", b)
+        if len(b) != 8 + k:
+            raise ValueError("RESULT length does not match its class count")
+        scores = tuple(struct.unpack_from(f"<{k}b", b, 8))
+        return Result(image_id, label, micros, scores)
+    if t == Msg.ERROR:
+        if len(b) < 1:
+            raise ValueError("ERROR without a code")
+        return ErrorMsg(b[0], b[1:].decode("ascii", "replace"))
+    if t == Msg.BYE_ACK:
+        return ByeAck()
+    return None
+
+
+def parse_chunk(body: bytes) -> tuple[int, int, bytes]:
+    """``(image_id, offset, data)`` of a CHUNK body."""
+    image_id, offset = struct.unpack_from("<HI", body)
+    return image_id, offset, body[CHUNK_HEADER:]
