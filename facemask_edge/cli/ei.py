@@ -1,0 +1,206 @@
+"""``facemask-edge ei``: put the data set and the int8 model into an Edge Impulse project.
+
+The API key comes from ``--api-key`` or ``EI_API_KEY`` (prefer the variable: command lines are
+visible to other users of the machine) and never appears in anything this prints or writes.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import wraps
+
+import click
+
+from facemask_edge.edge_impulse.redact import redact, redacting, sanitized
+from facemask_edge.errors import FacemaskError
+
+__all__ = ["ei"]
+
+
+def _connection_options(f):
+    f = click.option("--timeout", type=float, default=30.0, show_default=True,
+                     help="Seconds to wait to connect and for each answer.")(f)
+    f = click.option("--ingestion-endpoint", metavar="URL",
+                     help="Ingestion service (default: $EI_INGESTION_ENDPOINT or "
+                          "https://ingestion.edgeimpulse.com).")(f)
+    f = click.option("--api-endpoint", metavar="URL",
+                     help="Studio API (default: $EI_API_ENDPOINT or "
+                          "https://studio.edgeimpulse.com/v1).")(f)
+    f = click.option("--api-key", metavar="KEY", envvar="EI_API_KEY", show_envvar=True,
+                     help="Project API key (Studio: Dashboard > Keys). Prefer the environment "
+                          "variable.")(f)
+    return f
+
+
+def _guarded(f):
+    """Run a command with the key registered for redaction and every error key-free."""
+
+    @wraps(f)
+    def wrapper(*args, **kwargs):
+        import os
+
+        key = kwargs.get("api_key") or os.environ.get("EI_API_KEY")
+        with redacting(key):
+            ctx = click.get_current_context(silent=True)
+            if ctx is not None and (ctx.find_root().obj or {}).get("verbose"):
+                import logging
+
+                # Every record passes the redacting record factory, whichever library logs it.
+                logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, force=True,
+                                    format="%(levelname)s %(name)s: %(message)s")
+            try:
+                return f(*args, **kwargs)
+            except FacemaskError as exc:
+                exc.message = redact(exc.message)
+                exc.hint = redact(exc.hint) if exc.hint else exc.hint
+                exc.args = (exc.message,)
+                raise
+            except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort,
+                    KeyboardInterrupt):
+                raise
+            except Exception as exc:  # anything else: one key-free line, cause kept for -v
+                from facemask_edge.errors import EdgeImpulseError
+
+                err = EdgeImpulseError(redact(f"unexpected {type(exc).__name__}: {exc}")[:300])
+                raise err from sanitized(exc)
+
+    return wrapper
+
+
+def _config(api_key, api_endpoint, ingestion_endpoint, timeout):
+    from facemask_edge.edge_impulse.config import resolve_config
+
+    return resolve_config(api_key, api_endpoint, ingestion_endpoint, timeout)
+
+
+@click.group("ei")
+def ei():
+    """Edge Impulse: upload the data set, profile and deploy the int8 model.
+
+    Endpoints and key: --api-key/EI_API_KEY, --api-endpoint/EI_API_ENDPOINT,
+    --ingestion-endpoint/EI_INGESTION_ENDPOINT.
+    """
+
+
+@ei.command("upload-data")
+@click.option("--data", "data", required=True, type=click.Path(exists=True),
+              help="Data set folder (one sub-folder per class) or .zip.")
+@click.option("--split-from", "split_from", type=click.Path(exists=True, file_okay=False),
+              help="Run folder: train+val go to training, test to testing, as in its split.json.")
+@click.option("--category", type=click.Choice(["split", "training", "testing"]), default=None,
+              help="Without --split-from: where images go (default: split, Edge Impulse's own "
+                   "80/20).")
+@click.option("--concurrency", "-j", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="Parallel uploads.")
+@click.option("--retries", type=click.IntRange(1, 50), default=8, show_default=True,
+              help="Attempts per image (429/5xx/timeouts/dropped connections are retried).")
+@click.option("--ledger", type=click.Path(dir_okay=False),
+              help="Upload ledger file (default: in the user cache, per ingestion host and "
+                   "project).")
+@click.option("--dry-run", is_flag=True, help="Show what would be sent, send nothing.")
+@_connection_options
+@_guarded
+def upload_data(data, split_from, category, concurrency, retries, ledger, dry_run, api_key,
+                api_endpoint, ingestion_endpoint, timeout):
+    """Upload every usable image with its label (class folder) to the project's data set.
+
+    Safe to re-run: images already confirmed (in the ledger, or refused by Edge Impulse as
+    already there) are not sent twice; an interrupted upload resumes where it stopped.
+    """
+    from facemask_edge.edge_impulse.config import project_for_key
+    from facemask_edge.edge_impulse.ledger import Ledger, default_ledger_path
+    from facemask_edge.edge_impulse.upload import RetryPolicy, plan_upload, upload_dataset
+    from facemask_edge.errors import DataError, EdgeImpulseError
+    from facemask_edge.progress import log
+
+    if split_from and category:
+        raise DataError("--split-from and --category both say where images go",
+                        "use one: --split-from RUN_DIR follows the run's split.json")
+    plan = plan_upload(data, split_from=split_from, category=category or "split")
+    counts = ", ".join(f"{cat}/{label} {n}" for (cat, label), n in sorted(plan.counts().items()))
+    log(f"{plan.usable} usable images in {plan.root}: {len(plan.items)} distinct ({counts})"
+        + (f", {plan.copies} byte-identical copies" if plan.copies else "")
+        + (f"; {len(plan.skipped_files)} file(s) do not decode and are not sent"
+           if plan.skipped_files else ""))
+    if dry_run:
+        click.echo(f"dry run: would send up to {len(plan.items)} images; nothing sent")
+        return
+    cfg = _config(api_key, api_endpoint, ingestion_endpoint, timeout)
+    project = project_for_key(cfg)
+    log(f"Edge Impulse project {project.id} ({project.name}) at {cfg.ingestion_endpoint}")
+    path = ledger or default_ledger_path(cfg.ingestion_endpoint, project.id)
+    with Ledger(path) as led:
+        summary = upload_dataset(cfg, plan, led, project.id, concurrency=concurrency,
+                                 policy=RetryPolicy(attempts=retries))
+    for line in summary.lines():
+        click.echo(line)
+    if summary.interrupted:
+        raise KeyboardInterrupt
+    if summary.failed:
+        raise EdgeImpulseError(f"{len(summary.failed)} image(s) failed to upload",
+                               "re-run the same command to retry them; finished images are "
+                               "skipped")
+
+
+@ei.command("profile")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--device", help="Edge Impulse profiling device (e.g. cortex-m4f-80mhz, "
+                               "arduino-nano-33-ble). Default: the run's board, if it has one "
+                               "profile_<board>.json.")
+@click.option("--job-timeout", type=float, default=900.0, show_default=True,
+              help="Seconds to wait for Edge Impulse's jobs.")
+@_connection_options
+@_guarded
+def profile(run_dir, device, job_timeout, api_key, api_endpoint, ingestion_endpoint, timeout):
+    """Profile RUN_DIR/model_int8.tflite on Edge Impulse; print its RAM, flash and latency
+    beside ours. Saves RUN_DIR/ei_profile.json."""
+    from pathlib import Path
+
+    from facemask_edge.edge_impulse.model import (BOARD_DEVICES, comparison_lines,
+                                                  load_run_model, profile_model)
+    from facemask_edge.progress import log
+
+    load_run_model(run_dir)  # fail on a bad run before touching the network
+    if device is None:
+        boards = [p.stem[len("profile_"):] for p in Path(run_dir).glob("profile_*.json")]
+        mapped = [BOARD_DEVICES[b] for b in boards if b in BOARD_DEVICES]
+        device = mapped[0] if len(mapped) == 1 else None
+    cfg = _config(api_key, api_endpoint, ingestion_endpoint, timeout)
+    log(f"profiling on Edge Impulse ({cfg.api_endpoint})" + (f", device {device}" if device else ""))
+    result = profile_model(cfg, run_dir, device=device, job_timeout=job_timeout)
+    for line in comparison_lines(result):
+        click.echo(line)
+    click.echo(f"saved {Path(run_dir) / 'ei_profile.json'}")
+
+
+@ei.command("deploy")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--target", default="arduino", show_default=True,
+              help="Edge Impulse deployment target (arduino, zip for a C++ library, ...).")
+@click.option("--engine", type=click.Choice(["tflite", "tflite-eon", "tflite-eon-ram-optimized"]),
+              default="tflite", show_default=True, help="Inference engine of the library.")
+@click.option("--job-timeout", type=float, default=900.0, show_default=True,
+              help="Seconds to wait for Edge Impulse's jobs.")
+@_connection_options
+@_guarded
+def deploy(run_dir, target, engine, job_timeout, api_key, api_endpoint, ingestion_endpoint,
+           timeout):
+    """Build RUN_DIR/model_int8.tflite (with its labels and input scaling) into an Edge Impulse
+    library; save it as RUN_DIR/ei_<target>_<engine>.zip."""
+    import json
+
+    from facemask_edge.edge_impulse.model import deploy_model, load_run_model
+    from facemask_edge.progress import log
+
+    m = load_run_model(run_dir)
+    cfg = _config(api_key, api_endpoint, ingestion_endpoint, timeout)
+    log(f"deploying {m.path.name} ({len(m.labels)} labels, input {m.scaling}) as {target}/"
+        f"{engine} on Edge Impulse ({cfg.api_endpoint})")
+    out = deploy_model(cfg, run_dir, target=target, engine=engine, job_timeout=job_timeout)
+    meta = json.loads((out.parent / "ei_deploy.json").read_text())
+    click.echo(f"saved {out} ({meta['bytes'] / 1024:.1f} KiB, {meta['files']} files, "
+               f"sha256 {meta['sha256'][:12]})")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(ei())

@@ -1,0 +1,185 @@
+"""Where Edge Impulse is and which key to use: options first, then ``EI_*`` environment variables.
+
+The SDK reads ``edgeimpulse.API_KEY``, ``API_ENDPOINT`` and ``INGESTION_ENDPOINT`` at call time;
+:func:`sdk_settings` sets them for the duration of a call and puts the old values back.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from contextlib import contextmanager
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import requests
+
+from facemask_edge.edge_impulse.redact import redact, register_secret, sanitized
+from facemask_edge.errors import EdgeImpulseError
+
+__all__ = ["EIConfig", "resolve_config", "Project", "project_for_key", "sdk_settings",
+           "DEFAULT_API_ENDPOINT", "DEFAULT_INGESTION_ENDPOINT", "KEY_HINT"]
+
+DEFAULT_API_ENDPOINT = "https://studio.edgeimpulse.com/v1"
+DEFAULT_INGESTION_ENDPOINT = "https://ingestion.edgeimpulse.com"
+KEY_HINT = "pass --api-key or set EI_API_KEY to a project API key (Studio: Dashboard > Keys)"
+
+
+@dataclass(frozen=True)
+class EIConfig:
+    """Connection settings. ``repr`` never shows the key.
+
+    Attributes:
+        api_key: project API key (``ei_...``).
+        api_endpoint: studio API base, with ``/v1``.
+        ingestion_endpoint: ingestion service base.
+        timeout: seconds to wait to connect and for each answer.
+    """
+
+    api_key: str
+    api_endpoint: str = DEFAULT_API_ENDPOINT
+    ingestion_endpoint: str = DEFAULT_INGESTION_ENDPOINT
+    timeout: float = 30.0
+
+    def __repr__(self) -> str:
+        return (f"EIConfig(api_key='***', api_endpoint={self.api_endpoint!r}, "
+                f"ingestion_endpoint={self.ingestion_endpoint!r}, timeout={self.timeout})")
+
+    __str__ = __repr__
+
+    def url(self, path: str) -> str:
+        return self.api_endpoint.rstrip("/") + path
+
+    def ingestion_url(self, path: str) -> str:
+        return self.ingestion_endpoint.rstrip("/") + path
+
+    def headers(self) -> dict[str, str]:
+        return {"x-api-key": self.api_key, "Accept": "application/json"}
+
+
+def _check_endpoint(name: str, url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise EdgeImpulseError(f"{name} {url!r} is not an http(s) URL",
+                               f"e.g. {DEFAULT_API_ENDPOINT if 'API' in name else DEFAULT_INGESTION_ENDPOINT}")
+    return url.rstrip("/")
+
+
+def resolve_config(api_key: str | None = None, api_endpoint: str | None = None,
+                   ingestion_endpoint: str | None = None, timeout: float = 30.0) -> EIConfig:
+    """Build an :class:`EIConfig` from options, falling back to ``EI_API_KEY``,
+    ``EI_API_ENDPOINT`` and ``EI_INGESTION_ENDPOINT``.
+
+    Raises:
+        EdgeImpulseError: no key, or an endpoint that is not an http(s) URL.
+    """
+    key = (api_key or os.environ.get("EI_API_KEY") or "").strip()
+    if not key:
+        raise EdgeImpulseError("no Edge Impulse API key", KEY_HINT)
+    register_secret(key)
+    if timeout <= 0:
+        raise EdgeImpulseError(f"timeout must be positive, got {timeout}")
+    api = _check_endpoint("EI_API_ENDPOINT", api_endpoint or os.environ.get("EI_API_ENDPOINT")
+                          or DEFAULT_API_ENDPOINT)
+    ing = _check_endpoint("EI_INGESTION_ENDPOINT", ingestion_endpoint
+                          or os.environ.get("EI_INGESTION_ENDPOINT") or DEFAULT_INGESTION_ENDPOINT)
+    return EIConfig(key, api, ing, float(timeout))
+
+
+@dataclass(frozen=True)
+class Project:
+    id: int
+    name: str
+
+
+def _error_text(resp: requests.Response) -> str:
+    try:
+        body = resp.json()
+        text = body.get("error") if isinstance(body, dict) else None
+    except ValueError:
+        text = None
+    text = text or resp.text.strip() or resp.reason or ""
+    return redact(" ".join(text.split())[:200])
+
+
+def unreachable(what: str, url: str, exc: BaseException, timeout: float) -> EdgeImpulseError:
+    """The one-line error for a service that does not answer (raise it ``from sanitized(exc)``)."""
+    kind = "timed out" if isinstance(exc, (requests.Timeout, socket.timeout, TimeoutError)) \
+        else "connection failed"
+    err = EdgeImpulseError(f"cannot reach the Edge Impulse {what} at {url} ({kind} after "
+                           f"{timeout:g} s limit)",
+                           "check the network or the endpoint (--api-endpoint / "
+                           "--ingestion-endpoint, EI_API_ENDPOINT / EI_INGESTION_ENDPOINT)")
+    return err
+
+
+def project_for_key(cfg: EIConfig, session: requests.Session | None = None) -> Project:
+    """Ask the studio API which project the key belongs to (``GET /api/projects``).
+
+    This is the SDK's ``default_project_id_for`` call, made with a timeout so that a bad key or an
+    unreachable endpoint fails in one clear line before any upload starts.
+
+    Raises:
+        EdgeImpulseError: key rejected, endpoint unreachable, or an unexpected answer.
+    """
+    http = session or requests
+    url = cfg.url("/api/projects")
+    try:
+        resp = http.get(url, headers=cfg.headers(), timeout=(cfg.timeout, cfg.timeout))
+    except requests.RequestException as exc:
+        raise unreachable("API", cfg.api_endpoint, exc, cfg.timeout) from sanitized(exc)
+    if resp.status_code in (401, 403):
+        raise EdgeImpulseError(f"Edge Impulse rejected the API key ({resp.status_code}: "
+                               f"{_error_text(resp)})", KEY_HINT)
+    if resp.status_code != 200:
+        raise EdgeImpulseError(f"Edge Impulse API answered {resp.status_code} to GET /api/projects "
+                               f"({_error_text(resp)})", "try again later")
+    try:
+        body = resp.json()
+        if not body.get("success", False):
+            raise EdgeImpulseError(f"Edge Impulse API error: {redact(body.get('error'))}", KEY_HINT)
+        projects = body["projects"]
+        if not projects:
+            raise EdgeImpulseError("the API key has no project", KEY_HINT)
+        return Project(int(projects[0]["id"]), str(projects[0].get("name", "")))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise EdgeImpulseError(f"unexpected answer from {cfg.api_endpoint}/api/projects",
+                               "is --api-endpoint the studio API (ending in /v1)?") from None
+
+
+_SDK_ATTRS = ("API_KEY", "API_ENDPOINT", "INGESTION_ENDPOINT")
+
+
+def import_sdk():
+    """Import ``edgeimpulse`` (it imports TensorFlow, so only when a command needs it)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    try:
+        import edgeimpulse
+    except ImportError:
+        from facemask_edge.errors import ToolMissing
+
+        raise ToolMissing("the edgeimpulse Python SDK is not installed",
+                          "pip install 'facemask-edge[edgeimpulse]'") from None
+    return edgeimpulse
+
+
+@contextmanager
+def sdk_settings(cfg: EIConfig):
+    """Point the ``edgeimpulse`` SDK at ``cfg`` for the block; bound every socket wait.
+
+    The SDK makes most calls without a timeout; urllib3 then falls back to the socket default,
+    which we set to ``cfg.timeout`` so that an endpoint that stops answering fails in time.
+    """
+    ei = import_sdk()
+    old = {a: getattr(ei, a, None) for a in _SDK_ATTRS}
+    old_timeout = socket.getdefaulttimeout()
+    ei.API_KEY, ei.API_ENDPOINT, ei.INGESTION_ENDPOINT = (cfg.api_key, cfg.api_endpoint,
+                                                           cfg.ingestion_endpoint)
+    socket.setdefaulttimeout(cfg.timeout)
+    try:
+        yield ei
+    finally:
+        socket.setdefaulttimeout(old_timeout)
+        for a, v in old.items():
+            setattr(ei, a, v)

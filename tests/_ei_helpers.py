@@ -1,0 +1,60 @@
+"""Helpers for the Edge Impulse tests: a small data set and a tiny int8 model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from facemask_edge.testing import CLASSES, make_synthetic_dataset
+
+__all__ = ["small_dataset", "tiny_int8_run"]
+
+
+def small_dataset(root: Path, per_class: int = 12, seed: int = 0) -> Path:
+    """``make_synthetic_dataset``; if it fails (numpy's ``choice`` on a list of colours), draw
+    plain noise images in the same four formats instead."""
+    try:
+        return make_synthetic_dataset(root, per_class=per_class, size=32, seed=seed)
+    except ValueError:
+        rng = np.random.RandomState(seed)
+        formats = [("JPEG", ".jpg"), ("PNG", ".png"), ("WEBP", ".webp"), ("BMP", ".bmp")]
+        for c, cls in enumerate(CLASSES):
+            (root / cls).mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                px = rng.randint(0, 256, (32, 32, 3)).astype(np.uint8)
+                px[..., c] //= 2
+                fmt, ext = formats[i % 4]
+                Image.fromarray(px).save(root / cls / f"{cls}_{i:04d}{ext}", fmt)
+        return root
+
+
+def tiny_int8_run(run_dir: Path, labels=("with_mask", "without_mask"), size: int = 16,
+                  channels: int = 3) -> Path:
+    """A run folder with a full-int8 ``model_int8.tflite`` (input scale 1/255, zero point -128)
+    and ``labels.txt``."""
+    from facemask_edge._tf import tf
+
+    tfm = tf()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    inp = tfm.keras.Input((size, size, channels))
+    x = tfm.keras.layers.Conv2D(4, 3, strides=2, activation="relu")(inp)
+    x = tfm.keras.layers.GlobalAveragePooling2D()(x)
+    out = tfm.keras.layers.Dense(len(labels), activation="softmax")(x)
+    model = tfm.keras.Model(inp, out)
+    rng = np.random.RandomState(0)
+
+    def rep():
+        for _ in range(8):
+            yield [rng.rand(1, size, size, channels).astype(np.float32)]
+
+    conv = tfm.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tfm.lite.Optimize.DEFAULT]
+    conv.representative_dataset = rep
+    conv.target_spec.supported_ops = [tfm.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tfm.int8
+    conv.inference_output_type = tfm.int8
+    (run_dir / "model_int8.tflite").write_bytes(conv.convert())
+    (run_dir / "labels.txt").write_text("".join(f"{x}\n" for x in labels))
+    return run_dir
