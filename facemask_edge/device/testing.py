@@ -1,0 +1,124 @@
+"""A tiny converted run for device tests and demos: synthetic images, a small int8 model.
+
+``make_tiny_run(dir)`` writes what ``convert`` would leave in a run folder (model_int8.tflite,
+model_card.json, config.json, labels.txt, split.json) in a few seconds, without training: the
+weights are random but fixed, which is all the protocol and the board/host comparison need.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["make_tiny_model", "make_tiny_run", "write_images", "CLASSES"]
+
+
+def make_tiny_model(size: int = 24, channels: int = 3, classes: int = 2, seed: int = 0) -> bytes:
+    """A full-int8 TFLite model: conv, depthwise conv, pooling, dense, softmax.
+
+    Input int8 ``(1, size, size, channels)`` with scale 1/255 and zero point -128 (pixels in
+    [0, 1] in the representative set), output int8 ``(1, classes)``.
+    """
+    from facemask_edge._tf import keras, tf
+
+    tf_, k = tf(), keras()
+    tf_.random.set_seed(seed)
+    inp = k.Input((size, size, channels))
+    x = k.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inp)
+    x = k.layers.DepthwiseConv2D(3, padding="same", activation="relu")(x)
+    x = k.layers.Conv2D(8, 1, activation="relu")(x)
+    x = k.layers.GlobalAveragePooling2D()(x)
+    out = k.layers.Dense(classes, activation="softmax")(x)
+    model = k.Model(inp, out)
+    rng = np.random.RandomState(seed)
+
+    def representative():
+        for _ in range(16):
+            yield [rng.uniform(0, 1, (1, size, size, channels)).astype(np.float32)]
+
+    conv = tf_.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf_.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative
+    conv.target_spec.supported_ops = [tf_.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf_.int8
+    conv.inference_output_type = tf_.int8
+    return conv.convert()
+
+
+CLASSES = ("with_mask", "without_mask")
+
+
+def write_images(root: str | Path, per_class: int = 12, seed: int = 0) -> Path:
+    """Random images of varied sizes and formats in ``root/<class>/`` (no meaning needed here:
+    the board and the host only have to agree)."""
+    from PIL import Image
+
+    root = Path(root)
+    rng = np.random.RandomState(seed)
+    for ci, cls in enumerate(CLASSES):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            h, w = int(rng.randint(30, 90)), int(rng.randint(30, 90))
+            base = rng.randint(0, 256, 3) if ci == 0 else rng.randint(0, 80, 3)
+            img = np.clip(base + rng.randint(-60, 60, (h, w, 3)), 0, 255).astype(np.uint8)
+            ext = (".png", ".jpg", ".bmp")[i % 3]
+            Image.fromarray(img).save(root / cls / f"{cls}_{i:03d}{ext}")
+    return root
+
+
+def _io_details(model: bytes) -> tuple[dict, dict]:
+    from facemask_edge._tf import tf
+
+    it = tf().lite.Interpreter(model_content=model)
+    i, o = it.get_input_details()[0], it.get_output_details()[0]
+    return i, o
+
+
+def make_tiny_run(run_dir: str | Path, data_dir: str | Path | None = None, size: int = 24,
+                  color: str = "rgb", per_class: int = 12, seed: int = 0,
+                  model: bytes | None = None) -> Path:
+    """Write a converted run folder with a tiny model and a synthetic data set.
+
+    Args:
+        run_dir: the run folder to create.
+        data_dir: where the synthetic images go (default ``run_dir/../data``).
+        size, color: model input.
+        per_class: synthetic images per class.
+        model: reuse an already converted model (must match size/color).
+
+    Returns:
+        ``run_dir``.
+    """
+    from facemask_edge.data.ingest import scan_dataset
+    from facemask_edge.data.splits import make_split, save_split
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = Path(data_dir) if data_dir else run_dir.parent / "data"
+    if not data_dir.exists():
+        write_images(data_dir, per_class=per_class, seed=seed)
+    channels = 1 if color == "grayscale" else 3
+    model = model or make_tiny_model(size, channels, len(CLASSES), seed)
+    (run_dir / "model_int8.tflite").write_bytes(model)
+    i, o = _io_details(model)
+    card = {
+        "schema": 1, "model": "model_int8.tflite",
+        "sha256": hashlib.sha256(model).hexdigest(), "flatbuffer_bytes": len(model),
+        "quantization": "ptq",
+        "input": {"shape": [int(v) for v in i["shape"]], "dtype": "int8",
+                  "scale": float(i["quantization"][0]), "zero_point": int(i["quantization"][1]),
+                  "size": size, "color": color},
+        "output": {"shape": [int(v) for v in o["shape"]], "dtype": "int8",
+                   "scale": float(o["quantization"][0]), "zero_point": int(o["quantization"][1])},
+        "labels": list(CLASSES), "arena_bytes": 16 * 1024, "run": run_dir.name,
+    }
+    (run_dir / "model_card.json").write_text(json.dumps(card, indent=1))
+    (run_dir / "labels.txt").write_text("".join(c + "\n" for c in CLASSES))
+    (run_dir / "config.json").write_text(json.dumps(
+        {"data": str(data_dir), "size": size, "color": color, "arch": "tiny-test"}, indent=1))
+    ds = scan_dataset(data_dir, size=size, color=color, use_cache=False)
+    save_split(make_split(ds, seed=seed, fractions=(0.5, 0.1, 0.4)), run_dir)
+    return run_dir
