@@ -1,0 +1,38 @@
+"""``facemask-edge export``: firmware sources for a board from a converted run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from facemask_edge.profile.boards import BOARDS
+
+__all__ = ["export"]
+
+
+@click.command(help=__doc__.split(": ", 1)[1])
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--board", "-b", required=True, type=click.Choice(list(BOARDS)), help="Target board.")
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
+              help="sketch: folder that receives a complete <board>/ sketch (default: the "
+                   "repository's firmware/boards/<board>/). arduino-library: folder of the zip "
+                   "(default: RUN_DIR/export).")
+@click.option("--format", "fmt", type=click.Choice(["sketch", "arduino-library"]), default="sketch",
+              show_default=True, help="A sketch folder, or a zip for Arduino IDE's 'Add .ZIP Library'.")
+def export(run_dir: Path, board: str, out: Path | None, fmt: str) -> None:
+    from facemask_edge.export import export_run
+
+    res = export_run(run_dir, board, out=out, fmt=fmt)
+    b = res.budget
+    click.echo(f"{res.path}")
+    click.echo(f"  model   {res.model_bytes} bytes, sha256 {res.sha256[:16]}")
+    click.echo(f"  ops     {', '.join(res.ops)}")
+    click.echo(f"  arena   {b.arena_bytes} bytes used, {b.arena_with_margin_bytes} allocated ({b.source})")
+    if fmt == "sketch":
+        changed = len(res.files)
+        click.echo(f"  files   {changed} written" if changed else "  files   unchanged")
+        click.echo(f"  next    facemask-edge flash --board {board}"
+                   + (f" --sketch {res.path}" if out is not None else ""))
+    else:
+        click.echo("  next    Arduino IDE: Sketch > Include Library > Add .ZIP Library...")
