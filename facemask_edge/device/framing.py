@@ -77,12 +77,18 @@ def crc32(data: bytes, crc: int = 0) -> int:
 def cobs_encode(data: bytes) -> bytes:
     """COBS-encode ``data`` (no delimiters): the result has no zero byte."""
     out = bytearray()
-    for segment in bytes(data).split(b"\x00"):
-        # A zero-free segment longer than 254 bytes becomes full 0xFF blocks plus a tail.
+    segments = bytes(data).split(b"\x00")
+    for i, segment in enumerate(segments):
+        # A zero-free run of 254 bytes or more becomes full 0xFF blocks (no implied zero) plus a
+        # tail block; at the very end an empty tail after a full block is left out.
+        full = False
         while len(segment) >= 254:
             out.append(0xFF)
             out += segment[:254]
             segment = segment[254:]
+            full = True
+        if full and not segment and i == len(segments) - 1:
+            break
         out.append(len(segment) + 1)
         out += segment
     return bytes(out)
@@ -224,12 +230,22 @@ class FrameReader:
         if isinstance(frame, Frame):
             self.frame_bytes += len(segment) + 1
             return [frame]
-        # Text printed just before a frame ends at that frame's leading delimiter.
+        # Text printed just before a frame ends at that frame's leading delimiter. Keep the lines
+        # that read as text, count the rest as noise (a boot ROM at another baud rate, a glitch).
         if _looks_like_text(segment):
             return self._text(segment)
-        self.bad_frames += 1
-        self.noise_bytes += len(segment) + 1
-        return [frame]
+        events: list[Frame | BadFrame | Text] = []
+        noise = bytearray()
+        for line in segment.split(b"\n"):
+            if len(line) >= 4 and _looks_like_text(line):
+                events.extend(self._text(line))
+            else:
+                noise += line
+        if noise:
+            self.bad_frames += 1
+            self.noise_bytes += len(noise) + 1
+            events.append(BadFrame(bytes(noise[:64]), frame.reason))
+        return events
 
     def _text(self, data: bytes) -> list[Text]:
         self.text_bytes += len(data)

@@ -50,6 +50,7 @@ class StreamStats:
     noise_bytes_in: int = 0
     text_lines: int = 0
     elapsed_s: float = 0.0
+    stream_bytes_out: int = 0  # bytes written while streaming (no handshakes)
     window_full_s: float = 0.0
 
     def merge(self, other: "StreamStats") -> None:
@@ -221,11 +222,14 @@ class BoardSession:
         next_hello = start
         hellos: set[int] = set()
         bytes_at_start = self.stats.bytes_in
+        noise_at_start, text_at_start = self.reader.noise_bytes, self.reader.text_bytes
         info = None
         while info is None:
             now = self.clock()
             if now >= deadline:
-                raise self._no_info_error(self.stats.bytes_in - bytes_at_start)
+                raise self._no_info_error(self.stats.bytes_in - bytes_at_start,
+                                          self.reader.noise_bytes - noise_at_start,
+                                          self.reader.text_bytes - text_at_start)
             if now >= next_hello:
                 abs_no = self._count
                 seq = self._next_seq()
@@ -243,11 +247,15 @@ class BoardSession:
         self.info = info
         return info
 
-    def _no_info_error(self, got: int) -> DeviceError:
+    def _no_info_error(self, got: int, noise: int, text: int) -> DeviceError:
         t = f"{self.timeout:g} s"
         if self._echo:
             return DeviceTimeout(f"{self.name} echoes what is sent and no board answered within {t}",
                                  "this is a loopback or a terminal, not a board")
+        noise += len(self.reader.buffer) if not text else 0
+        if noise > text:
+            return ProtocolError(f"{self.name} sent {got} bytes in {t}, none of them a protocol frame",
+                                 "wrong baud rate (--baud), or not the facemask-edge firmware")
         if self.last_text:
             last = self.last_text[-1][:60]
             return DeviceTimeout(f"{self.name} printed text but never answered HELLO within {t} "
@@ -340,6 +348,7 @@ class BoardSession:
         next_id = 0
         exhausted = False
         t0 = self.clock()
+        out0 = st.bytes_out
         last_progress = last_rx = t0
         backoff = 0
         self._max_infer_s = 1.0
@@ -522,6 +531,7 @@ class BoardSession:
                 request_results(now, force=True)
                 last_progress = now
         st.elapsed_s += self.clock() - t0
+        st.stream_bytes_out += st.bytes_out - out0
 
     def close(self, wait: float = 0.5) -> None:
         """End the session (BYE) so the board resumes its camera loop. Never raises."""

@@ -16,12 +16,23 @@ import numpy as np
 __all__ = ["make_tiny_model", "make_tiny_run", "write_images", "CLASSES"]
 
 
+_MODELS: dict = {}
+
+
 def make_tiny_model(size: int = 24, channels: int = 3, classes: int = 2, seed: int = 0) -> bytes:
     """A full-int8 TFLite model: conv, depthwise conv, pooling, dense, softmax.
 
     Input int8 ``(1, size, size, channels)`` with scale 1/255 and zero point -128 (pixels in
-    [0, 1] in the representative set), output int8 ``(1, classes)``.
+    [0, 1] in the representative set), output int8 ``(1, classes)``. Converted once per process
+    for each set of arguments.
     """
+    key = (size, channels, classes, seed)
+    if key not in _MODELS:
+        _MODELS[key] = _convert_tiny(size, channels, classes, seed)
+    return _MODELS[key]
+
+
+def _convert_tiny(size: int, channels: int, classes: int, seed: int) -> bytes:
     from facemask_edge._tf import keras, tf
 
     tf_, k = tf(), keras()

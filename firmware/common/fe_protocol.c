@@ -51,6 +51,7 @@ uint32_t fe_crc32(uint32_t crc, const uint8_t *data, size_t len) {
 size_t fe_cobs_frame(const uint8_t *data, size_t len, uint8_t *out) {
   size_t o = 0, code_at, i;
   uint8_t code = 1;
+  int after_full = 0; /* the open block follows a full 0xFF block */
   out[o++] = 0;
   code_at = o++;
   for (i = 0; i < len; i++) {
@@ -58,16 +59,21 @@ size_t fe_cobs_frame(const uint8_t *data, size_t len, uint8_t *out) {
       out[code_at] = code;
       code = 1;
       code_at = o++;
+      after_full = 0;
     } else {
       out[o++] = data[i];
       if (++code == 0xFF) {
         out[code_at] = code;
         code = 1;
         code_at = o++;
+        after_full = 1;
       }
     }
   }
-  out[code_at] = code;
+  if (code == 1 && after_full)
+    o = code_at; /* canonical COBS: no empty block after a full one at the end */
+  else
+    out[code_at] = code;
   out[o++] = 0;
   return o;
 }

@@ -1,0 +1,81 @@
+"""``facemask-edge board-sim RUN_DIR``: a simulated board on a pseudo-terminal."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import click
+
+from facemask_edge.errors import FacemaskError
+
+__all__ = ["board_sim"]
+
+
+@click.command("board-sim")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--board", "board_name", default=None, metavar="NAME",
+              help="Report this board and enforce its memory limits (nano33ble, esp32cam). "
+                   "Default: a generous 'sim' board.")
+@click.option("--baud", type=int, default=0, show_default=True,
+              help="Pace both directions like a UART of this speed (0: as fast as the pty, "
+                   "flow-controlled like USB CDC).")
+@click.option("--fault", "fault", default=None, metavar="SPEC",
+              help="Inject faults: drop=P,corrupt=P (per frame, both directions), reset-after=K "
+                   "(images), stall=S[@K] (seconds, after K images), seed=N.")
+@click.option("--engine", type=click.Choice(["auto", "c", "python"]), default="auto", show_default=True,
+              help="Protocol engine: the firmware's C code (compiled once with cc) or its Python twin.")
+@click.option("--camera-every", type=float, default=1.0, show_default=True,
+              help="Seconds between camera-loop PRED lines outside a session (0: off).")
+@click.option("--link", "link", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also make this symlink to the pty (a stable port name).")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+def board_sim(run_dir, board_name, baud, fault, engine, camera_every, link, duration):
+    """Run a simulated board for RUN_DIR's model on a pseudo-terminal.
+
+    Prints the port path on stdout, then serves until Ctrl-C. Connect with
+    `facemask-edge validate RUN_DIR --port PATH` or `facemask-edge monitor --port PATH`.
+    """
+    from facemask_edge.device.sim import BoardSimulator, Faults, load_run_model
+    from facemask_edge.profile.boards import get_board
+
+    faults = Faults.parse(fault)
+    board = get_board(board_name) if board_name else None
+    if baud < 0:
+        raise FacemaskError(f"--baud must be 0 or positive, not {baud}")
+    model, card = load_run_model(run_dir)
+    sim = BoardSimulator(model, card, board=board, baud=baud, faults=faults, engine=engine,
+                         camera_every=camera_every)
+    path = sim.start()
+    if link:
+        try:
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            os.symlink(path, link)
+        except OSError as exc:
+            sim.stop()
+            raise FacemaskError(f"cannot create {link}: {exc.strerror}", "choose another --link path") from None
+    click.echo(str(link or path))
+    sys.stdout.flush()
+    status = f"status {sim.model.error}: {sim.model.message}" if sim.model.error else "model ready"
+    click.echo(f"board-sim: {sim.board_name} on {path}, {baud or 'unpaced'} baud, engine {sim.engine_used}, "
+               f"faults {faults.describe()}, {status}, model {sim.sha256[:12]}... "
+               f"(Ctrl-C to stop)", err=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: done.set())
+    try:
+        done.wait(duration)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.stop()
+        if link and link.is_symlink():
+            link.unlink()
+        s = sim.stats
+        click.echo(f"board-sim: {s.images} images, {s.camera_frames} camera frames, "
+                   f"{s.bytes_in} bytes in, {s.bytes_out} out, dropped {s.dropped_in}/{s.dropped_out}, "
+                   f"corrupted {s.corrupted_in}/{s.corrupted_out} (in/out), overrun {s.overrun_bytes} bytes, "
+                   f"{s.resets} reset(s), {s.stalls} stall(s)", err=True)

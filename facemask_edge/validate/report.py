@@ -1,0 +1,242 @@
+"""The validation report: on-device metrics, board/host agreement, latency and link figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["build_report", "write_report", "classification_metrics", "closing_note"]
+
+
+def classification_metrics(true: np.ndarray, pred: np.ndarray, classes: list[str]) -> dict:
+    """Accuracy, per-class precision/recall/F1, macro F1 and the confusion matrix (rows: true)."""
+    k = len(classes)
+    cm = np.zeros((k, k), dtype=np.int64)
+    for t, p in zip(true, pred):
+        if 0 <= p < k:
+            cm[t, p] += 1
+    per = {}
+    for c in range(k):
+        tp = cm[c, c]
+        prec = tp / cm[:, c].sum() if cm[:, c].sum() else 0.0
+        rec = tp / cm[c, :].sum() if cm[c, :].sum() else 0.0
+        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+        per[classes[c]] = {"precision": float(prec), "recall": float(rec), "f1": float(f1),
+                           "support": int(cm[c, :].sum())}
+    n = int(cm.sum())
+    return {"accuracy": float(np.trace(cm) / n) if n else 0.0,
+            "macro_f1": float(np.mean([v["f1"] for v in per.values()])) if per else 0.0,
+            "per_class": per, "confusion": cm.tolist()}
+
+
+def _pct(values, q):
+    return float(np.percentile(values, q)) if len(values) else None
+
+
+def build_report(vset, records: dict[int, dict], segments: list[dict], card: dict, sha: str,
+                 reference: str) -> dict:
+    """Everything the report says, from the per-image records and the link segments."""
+    idx = sorted(records)
+    recs = [records[i] for i in idx]
+    true = np.array([r["label"] for r in recs], dtype=np.int64)
+    board = np.array([r["board"]["label"] for r in recs], dtype=np.int64)
+    host = np.array([r["host"]["label"] for r in recs], dtype=np.int64)
+    exact = [r["board"]["scores"] == r["host"]["scores"] for r in recs]
+    diffs = [max((abs(a - b) for a, b in zip(r["board"]["scores"], r["host"]["scores"])), default=0)
+             if len(r["board"]["scores"]) == len(r["host"]["scores"]) else 255 for r in recs]
+    disagree = [r for r, e in zip(recs, exact) if not e]
+    us = np.array([r["board"]["us"] for r in recs], dtype=np.float64)
+    classes = vset.classes
+
+    def sample(r):
+        return {"i": r["i"], "key": r["key"], "label": classes[r["label"]],
+                "board": {"label": classes[r["board"]["label"]] if r["board"]["label"] < len(classes) else r["board"]["label"],
+                          "scores": r["board"]["scores"]},
+                "host": {"label": classes[r["host"]["label"]], "scores": r["host"]["scores"]}}
+
+    link = _link(segments)
+    n = len(recs)
+    return {
+        "schema": 1,
+        "model_sha256": sha,
+        "source": vset.source,
+        "data_root": vset.data_root,
+        "images": len(vset),
+        "validated": n,
+        "complete": n == len(vset),
+        "classes": classes,
+        "reference": reference,
+        "board": classification_metrics(true, board, classes),
+        "host": classification_metrics(true, host, classes),
+        "agreement": {
+            "bit_exact": float(np.mean(exact)) if n else 0.0,
+            "label": float(np.mean(board == host)) if n else 0.0,
+            "disagreeing_images": len(disagree),
+            "max_score_diff": int(max(diffs)) if diffs else 0,
+            "first_disagreements": [sample(r) for r in disagree[:10]],
+        },
+        "latency_ms": {"p50": _pct(us, 50) / 1e3 if n else None, "p95": _pct(us, 95) / 1e3 if n else None,
+                       "max": float(us.max()) / 1e3 if n else None, "source": "board timer"},
+        "link": link,
+        "ports": sorted({r.get("port", "?") for r in recs}),
+        "per_port_images": {p: sum(1 for r in recs if r.get("port") == p)
+                            for p in sorted({r.get("port", "?") for r in recs})},
+    }
+
+
+def _link(segments: list[dict]) -> dict:
+    """Link figures of the last invocation that streamed images, and totals over all of them."""
+    streamed = [s for s in segments if s.get("images")]
+    totals = {"invocations": len(segments), "images": sum(s.get("images", 0) for s in segments)}
+    for key in ("retries", "naks", "timeouts", "result_requests", "resends", "resets", "chunks_resent"):
+        totals[key] = sum(p.get(key, 0) for s in segments for p in s.get("ports", {}).values())
+    if not streamed:
+        return {"totals": totals}
+    seg = streamed[-1]
+    ports = seg["ports"]
+    out_b = sum(p.get("bytes_out", 0) for p in ports.values())
+    in_b = sum(p.get("bytes_in", 0) for p in ports.values())
+    payload = sum(p.get("payload_bytes", 0) for p in ports.values())
+    images = seg["images"]
+    wall = seg.get("wall_s") or 0.0
+    per_port = {}
+    for name, p in ports.items():
+        el = p.get("elapsed_s") or 0.0
+        wire = p.get("bytes_out", 0) + p.get("bytes_in", 0)
+        entry = {k: p.get(k) for k in ("board", "firmware", "baud", "images", "bytes_out", "bytes_in",
+                                       "payload_bytes", "retries", "naks", "timeouts", "result_requests",
+                                       "resends", "resets", "chunks_resent", "elapsed_s", "window_full_s")}
+        entry["payload_efficiency"] = p.get("payload_bytes", 0) / wire if wire else None
+        entry["images_per_s"] = p.get("images", 0) / el if el else None
+        baud = p.get("baud") or 0
+        # Share of the streaming time the host-to-board line carried bytes (8N1: 10 bits a byte).
+        entry["line_busy"] = (p.get("stream_bytes_out", 0) * 10 / baud / el) if baud and el else None
+        per_port[name] = entry
+    return {
+        "images": images,
+        "wall_s": wall,
+        "images_per_s": images / wall if wall else None,
+        "wire_bytes": out_b + in_b,
+        "wire_bytes_per_image": (out_b + in_b) / images if images else None,
+        "bytes_per_s": (out_b + in_b) / wall if wall else None,
+        "payload_bytes": payload,
+        "payload_efficiency": payload / (out_b + in_b) if out_b + in_b else None,
+        "retries": sum(p.get("retries", 0) for p in ports.values()),
+        "resets": sum(p.get("resets", 0) for p in ports.values()),
+        "errors": seg.get("errors", {}),
+        "ports": per_port,
+        "totals": totals,
+    }
+
+
+def closing_note(report: dict) -> str:
+    """One paragraph for the terminal."""
+    b, a, link = report["board"], report["agreement"], report["link"]
+    parts = [f"{report['validated']}/{report['images']} images ({report['source']}): "
+             f"board accuracy {b['accuracy']:.2%} (host {report['host']['accuracy']:.2%}), "
+             f"bit-exact agreement {a['bit_exact']:.2%}"]
+    if a["disagreeing_images"]:
+        parts.append(f"{a['disagreeing_images']} disagree (max score diff {a['max_score_diff']})")
+    lat = report["latency_ms"]
+    if lat["p50"] is not None:
+        parts.append(f"latency p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms, max {lat['max']:.1f} ms")
+    if link.get("images_per_s"):
+        parts.append(f"{link['images_per_s']:.2f} images/s, {link['wire_bytes_per_image']:.0f} wire bytes/image, "
+                     f"{link['payload_efficiency']:.1%} payload, {link['retries']} retries, "
+                     f"{link['resets']} resets")
+    return "; ".join(parts)
+
+
+def _md_table(rows: list[list], header: list[str]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def _markdown(r: dict) -> str:
+    classes = r["classes"]
+    b, h, a = r["board"], r["host"], r["agreement"]
+    lines = [f"# On-device validation", "",
+             f"Model `{r['model_sha256'][:16]}...`, {r['validated']} of {r['images']} images of the "
+             f"{r['source']} ({r['data_root']}), host reference: {r['reference']}.", "",
+             _md_table([
+                 ["accuracy", f"{b['accuracy']:.2%}", f"{h['accuracy']:.2%}"],
+                 ["macro F1", f"{b['macro_f1']:.4f}", f"{h['macro_f1']:.4f}"],
+             ], ["", "board", "host int8"]), "",
+             f"**Bit-exact agreement: {a['bit_exact']:.2%}** (same label: {a['label']:.2%}; "
+             f"{a['disagreeing_images']} image(s) differ, largest score difference {a['max_score_diff']}).", "",
+             "## Per class (board)", "",
+             _md_table([[c, f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['f1']:.4f}", v["support"]]
+                        for c, v in b["per_class"].items()], ["class", "precision", "recall", "F1", "images"]),
+             "", "## Confusion matrix (board; rows: true, columns: predicted)", "",
+             _md_table([[classes[i]] + row for i, row in enumerate(b["confusion"])], ["true \\ predicted"] + classes),
+             ""]
+    if a["first_disagreements"]:
+        lines += ["## First disagreeing images", "",
+                  _md_table([[d["i"], d["key"], d["label"], d["board"]["label"], d["board"]["scores"],
+                              d["host"]["label"], d["host"]["scores"]] for d in a["first_disagreements"]],
+                            ["#", "file", "true", "board", "board scores", "host", "host scores"]), ""]
+    lat = r["latency_ms"]
+    if lat["p50"] is not None:
+        lines += ["## Latency (board timer)", "",
+                  f"p50 {lat['p50']:.2f} ms, p95 {lat['p95']:.2f} ms, max {lat['max']:.2f} ms.", ""]
+    link = r["link"]
+    if link.get("images"):
+        lines += ["## Link", "",
+                  f"Last run: {link['images']} images in {link['wall_s']:.1f} s: "
+                  f"**{link['images_per_s']:.2f} images/s**, {link['wire_bytes_per_image']:.0f} wire bytes "
+                  f"per image, {link['bytes_per_s']:.0f} bytes/s, "
+                  f"**{link['payload_efficiency']:.1%} of wire bytes are image payload**.", "",
+                  _md_table([[name, p.get("board"), p.get("baud") or "USB", p.get("images"),
+                              f"{p['images_per_s']:.2f}" if p.get("images_per_s") else "-",
+                              f"{p['payload_efficiency']:.1%}" if p.get("payload_efficiency") else "-",
+                              f"{p['line_busy']:.1%}" if p.get("line_busy") else "-",
+                              p.get("retries"), p.get("naks"), p.get("timeouts"), p.get("resets")]
+                             for name, p in link["ports"].items()],
+                            ["port", "board", "baud", "images", "images/s", "payload", "line busy",
+                             "retries", "NAKs", "timeouts", "resets"]), ""]
+        if link.get("errors"):
+            lines += ["Boards that failed: " + "; ".join(f"{k}: {v}" for k, v in link["errors"].items()), ""]
+    t = link.get("totals", {})
+    if t:
+        lines += [f"Over {t['invocations']} invocation(s): {t['images']} images streamed, {t['retries']} retries, "
+                  f"{t['resets']} board resets handled, {t['result_requests']} results asked for again.", ""]
+    lines += ["", closing_note(r), ""]
+    return "\n".join(lines)
+
+
+def _png(r: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = r["classes"]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+    for ax, name in zip(axes, ("board", "host")):
+        cm = np.array(r[name]["confusion"])
+        ax.imshow(cm, cmap="Blues")
+        for (i, j), v in np.ndenumerate(cm):
+            ax.text(j, i, str(v), ha="center", va="center",
+                    color="white" if v > cm.max() / 2 else "black")
+        ax.set_xticks(range(len(classes)), classes, rotation=20)
+        ax.set_yticks(range(len(classes)), classes)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        title = "board" if name == "board" else "host int8"
+        ax.set_title(f"{title}: accuracy {r[name]['accuracy']:.2%}")
+    fig.suptitle(f"bit-exact agreement {r['agreement']['bit_exact']:.2%} on {r['validated']} images")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(out_dir: Path, report: dict) -> None:
+    """``report.json``, ``report.md`` and ``confusion.png`` in ``out_dir``."""
+    out_dir = Path(out_dir)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=1))
+    (out_dir / "report.md").write_text(_markdown(report))
+    if report["validated"]:
+        _png(report, out_dir / "confusion.png")

@@ -1,0 +1,275 @@
+"""Stream a validation set to one or more boards, compare each answer with the host, keep it.
+
+Every finished image is appended to ``results.jsonl`` at once (one JSON object a line), so a run
+that is killed resumes where it stopped: images already in the file are not sent again. Several
+boards take images from one shared queue (a board farm); an image a failing board could not
+finish goes back to the queue for the others.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from facemask_edge.device.session import BoardSession, ImageSource
+from facemask_edge.errors import DataError, DeviceError, FacemaskError
+from facemask_edge.progress import log, progress
+from facemask_edge.validate.reference import HostReference
+from facemask_edge.validate.report import build_report, write_report
+from facemask_edge.validate.testset import ValidationSet
+
+__all__ = ["validate", "WorkQueue", "read_results", "default_out_dir"]
+
+RESULTS = "results.jsonl"
+
+
+class WorkQueue(ImageSource):
+    """Images shared by several board sessions; thread-safe."""
+
+    def __init__(self, items, workers: int):
+        self._items = deque(items)
+        self._cond = threading.Condition()
+        self._busy = workers
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+    def take(self):
+        with self._cond:
+            return self._items.popleft() if self._items else None
+
+    def give_back(self, key, data) -> None:
+        with self._cond:
+            self._items.appendleft((key, data))
+            self._cond.notify_all()
+
+    def wait_for_more(self) -> bool:
+        """A worker ran out of images: wait while another may still give some back."""
+        with self._cond:
+            self._busy -= 1
+            while not self._items and self._busy > 0:
+                self._cond.wait(0.1)
+            if self._items:
+                self._busy += 1
+                return True
+            self._cond.notify_all()
+            return False
+
+    def worker_gone(self) -> None:
+        with self._cond:
+            self._busy -= 1
+            self._cond.notify_all()
+
+
+def default_out_dir(run_dir: Path, data: str | Path | None) -> Path:
+    """``RUN_DIR/validate`` for the test split, ``RUN_DIR/validate-<folder>`` for ``--data``."""
+    if data is None:
+        return Path(run_dir) / "validate"
+    return Path(run_dir) / f"validate-{Path(data).resolve().name}"
+
+
+def read_results(path: Path) -> tuple[dict | None, dict[int, dict], list[dict]]:
+    """Read ``results.jsonl``: header, records by image index, segments (one per invocation).
+
+    A last line cut short by a kill is dropped (and trimmed from the file).
+    """
+    header, records, segments = None, {}, []
+    if not path.exists():
+        return header, records, segments
+    raw = path.read_bytes()
+    good_end = 0
+    pos = 0
+    for line in raw.splitlines(keepends=True):
+        pos += len(line)
+        if not line.endswith(b"\n"):
+            break
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            break
+        good_end = pos
+        kind = obj.get("kind")
+        if kind == "header":
+            header = obj
+        elif kind == "image":
+            records[int(obj["i"])] = obj
+        elif kind == "segment":
+            segments.append(obj)
+    if good_end < len(raw):
+        with open(path, "r+b") as f:
+            f.truncate(good_end)
+    return header, records, segments
+
+
+class _Appender:
+    def __init__(self, path: Path):
+        self.f = open(path, "a", encoding="utf-8")
+        self.lock = threading.Lock()
+
+    def write(self, obj: dict) -> None:
+        line = json.dumps(obj, separators=(",", ":")) + "\n"
+        with self.lock:
+            self.f.write(line)
+            self.f.flush()
+
+    def close(self) -> None:
+        try:
+            os.fsync(self.f.fileno())
+        except OSError:
+            pass
+        self.f.close()
+
+
+def validate(sessions: list[BoardSession], vset: ValidationSet, model: bytes, card: dict,
+             out_dir: str | Path, reference: str = "tflm", fresh: bool = False,
+             stop: threading.Event | None = None) -> dict:
+    """Validate a model on boards, image by image, against the host int8 reference.
+
+    Args:
+        sessions: one :class:`BoardSession` per board (ports already open, not yet handshaken).
+        vset: the images and their labels.
+        model: the run's ``model_int8.tflite`` bytes (its hash is checked on every board).
+        card: the run's model card.
+        out_dir: where ``results.jsonl`` and the report go.
+        reference: ``"tflm"`` or ``"tflite"`` (BUILTIN_REF kernels).
+        fresh: forget earlier results in ``out_dir`` instead of resuming.
+        stop: set it to end early (the images in flight still finish and are kept).
+
+    Returns:
+        The report (also written as ``report.json``, ``report.md``, ``confusion.png``).
+
+    Raises:
+        DeviceError: every board failed before the set was done (results so far are kept).
+        DataError: ``out_dir`` holds results of another model or data set (use ``fresh``).
+    """
+    import hashlib
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / RESULTS
+    sha = hashlib.sha256(model).hexdigest()
+    if fresh and path.exists():
+        path.unlink()
+    header, records, segments = read_results(path)
+    want = {"model_sha256": sha, "source": vset.source, "n": len(vset), "classes": vset.classes}
+    if header is not None and any(header.get(k) != v for k, v in want.items()):
+        raise DataError(f"{path} holds results of another model or image set",
+                        "pass --fresh to start over, or --out DIR to keep both")
+    # The keys must still name the same images.
+    for i, rec in records.items():
+        if i >= len(vset) or rec.get("key") != vset.keys[i]:
+            raise DataError(f"{path} does not match the images being validated (image {i})",
+                            "pass --fresh to start over")
+    appender = _Appender(path)
+    if header is None:
+        appender.write({"kind": "header", **want, "data_root": vset.data_root,
+                        "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    todo = [i for i in range(len(vset)) if i not in records]
+    if records:
+        log(f"resuming: {len(records)} of {len(vset)} images already done, {len(todo)} to go")
+
+    segment = None
+    failures: list[BaseException] = []
+    try:
+        if todo:
+            segment, failures = _stream(sessions, vset, todo, model, card, sha, reference, records,
+                                        appender, stop)
+            appender.write(segment)
+            segments.append(segment)
+    finally:
+        appender.close()
+    report = build_report(vset, records, segments, card, sha, reference)
+    write_report(out_dir, report)
+    if failures and len(records) < len(vset):
+        if not segment["images"] and isinstance(failures[0], FacemaskError):
+            raise failures[0]  # no board got going: its own message says why
+        raise DeviceError(f"{len(vset) - len(records)} image(s) not validated: {failures[0]}",
+                          f"results so far are in {path}; run the same command again to resume")
+    return report
+
+
+def _stream(sessions, vset, todo, model, card, sha, reference, records, appender, stop) -> dict:
+    ref = HostReference(model, reference)
+    shape = (ref.shape[1], ref.shape[2], ref.shape[3])
+    classes = len(vset.classes)
+    work = WorkQueue(((i, vset.input_bytes(i)) for i in todo), workers=len(sessions))
+    results: queue.Queue = queue.Queue()
+    errors: dict[str, str] = {}
+    failures: list[BaseException] = []
+    infos: dict[str, dict] = {}
+    stop = stop or threading.Event()
+    started = {"t": None}
+
+    def worker(session: BoardSession) -> None:
+        try:
+            info = session.handshake(expect_sha256=sha, expect_shape=shape, expect_classes=classes)
+            infos[session.name] = {"board": info.board, "firmware": info.firmware, "baud": info.baud,
+                                   "arena_bytes": info.arena_bytes, "free_ram_bytes": info.free_ram_bytes,
+                                   "max_body": info.max_body, "rx_window": info.rx_window}
+            if started["t"] is None:
+                started["t"] = time.monotonic()
+            while True:
+                session.stream(work, results.put, stop=stop)
+                if stop.is_set() or not work.wait_for_more():
+                    break
+        except FacemaskError as exc:
+            errors[session.name] = str(exc)
+            failures.append(exc)
+            work.worker_gone()
+        except Exception as exc:  # never lose the other boards' work to one board's bug
+            errors[session.name] = f"{type(exc).__name__}: {exc}"
+            failures.append(exc)
+            work.worker_gone()
+        finally:
+            session.close()
+
+    threads = [threading.Thread(target=worker, args=(s,), name=f"board-{s.name}", daemon=True)
+               for s in sessions]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    last = None
+    done_now = 0
+    try:
+        with progress(f"validating {len(todo)} images on {len(sessions)} board(s)", total=len(todo)) as bar:
+            while True:
+                try:
+                    r = results.get(timeout=0.1)
+                except queue.Empty:
+                    if not any(t.is_alive() for t in threads) and results.empty():
+                        break
+                    continue
+                i = int(r.key)
+                if i in records:  # never twice, whatever a board sends
+                    continue
+                host = ref.scores(vset.input_bytes(i))
+                host_label = max(range(len(host)), key=lambda k: (host[k], -k))
+                rec = {"kind": "image", "i": i, "key": vset.keys[i], "label": int(vset.labels[i]),
+                       "board": {"label": r.label, "scores": list(r.scores), "us": r.micros},
+                       "host": {"label": host_label, "scores": host}, "port": r.port}
+                appender.write(rec)
+                records[i] = rec
+                done_now += 1
+                last = time.monotonic()
+                bar.advance()
+    except KeyboardInterrupt:
+        stop.set()
+        for t in threads:
+            t.join(timeout=3)
+        raise
+    for t in threads:
+        t.join(timeout=5)
+    begin = started["t"] or t0
+    wall = (last - begin) if last else 0.0
+    ports = {}
+    for s in sessions:
+        ports[s.name] = {**infos.get(s.name, {}), **s.stats.as_dict()}
+    return {"kind": "segment", "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - (time.monotonic() - t0))),
+            "images": done_now, "wall_s": wall, "setup_s": begin - t0, "ports": ports, "errors": errors,
+            "reference": reference}, failures

@@ -1,0 +1,104 @@
+"""The images to validate with: a run's test split, or any folder, preprocessed as the board does."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facemask_edge.data.preprocess import to_int8
+from facemask_edge.errors import DataError, ModelError
+
+__all__ = ["ValidationSet", "load_validation_set", "load_card"]
+
+
+@dataclass
+class ValidationSet:
+    """Labelled images at the model's input size, in a fixed order.
+
+    Attributes:
+        keys: one identifier per image (its path relative to the data root).
+        labels: true class index per image, in the model's output order.
+        classes: the model's labels.
+        pixels: uint8 ``(N, S, S, C)``, what the board's preprocessing produces.
+        source: ``"test split"`` or the folder validated.
+        data_root: the data root the keys are relative to.
+    """
+
+    keys: list[str]
+    labels: np.ndarray
+    classes: list[str]
+    pixels: np.ndarray
+    source: str
+    data_root: str
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def input_bytes(self, i: int) -> bytes:
+        """The int8 model input of image ``i`` (``pixel - 128``), as streamed to the board."""
+        return to_int8(self.pixels[i]).tobytes()
+
+
+def load_card(run_dir: Path) -> dict:
+    path = Path(run_dir) / "model_card.json"
+    if not path.exists():
+        raise ModelError(f"{path} not found", f"convert the run first: facemask-edge convert {run_dir}")
+    return json.loads(path.read_text())
+
+
+def load_validation_set(run_dir: str | Path, data: str | Path | None = None,
+                        limit: int | None = None) -> ValidationSet:
+    """Load the run's test split (default) or every image of ``data``.
+
+    Images are decoded and preprocessed with the device's integer pipeline
+    (``device_preprocess``) at the size and colour of the run's model card.
+
+    Raises:
+        DataError: the data root is missing, or its classes are not the model's labels.
+        ModelError: the run has no model card.
+    """
+    from facemask_edge.data.ingest import scan_dataset
+    from facemask_edge.data.splits import load_split, split_indices
+
+    run_dir = Path(run_dir)
+    card = load_card(run_dir)
+    inp = card["input"]
+    size = int(inp.get("size") or inp["shape"][1])
+    color = inp.get("color") or ("grayscale" if int(inp["shape"][-1]) == 1 else "rgb")
+    labels = list(card.get("labels") or [])
+    if data is None:
+        cfg_path = run_dir / "config.json"
+        if not cfg_path.exists():
+            raise DataError(f"{cfg_path} not found", "pass --data DIR to validate a folder of images")
+        root = json.loads(cfg_path.read_text()).get("data")
+        if not root:
+            raise DataError(f"{cfg_path} does not say where the data is", "pass --data DIR")
+        ds = scan_dataset(root, size=size, color=color)
+        index = split_indices(ds, load_split(run_dir))["test"]
+        source = "test split"
+    else:
+        ds = scan_dataset(data, size=size, color=color)
+        index = np.arange(len(ds.items))
+        source = str(data)
+    if not labels:
+        labels = ds.classes
+    missing = [c for c in ds.classes if c not in labels]
+    if missing:
+        raise DataError(f"class folder(s) {', '.join(missing)} are not among the model's labels "
+                        f"({', '.join(labels)})", "name the folders like the labels the model was trained on")
+    to_model = np.array([labels.index(c) for c in ds.classes], dtype=np.int64)
+    if limit is not None:
+        index = index[:limit]
+    if len(index) == 0:
+        raise DataError("no images to validate", "check --data or the run's split.json")
+    return ValidationSet(
+        keys=[ds.items[i].path for i in index],
+        labels=to_model[ds.labels[index]],
+        classes=labels,
+        pixels=ds.images[index],
+        source=source,
+        data_root=str(ds.root),
+    )
