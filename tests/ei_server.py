@@ -132,6 +132,7 @@ class RecordedRequest:
     form: dict[str, list] = field(default_factory=dict)
     status: int | None = None
     fault: str | None = None
+    time: float = 0.0  # time.monotonic() when the request arrived
 
 
 @dataclass
@@ -204,6 +205,17 @@ def _parse_multipart(content_type: str, body: bytes) -> dict[str, list]:
     return out
 
 
+def _file_summary(content_type: str, body: bytes) -> dict[str, list]:
+    """The multipart fields of an ingestion request, files as (name, size, type, sha256): the
+    bytes themselves are not kept."""
+    try:
+        form = _parse_multipart(content_type, body)
+    except Exception:
+        return {}
+    return {k: [(f[0], len(f[1]), f[2], hashlib.sha256(f[1]).hexdigest())
+                if isinstance(f, tuple) else f for f in v] for k, v in form.items()}
+
+
 def parse_tflite(buf: bytes) -> dict:
     """Inputs and outputs of a TFLite flatbuffer: name, dataType, shape, scale, zeroPoint."""
     if len(buf) < 8 or buf[4:8] != b"TFL3":
@@ -237,6 +249,7 @@ class EIServer:
 
     Args:
         api_key: the one valid project key.
+        leaky: put the key the client sent into error messages, to test client-side redaction.
         faults: random fault injection (default: none).
         job_seconds: how long each job runs before ``finished`` is set.
         store_data: keep uploaded bytes (off for the big acceptance run).
@@ -245,8 +258,9 @@ class EIServer:
     def __init__(self, api_key: str = "ei_" + "0123456789abcdef" * 4, *,
                  faults: FaultConfig | None = None, project_id: int = 4242,
                  project_name: str = "facemask-edge loopback", job_seconds: float = 0.0,
-                 store_data: bool = True):
+                 store_data: bool = True, leaky: bool = False):
         self.state = _State(api_key, project_id, project_name, store_data)
+        self.leaky = leaky  # echo the received key in error bodies (a careless server)
         self.faults = faults or FaultConfig()
         self.job_seconds = job_seconds
         self._rng = random.Random(self.faults.seed)
@@ -413,7 +427,8 @@ class _Handler(BaseHTTPRequestHandler):
         path, query = split.path, parse_qs(split.query)
         ingestion = bool(re.fullmatch(r"/api/[^/]+/(files|data)", path))
         record = RecordedRequest(self.command, path, query,
-                                 {k.lower(): v for k, v in self.headers.items()}, None)
+                                 {k.lower(): v for k, v in self.headers.items()}, None,
+                                 time=time.monotonic())
         self._record = record
         st = self.ei.state
         with st.lock:
@@ -429,13 +444,16 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._read_body()
             if not ingestion:
                 record.body = body
+            else:
+                record.form = _file_summary(self.headers.get("Content-Type", ""), body)
             if fault == "401":
                 return self._error(401, "Invalid API key")
             if fault == "429":
                 return self._send(429, b"Too many requests, slow down", "text/plain",
                                   {"Retry-After": str(self.ei.faults.retry_after)})
             if fault in ("500", "503"):
-                return self._send(int(fault), f"Internal server error ({fault})".encode(),
+                echo = f" for key {self.headers.get('x-api-key')}" if self.ei.leaky else ""
+                return self._send(int(fault), f"Internal server error ({fault}){echo}".encode(),
                                   "text/plain")
             if fault == "slow":
                 time.sleep(self.ei.faults.slow_seconds)
@@ -460,7 +478,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(401, "Missing x-api-key header")
             return False
         if key != self.ei.state.api_key:
-            self._error(401, "Invalid API key")
+            self._error(401, "Invalid API key" + (f" '{key}'" if self.ei.leaky else ""))
             return False
         return True
 
@@ -483,8 +501,6 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:
             return self._error(400, f"Failed to parse multipart body: {exc}")
         files = [f for f in form.get("data", []) if isinstance(f, tuple)]
-        record.form = {k: [(f[0], len(f[1]), f[2]) if isinstance(f, tuple) else f for f in v]
-                       for k, v in form.items()}
         if not files:
             return self._error(400, "No files uploaded (expected one or more parts named 'data')")
         if len(files) > 1000:

@@ -57,11 +57,10 @@ class EIConfig:
         return {"x-api-key": self.api_key, "Accept": "application/json"}
 
 
-def _check_endpoint(name: str, url: str) -> str:
+def _check_endpoint(name: str, url: str, example: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise EdgeImpulseError(f"{name} {url!r} is not an http(s) URL",
-                               f"e.g. {DEFAULT_API_ENDPOINT if 'API' in name else DEFAULT_INGESTION_ENDPOINT}")
+        raise EdgeImpulseError(f"{name} {url!r} is not an http(s) URL", f"e.g. {example}")
     return url.rstrip("/")
 
 
@@ -79,10 +78,11 @@ def resolve_config(api_key: str | None = None, api_endpoint: str | None = None,
     register_secret(key)
     if timeout <= 0:
         raise EdgeImpulseError(f"timeout must be positive, got {timeout}")
-    api = _check_endpoint("EI_API_ENDPOINT", api_endpoint or os.environ.get("EI_API_ENDPOINT")
-                          or DEFAULT_API_ENDPOINT)
-    ing = _check_endpoint("EI_INGESTION_ENDPOINT", ingestion_endpoint
-                          or os.environ.get("EI_INGESTION_ENDPOINT") or DEFAULT_INGESTION_ENDPOINT)
+    api = _check_endpoint("API endpoint", api_endpoint or os.environ.get("EI_API_ENDPOINT")
+                          or DEFAULT_API_ENDPOINT, DEFAULT_API_ENDPOINT)
+    ing = _check_endpoint("ingestion endpoint", ingestion_endpoint
+                          or os.environ.get("EI_INGESTION_ENDPOINT") or DEFAULT_INGESTION_ENDPOINT,
+                          DEFAULT_INGESTION_ENDPOINT)
     return EIConfig(key, api, ing, float(timeout))
 
 
@@ -150,12 +150,44 @@ def project_for_key(cfg: EIConfig, session: requests.Session | None = None) -> P
 _SDK_ATTRS = ("API_KEY", "API_ENDPOINT", "INGESTION_ENDPOINT")
 
 
+@contextmanager
+def _quiet_fd2():
+    """Send C-level stderr to /dev/null for the block (unless debugging)."""
+    import logging
+    import sys
+
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def import_sdk():
     """Import ``edgeimpulse`` (it imports TensorFlow, so only when a command needs it)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import sys
+
+    if "edgeimpulse" in sys.modules:
+        return sys.modules["edgeimpulse"]
     try:
-        import edgeimpulse
+        # TensorFlow 2.21 writes oneDNN/CUDA notices to fd 2 at import whatever
+        # TF_CPP_MIN_LOG_LEVEL says; they are noise for a user profiling on Edge Impulse.
+        with _quiet_fd2():
+            import edgeimpulse
     except ImportError:
         from facemask_edge.errors import ToolMissing
 

@@ -81,25 +81,27 @@ class Ledger:
     def _load(self) -> None:
         self._fh.seek(0)
         data = self._fh.read()
+        offset = 0
         lines = data.split("\n")
         for i, line in enumerate(lines):
+            start, offset = offset, offset + len(line.encode("utf-8")) + 1
             if not line.strip():
                 continue
             try:
                 entry = json.loads(line)
                 sha = entry["sha256"]
             except (ValueError, KeyError, TypeError):
-                # Only the last line can be torn by a crash; anything else is a damaged file.
-                if i >= len(lines) - 2:
+                # Only the last line can be torn by a crash: cut it off; anything else means
+                # the file is not a ledger.
+                if i == len(lines) - 1:
                     self.torn_lines += 1
-                    continue
+                    self._fh.truncate(start)
+                    self._fh.flush()
+                    os.fsync(self._fh.fileno())
+                    break
                 raise EdgeImpulseError(f"{self.path} line {i + 1} is not a ledger entry",
                                        "move the file away to start a fresh ledger") from None
             self.entries[sha] = entry
-        if data and not data.endswith("\n"):
-            # Start the next entry on a fresh line, past the torn one.
-            self._fh.write("\n")
-            self._fh.flush()
 
     def __contains__(self, sha: str) -> bool:
         return sha in self.entries

@@ -341,12 +341,12 @@ def comparison_lines(result: dict) -> list[str]:
     rows = [("arena", "Tensor arena", _kib), ("ram", "RAM", _kib), ("flash", "Flash/ROM", _kib),
             ("latency", "Latency", _ms)]
     width = max(14, *(len(t) + 2 for t, _ in cols))
-    lines.append(" " * 16 + "".join(t.ljust(width) for t, _ in cols))
+    lines.append((" " * 16 + "".join(t.ljust(width) for t, _ in cols)).rstrip())
     for key, title, fmt in rows:
         values = [c.get(key) for _, c in cols]
         if all(v is None for v in values):
             continue
-        lines.append(f"  {title:<14}" + "".join(fmt(v).ljust(width) for v in values))
+        lines.append((f"  {title:<14}" + "".join(fmt(v).ljust(width) for v in values)).rstrip())
     lines.append("  (Edge Impulse RAM and ROM include its runtime; ours: arena, arena + margin, "
                  "model flash of our firmware)")
     return lines
