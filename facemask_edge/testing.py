@@ -30,8 +30,8 @@ def draw_face(rng: np.random.RandomState, masked: bool, size: int = 64) -> Image
         d.ellipse([cx + ex * rw - 0.1 * rw, cy - 0.3 * rh - 0.07 * rh,
                    cx + ex * rw + 0.1 * rw, cy - 0.3 * rh + 0.07 * rh], fill=(20, 20, 30))
     if masked:
-        mask = tuple(int(v) for v in rng.choice([[230, 235, 240], [60, 120, 220], [30, 30, 35],
-                                                 [120, 200, 230], [200, 80, 90]]))
+        palette = [(230, 235, 240), (60, 120, 220), (30, 30, 35), (120, 200, 230), (200, 80, 90)]
+        mask = palette[rng.randint(len(palette))]
         d.rectangle([cx - rw * 0.95, cy + 0.05 * rh, cx + rw * 0.95, cy + 0.8 * rh], fill=mask)
         d.line([cx - rw, cy + 0.1 * rh, cx - rw * 1.3, cy - 0.2 * rh], fill=mask, width=2)
         d.line([cx + rw, cy + 0.1 * rh, cx + rw * 1.3, cy - 0.2 * rh], fill=mask, width=2)
