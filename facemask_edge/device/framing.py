@@ -19,7 +19,7 @@ __all__ = [
     "Info", "Ack", "Nak", "Result", "ErrorMsg", "ByeAck",
     "hello", "chunk", "result_req", "bye",
     "encode_info", "encode_ack", "encode_nak", "encode_result", "encode_error", "encode_bye_ack",
-    "parse_board_message", "parse_chunk",
+    "parse_board_message", "parse_chunk", "looks_like_text",
 ]
 
 PROTOCOL_VERSION = 1
@@ -166,7 +166,8 @@ def decode_frame(segment: bytes) -> Frame | BadFrame:
     return Frame(msg_type, seq, raw[HEADER:-CRC], len(segment) + 1)
 
 
-def _looks_like_text(data: bytes) -> bool:
+def looks_like_text(data: bytes) -> bool:
+    """Mostly printable ASCII (lines of a sketch's output, not noise)."""
     if not data:
         return False
     printable = sum(1 for b in data if 32 <= b < 127 or b in (9, 10, 13))
@@ -210,14 +211,14 @@ class FrameReader:
             events.extend(self._segment(segment))
         # Text without a delimiter yet: hand out complete lines now (the camera loop). Off in a
         # session, where a half-received frame may look like text.
-        if self.early_lines and b"\n" in self.buffer and _looks_like_text(self.buffer):
+        if self.early_lines and b"\n" in self.buffer and looks_like_text(self.buffer):
             cut = self.buffer.rfind(b"\n") + 1
             events.extend(self._text(bytes(self.buffer[:cut])))
             del self.buffer[:cut]
         if len(self.buffer) > self.max_segment:
             data = bytes(self.buffer)
             self.buffer.clear()
-            if _looks_like_text(data):
+            if looks_like_text(data):
                 events.extend(self._text(data))
             else:
                 self.noise_bytes += len(data)
@@ -232,12 +233,12 @@ class FrameReader:
             return [frame]
         # Text printed just before a frame ends at that frame's leading delimiter. Keep the lines
         # that read as text, count the rest as noise (a boot ROM at another baud rate, a glitch).
-        if _looks_like_text(segment):
+        if looks_like_text(segment):
             return self._text(segment)
         events: list[Frame | BadFrame | Text] = []
         noise = bytearray()
         for line in segment.split(b"\n"):
-            if len(line) >= 4 and _looks_like_text(line):
+            if len(line) >= 4 and looks_like_text(line):
                 events.extend(self._text(line))
             else:
                 noise += line

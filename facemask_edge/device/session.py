@@ -252,12 +252,20 @@ class BoardSession:
         if self._echo:
             return DeviceTimeout(f"{self.name} echoes what is sent and no board answered within {t}",
                                  "this is a loopback or a terminal, not a board")
-        noise += len(self.reader.buffer) if not text else 0
+        pending = bytes(self.reader.buffer)  # text without a frame after it is still pending
+        if fr.looks_like_text(pending):
+            text += len(pending)
+            complete = pending[:pending.rfind(b"\n") + 1]
+            lines = [s.strip() for s in complete.decode("ascii", "replace").splitlines() if s.strip()]
+            self.last_text.extend(lines[-2:])
+        else:
+            noise += len(pending)
         if noise > text:
             return ProtocolError(f"{self.name} sent {got} bytes in {t}, none of them a protocol frame",
                                  "wrong baud rate (--baud), or not the facemask-edge firmware")
         if self.last_text:
-            last = self.last_text[-1][:60]
+            # A line cut by a buffer boundary is a poor witness: prefer a longer recent one.
+            last = max(reversed(self.last_text), key=lambda line: min(len(line), 12))[:60]
             return DeviceTimeout(f"{self.name} printed text but never answered HELLO within {t} "
                                  f"(last line: {last!r})",
                                  "flash the facemask-edge firmware of this version: facemask-edge flash RUN_DIR")

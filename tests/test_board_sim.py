@@ -1,0 +1,131 @@
+"""board-sim: the command, UART pacing, board limits, fault specs, the camera loop."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facemask_edge.device.monitor import parse_pred_line
+from facemask_edge.device.session import BoardSession
+from facemask_edge.device.sim import BoardSimulator, Faults, board_budget, load_run_model
+from facemask_edge.device.testing import make_tiny_model, make_tiny_run
+from facemask_edge.device.transport import open_port
+from facemask_edge.errors import BudgetError, FacemaskError, ModelError
+from facemask_edge.profile.boards import get_board
+
+CLI = [sys.executable, "-m", "facemask_edge"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return make_tiny_run(tmp_path_factory.mktemp("sim") / "run", model=make_tiny_model())
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    return env
+
+
+def test_cli_prints_the_pty_and_answers_as_the_board(run, tmp_path):
+    link = tmp_path / "board0"
+    proc = subprocess.Popen(CLI + ["board-sim", str(run), "--board", "esp32cam", "--baud", "921600",
+                                   "--link", str(link), "--camera-every", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        assert proc.stdout.readline().strip() == str(link)
+        assert os.path.realpath(link).startswith("/dev/pts/")
+        session = BoardSession(open_port(str(link), timeout=0.02), timeout=5)
+        info = session.handshake()
+        assert (info.board, info.baud, info.width, info.channels, info.classes) == ("esp32cam", 921600, 24, 3, 2)
+        assert info.firmware.startswith("board-sim") and len(info.model_sha256) == 64
+        assert info.free_ram_bytes == board_budget(get_board("esp32cam"), uart=True) - info.arena_bytes
+        got = []
+        session.stream([(0, bytes(24 * 24 * 3))], got.append)
+        session.close()
+        assert len(got) == 1 and len(got[0].scores) == 2
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert "engine c" in err and "1 images" in err
+    assert not link.exists()
+
+
+def test_cli_bad_fault_spec_is_one_line(run):
+    proc = subprocess.run(CLI + ["board-sim", str(run), "--fault", "drop=2"], capture_output=True,
+                          text=True, timeout=60, env=_env())
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: bad fault 'drop=2'") and proc.stderr.count("\n") == 1
+
+
+def test_fault_spec_parsing():
+    f = Faults.parse("drop=0.01, corrupt=0.02,reset-after=200,stall=1.5@30,seed=4")
+    assert (f.drop, f.corrupt, f.reset_after, f.stall, f.stall_after, f.seed) == (0.01, 0.02, 200, 1.5, 30, 4)
+    assert Faults.parse("stall=2").stall_after == 1
+    assert Faults.parse(None).describe() == "none"
+    with pytest.raises(FacemaskError, match="unknown fault 'jitter'") as err:
+        Faults.parse("jitter=1")
+    assert "reset-after=K" in err.value.hint
+    with pytest.raises(FacemaskError, match="bad fault"):
+        Faults.parse("reset-after=0")
+
+
+def test_uart_pacing_matches_the_baud_rate(run):
+    model, card = load_run_model(run)
+    baud = 115200
+    with BoardSimulator(model, card, baud=baud, camera_every=0) as sim:
+        session = BoardSession(open_port(sim.path, timeout=0.02), timeout=5)
+        session.handshake()
+        images = [(i, bytes([i]) * (24 * 24 * 3)) for i in range(6)]
+        stats = session.stream(images, lambda r: None)
+        session.close()
+    wire_s = stats.stream_bytes_out * 10 / baud
+    assert 0.95 * wire_s <= stats.elapsed_s <= 1.3 * wire_s + 0.1
+
+
+def test_board_limits(run):
+    model, card = load_run_model(run)
+    nano = get_board("nano33ble")
+    sim = BoardSimulator(model, card, board=nano, camera_every=0)
+    assert sim.info.board == "nano33ble" and sim.model.error == 0
+    assert sim.info.free_ram_bytes == board_budget(nano, uart=False) - card["arena_bytes"]
+    small_flash = dataclasses.replace(nano, flash_bytes=nano.reserved_flash_bytes + 1024)
+    with pytest.raises(BudgetError, match="does not fit nano33ble's flash"):
+        BoardSimulator(model, card, board=small_flash)
+
+
+def test_missing_model_is_a_model_error(tmp_path):
+    with pytest.raises(ModelError, match="convert the run first"):
+        load_run_model(tmp_path)
+
+
+def test_camera_loop_prints_pred_lines_the_monitor_reads(run, tmp_path):
+    model, card = load_run_model(run)
+    frames = [np.full((120, 160, 3), v, np.uint8) for v in (0, 128, 255)]
+    with BoardSimulator(model, card, camera_every=0.05, camera_frames=frames) as sim:
+        proc = subprocess.run(CLI + ["monitor", "--port", sim.path, "--count", "4", "--csv",
+                                     str(tmp_path / "p.csv"), "--duration", "20"],
+                              capture_output=True, text=True, timeout=60, env=_env())
+    assert proc.returncode == 0, proc.stderr
+    preds = [line for line in proc.stdout.splitlines() if "scores" in line]
+    assert len(preds) == 4
+    rows = (tmp_path / "p.csv").read_text().splitlines()
+    assert rows[0] == "host_time,board_ms,idx,label,conf,us,scores" and len(rows) == 5
+    # A black frame: what the firmware would print for it, by the stated formula.
+    from facemask_edge.validate.reference import HostReference
+
+    scores = HostReference(model).scores(bytes([0x80]) * (24 * 24 * 3))
+    idx = int(np.argmax(scores))
+    out = card["output"]
+    conf = int(min(100, max(0, round(100 * (scores[idx] - out["zero_point"]) * out["scale"]))))
+    assert any(r.endswith(" ".join(map(str, scores))) and f",{idx},{card['labels'][idx]},{conf}," in r
+               for r in rows[1:])
