@@ -804,8 +804,9 @@ class _Handler(BaseHTTPRequestHandler):
                  "lowEndMcu": mcu("Cortex-M0+ 48MHz", 48, ram < 32 * 1024),
                  "highEndMcu": mcu("Cortex-M7 216MHz", 216),
                  "highEndMcuPlusAccelerator": mcu("Cortex-M55 + Ethos-U55", 400),
-                 "mpu": {"description": "Cortex-A72 1.5GHz", "timePerInferenceMs": latency(1500) // 8 + 1,
-                         "rom": float(size), "supported": True},
+                 "mpu": {"description": "Cortex-A72 1.5GHz",
+                         "timePerInferenceMs": latency(1500) // 8 + 1, "rom": float(size),
+                         "supported": True},
                  "gpuOrMpuAccelerator": {"description": "Jetson Nano",
                                          "timePerInferenceMs": 1, "rom": float(size),
                                          "supported": True}}

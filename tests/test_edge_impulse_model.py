@@ -3,7 +3,6 @@ Edge Impulse: what is sent, what is saved and printed, and the errors."""
 
 from __future__ import annotations
 
-import io
 import json
 import secrets
 import socket

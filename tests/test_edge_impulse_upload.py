@@ -359,3 +359,21 @@ def server_factory():
     yield make
     for srv in servers:
         srv.stop()
+
+
+def test_recheck_resends_only_what_was_deleted_on_the_service(server_factory, key, dataset,
+                                                              cache):
+    server = server_factory(key)
+    assert _run(server, key, "--data", str(dataset)).exit_code == 0
+    gone = server.samples[:5]
+    with server.state.lock:  # deleted in Studio
+        for s in gone:
+            server.state.samples.remove(s)
+            server.state.by_hash.pop(s.sha256)
+    res = _run(server, key, "--data", str(dataset), "--recheck")
+    assert res.exit_code == 0, res.output
+    assert "uploaded 5, skipped 19 already there (0 from the ledger, 19 confirmed" in res.output
+    assert len(server.samples) == 24 == len({s.sha256 for s in server.samples})
+    # the ledger now points at the new sample ids
+    assert {e["sample_id"] for e in _ledger_entries(cache).values()} == {
+        s.id for s in server.samples}

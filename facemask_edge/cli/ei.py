@@ -82,7 +82,7 @@ def ei():
     """
 
 
-@ei.command("upload-data")
+@ei.command("upload-data", short_help="Upload the data set (labels from class folders), resumably.")
 @click.option("--data", "data", required=True, type=click.Path(exists=True),
               help="Data set folder (one sub-folder per class) or .zip.")
 @click.option("--split-from", "split_from", type=click.Path(exists=True, file_okay=False),
@@ -97,11 +97,14 @@ def ei():
 @click.option("--ledger", type=click.Path(dir_okay=False),
               help="Upload ledger file (default: in the user cache, per ingestion host and "
                    "project).")
+@click.option("--recheck", is_flag=True,
+              help="Send images the ledger has too (e.g. after deleting samples in Studio); "
+                   "Edge Impulse refuses those still there, so nothing is stored twice.")
 @click.option("--dry-run", is_flag=True, help="Show what would be sent, send nothing.")
 @_connection_options
 @_guarded
-def upload_data(data, split_from, category, concurrency, retries, ledger, dry_run, api_key,
-                api_endpoint, ingestion_endpoint, timeout):
+def upload_data(data, split_from, category, concurrency, retries, ledger, recheck, dry_run,
+                api_key, api_endpoint, ingestion_endpoint, timeout):
     """Upload every usable image with its label (class folder) to the project's data set.
 
     Safe to re-run: images already confirmed (in the ledger, or refused by Edge Impulse as
@@ -131,7 +134,7 @@ def upload_data(data, split_from, category, concurrency, retries, ledger, dry_ru
     path = ledger or default_ledger_path(cfg.ingestion_endpoint, project.id)
     with Ledger(path) as led:
         summary = upload_dataset(cfg, plan, led, project.id, concurrency=concurrency,
-                                 policy=RetryPolicy(attempts=retries))
+                                 policy=RetryPolicy(attempts=retries), recheck=recheck)
     for line in summary.lines():
         click.echo(line)
     if summary.interrupted:
@@ -142,7 +145,7 @@ def upload_data(data, split_from, category, concurrency, retries, ledger, dry_ru
                                "skipped")
 
 
-@ei.command("profile")
+@ei.command("profile", short_help="Profile the int8 model on Edge Impulse; compare with ours.")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--device", help="Edge Impulse profiling device (e.g. cortex-m4f-80mhz, "
                                "arduino-nano-33-ble). Default: the run's board, if it has one "
@@ -166,14 +169,15 @@ def profile(run_dir, device, job_timeout, api_key, api_endpoint, ingestion_endpo
         mapped = [BOARD_DEVICES[b] for b in boards if b in BOARD_DEVICES]
         device = mapped[0] if len(mapped) == 1 else None
     cfg = _config(api_key, api_endpoint, ingestion_endpoint, timeout)
-    log(f"profiling on Edge Impulse ({cfg.api_endpoint})" + (f", device {device}" if device else ""))
+    log(f"profiling on Edge Impulse ({cfg.api_endpoint})"
+        + (f", device {device}" if device else ""))
     result = profile_model(cfg, run_dir, device=device, job_timeout=job_timeout)
     for line in comparison_lines(result):
         click.echo(line)
     click.echo(f"saved {Path(run_dir) / 'ei_profile.json'}")
 
 
-@ei.command("deploy")
+@ei.command("deploy", short_help="Build the int8 model into an Edge Impulse library zip.")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--target", default="arduino", show_default=True,
               help="Edge Impulse deployment target (arduino, zip for a C++ library, ...).")

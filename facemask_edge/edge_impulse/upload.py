@@ -275,8 +275,8 @@ class UploadSummary:
             out.append(f"  {self.ledger_mismatch} image(s) are in the ledger with another label or "
                        f"category; Edge Impulse keeps the first (delete them in Studio to change)")
         if self.sent_ok:
-            out.append(f"  {self.sent_ok} images in {self.seconds:.1f} s ({self.images_per_second:.1f} "
-                       f"images/s, {self.requests} requests)")
+            out.append(f"  {self.sent_ok} images in {self.seconds:.1f} s "
+                       f"({self.images_per_second:.1f} images/s, {self.requests} requests)")
         out.append(f"  ledger: {self.ledger_path}")
         return out
 
@@ -359,8 +359,8 @@ class _Uploader:
                 status = resp.status_code
                 if status in (401, 403):
                     text = _body_error(resp)
-                    raise _Abort(EdgeImpulseError(
-                        f"Edge Impulse ingestion rejected the API key ({status}: {text})", KEY_HINT))
+                    raise _Abort(EdgeImpulseError(f"Edge Impulse ingestion rejected the API key "
+                                                  f"({status}: {text})", KEY_HINT))
                 if status == 200:
                     result = _file_result(resp)
                     if result is None:
@@ -429,7 +429,7 @@ def _first_id(error: str) -> int | None:
 def upload_dataset(cfg: EIConfig, plan: UploadPlan, ledger: Ledger, project_id: int,
                    concurrency: int = 8, policy: RetryPolicy | None = None,
                    session: requests.Session | None = None, seed: int | None = None,
-                   show_progress: bool = True) -> UploadSummary:
+                   show_progress: bool = True, recheck: bool = False) -> UploadSummary:
     """Send every planned image that the ledger does not have yet.
 
     Args:
@@ -442,6 +442,8 @@ def upload_dataset(cfg: EIConfig, plan: UploadPlan, ledger: Ledger, project_id: 
         session: a ``requests.Session`` to use (default: a pooled one).
         seed: seed for the back-off jitter.
         show_progress: show a progress bar on stderr.
+        recheck: send images the ledger already has as well (the service refuses those it
+            still holds, so this only re-sends what was deleted on the Edge Impulse side).
 
     Returns:
         The summary; ``interrupted`` is set if Ctrl-C stopped it (finished images are in the
@@ -462,7 +464,7 @@ def upload_dataset(cfg: EIConfig, plan: UploadPlan, ledger: Ledger, project_id: 
     todo = []
     for it in plan.items:
         done = ledger.get(it.sha256)
-        if done is None:
+        if done is None or recheck:
             todo.append(it)
             continue
         summary.in_ledger += 1
@@ -514,7 +516,10 @@ def _account(summary: UploadSummary, out: _Outcome, ledger: Ledger, project_id: 
     summary.requests += out.requests
     it = out.item
     if out.status in ("uploaded", "already-there"):
-        ledger.record(it.sha256, sample_id=out.sample_id, label=it.label, category=it.category,
+        sample_id = out.sample_id
+        if sample_id is None:  # a refusal without ids: keep what an earlier run learnt
+            sample_id = (ledger.get(it.sha256) or {}).get("sample_id")
+        ledger.record(it.sha256, sample_id=sample_id, label=it.label, category=it.category,
                       file=it.path, copies=it.copies, project=project_id, status=out.status)
         if out.status == "uploaded":
             summary.uploaded += 1
