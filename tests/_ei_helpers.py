@@ -5,29 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from facemask_edge.testing import CLASSES, make_synthetic_dataset
+from facemask_edge.testing import make_synthetic_dataset
 
 __all__ = ["small_dataset", "tiny_int8_run"]
 
 
 def small_dataset(root: Path, per_class: int = 12, seed: int = 0) -> Path:
-    """``make_synthetic_dataset``; if it fails (numpy's ``choice`` on a list of colours), draw
-    plain noise images in the same four formats instead."""
-    try:
-        return make_synthetic_dataset(root, per_class=per_class, size=32, seed=seed)
-    except ValueError:
-        rng = np.random.RandomState(seed)
-        formats = [("JPEG", ".jpg"), ("PNG", ".png"), ("WEBP", ".webp"), ("BMP", ".bmp")]
-        for c, cls in enumerate(CLASSES):
-            (root / cls).mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                px = rng.randint(0, 256, (32, 32, 3)).astype(np.uint8)
-                px[..., c] //= 2
-                fmt, ext = formats[i % 4]
-                Image.fromarray(px).save(root / cls / f"{cls}_{i:04d}{ext}", fmt)
-        return root
+    """A small synthetic face-mask data set (JPEG, PNG, WEBP and BMP files)."""
+    return make_synthetic_dataset(root, per_class=per_class, size=32, seed=seed)
 
 
 def tiny_int8_run(run_dir: Path, labels=("with_mask", "without_mask"), size: int = 16,

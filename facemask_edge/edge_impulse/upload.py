@@ -495,6 +495,10 @@ def upload_dataset(cfg: EIConfig, plan: UploadPlan, ledger: Ledger, project_id: 
             except KeyboardInterrupt:
                 summary.interrupted = True
                 up.stop.set()
+                from facemask_edge.progress import log
+
+                log(f"interrupted: waiting for the requests in flight (at most "
+                    f"{cfg.timeout:g} s) to record them; Ctrl-C again to abandon them")
                 for fut in pending:
                     fut.cancel()
                 pool.shutdown(wait=True, cancel_futures=True)
