@@ -118,7 +118,7 @@ class BoardSession:
     """
 
     HELLO_INTERVAL = 0.5
-    MAX_IMAGES_IN_FLIGHT = 2
+    MAX_IMAGES_IN_FLIGHT = 3  # the board remembers 4 results: a lost one can be asked for
 
     def __init__(self, port, name: str | None = None, timeout: float = 5.0,
                  chunk_size: int = 4090, window: int | None = None,
