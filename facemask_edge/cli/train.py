@@ -1,0 +1,75 @@
+"""``facemask-edge train``."""
+
+from __future__ import annotations
+
+import click
+
+from facemask_edge.cli._common import data_option, echo_json_summary
+
+__all__ = ["train"]
+
+
+@click.command()
+@data_option(required=True)
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Run folder to write (created).")
+@click.option("--arch", type=click.Choice(["mobilenet_v1", "mobilenet_v2", "vgg16", "densenet201"]),
+              default="mobilenet_v1", show_default=True,
+              help="Backbone. vgg16/densenet201 are for host-side comparison only.")
+@click.option("--alpha", type=float, default=0.25, show_default=True, help="MobileNet width multiplier.")
+@click.option("--size", type=int, default=96, show_default=True, help="Input side in pixels.")
+@click.option("--color", type=click.Choice(["rgb", "grayscale"]), default="rgb", show_default=True)
+@click.option("--weights", default="none", show_default=True,
+              help="imagenet (Keras download), none, or PATH to a Keras model file whose layers "
+                   "up to the pooled features become the backbone (e.g. vww_96.h5).")
+@click.option("--blocks", type=int, default=None,
+              help="Keep only the first N depthwise-separable blocks of the backbone.")
+@click.option("--cut", default=None, help="Or cut the backbone after this layer name.")
+@click.option("--split", "split", type=click.Choice(["stratified", "seed-notebook"]),
+              default="stratified", show_default=True)
+@click.option("--seed", type=int, default=1337, show_default=True)
+@click.option("--val-fraction", type=float, default=0.15, show_default=True)
+@click.option("--test-fraction", type=float, default=0.15, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--head-epochs", type=int, default=8, show_default=True,
+              help="Stage 1 (frozen backbone) epochs at most.")
+@click.option("--finetune-epochs", type=int, default=30, show_default=True,
+              help="Stage 2 (fine-tuning) epochs at most; 0 skips it.")
+@click.option("--head-lr", type=float, default=1e-3, show_default=True)
+@click.option("--finetune-lr", type=float, default=3e-4, show_default=True)
+@click.option("--finetune-layers", type=int, default=0, show_default=True,
+              help="Unfreeze the last N backbone layers in stage 2 (0 = all).")
+@click.option("--patience", type=int, default=6, show_default=True,
+              help="Early stopping: epochs without a better validation result.")
+@click.option("--dropout", type=float, default=0.2, show_default=True)
+@click.option("--label-smoothing", type=float, default=0.05, show_default=True)
+@click.option("--no-augment", is_flag=True, help="Turn augmentation off.")
+@click.option("--freeze-bn", is_flag=True, help="Keep BatchNormalization frozen in fine-tuning.")
+@click.option("--distribute", type=click.Choice(["mirrored", "multiworker"]), default=None,
+              help="tf.distribute strategy; multiworker reads TF_CONFIG.")
+@click.option("--wandb", "use_wandb", is_flag=True, help="Log to Weights & Biases (offline mode).")
+@click.option("--no-energy", is_flag=True, help="Do not measure energy with CodeCarbon.")
+def train(data, out, arch, alpha, size, color, weights, blocks, cut, split, seed, val_fraction,
+          test_fraction, batch_size, head_epochs, finetune_epochs, head_lr, finetune_lr,
+          finetune_layers, patience, dropout, label_smoothing, no_augment, freeze_bn, distribute, use_wandb,
+          no_energy):
+    """Train a MobileNet transfer model on DATA and write a run folder."""
+    from facemask_edge.train.trainer import TrainConfig
+    from facemask_edge.train.trainer import train as run_train
+
+    cfg = TrainConfig(data=data, out=out, arch=arch, alpha=alpha, size=size, color=color,
+                      weights=weights, blocks=blocks, cut=cut, dropout=dropout, split=split,
+                      seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+                      batch_size=batch_size, head_epochs=head_epochs,
+                      finetune_epochs=finetune_epochs, head_lr=head_lr, finetune_lr=finetune_lr,
+                      finetune_layers=finetune_layers, patience=patience, augment=not no_augment, train_bn=not freeze_bn,
+                      label_smoothing=label_smoothing, distribute=distribute, wandb=use_wandb,
+                      energy=not no_energy)
+    metrics = run_train(cfg)
+    echo_json_summary(f"trained {out}", {
+        "test accuracy": metrics.get("test", {}).get("accuracy"),
+        "test F1": metrics.get("test", {}).get("f1"),
+        "test images": metrics["test_images"],
+        "skipped files": metrics["skipped_files"],
+        "wall seconds": metrics["wall_seconds"],
+    })

@@ -1,0 +1,234 @@
+"""The transfer model: a MobileNet backbone (flat, not nested) with a pooling/dropout/softmax head.
+
+The model takes ``pixel / 255`` in [0, 1]. A backbone that expects other input (Keras' ImageNet
+MobileNets want [-1, 1]) has that normalization folded into its first convolution's weights: no
+extra ops, and after int8 conversion the firmware only feeds ``pixel - 128``. Backbone layers sit directly in the model's graph (no
+nested ``Model``), which tensorflow-model-optimization's QAT needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from facemask_edge._tf import keras
+from facemask_edge.errors import ModelError
+
+__all__ = ["ARCHS", "BOARD_ARCHS", "ModelSpec", "build_model", "backbone_layer_names"]
+
+ARCHS = ("mobilenet_v1", "mobilenet_v2", "vgg16", "densenet201")
+# Architectures that can ever fit a microcontroller; the others are for host-side comparison.
+BOARD_ARCHS = ("mobilenet_v1", "mobilenet_v2")
+
+# What Keras' ImageNet backbones expect, as an affine map of our [0, 1] input:
+# backbone channel c sees scale[c] * x[perm[c]] + offset[c]. Folded into the first convolution.
+_INPUT_AFFINE = {
+    "tf": ((2.0, 2.0, 2.0), (-1.0, -1.0, -1.0), (0, 1, 2)),  # [-1, 1]
+    "caffe": ((255.0, 255.0, 255.0), (-103.939, -116.779, -123.68), (2, 1, 0)),  # BGR - mean
+    "torch": ((1 / 0.229, 1 / 0.224, 1 / 0.225),
+              (-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225), (0, 1, 2)),
+}
+
+
+@dataclass
+class ModelSpec:
+    """Everything that defines the network (stored in ``config.json``)."""
+
+    arch: str = "mobilenet_v1"
+    alpha: float = 0.25
+    size: int = 96
+    color: str = "rgb"
+    weights: str = "none"  # "imagenet", "none", or a path to a Keras model file
+    blocks: int | None = None  # keep only the first N depthwise-separable blocks
+    cut: str | None = None  # or cut at this layer name
+    dropout: float = 0.2
+    num_classes: int = 2
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color == "grayscale" else 3
+
+
+def _applications_backbone(spec: ModelSpec, weights: str | None):
+    k = keras()
+    shape = (spec.size, spec.size, 3)
+    try:
+        if spec.arch == "mobilenet_v1":
+            return k.applications.MobileNet(input_shape=shape, alpha=spec.alpha, include_top=False,
+                                            weights=weights), _INPUT_AFFINE["tf"]
+        if spec.arch == "mobilenet_v2":
+            return k.applications.MobileNetV2(input_shape=shape, alpha=spec.alpha, include_top=False,
+                                              weights=weights), _INPUT_AFFINE["tf"]
+        if spec.arch == "vgg16":
+            return k.applications.VGG16(input_shape=shape, include_top=False,
+                                        weights=weights), _INPUT_AFFINE["caffe"]
+        if spec.arch == "densenet201":
+            return k.applications.DenseNet201(input_shape=shape, include_top=False,
+                                              weights=weights), _INPUT_AFFINE["torch"]
+    except ValueError as exc:
+        raise ModelError(f"cannot build {spec.arch} (alpha {spec.alpha}, {spec.size} px): {exc}",
+                         "check --alpha/--size against the architecture") from None
+    except Exception as exc:  # download failures surface as several exception types
+        if weights == "imagenet":
+            raise ModelError(
+                f"could not download ImageNet weights for {spec.arch} ({type(exc).__name__})",
+                "offline? use --weights PATH to a Keras model file (e.g. "
+                "../shared/weights/vww_96.h5) or --weights none") from None
+        raise
+    raise ModelError(f"unknown architecture {spec.arch!r}", f"use one of {', '.join(ARCHS)}")
+
+
+def _pooling_cut(model) -> str:
+    """Name of the layer whose output is the last feature map before the model's pooling."""
+    k = keras()
+    pools = (k.layers.GlobalAveragePooling2D, k.layers.AveragePooling2D,
+             k.layers.GlobalMaxPooling2D, k.layers.MaxPooling2D)
+    for layer in reversed(model.layers):
+        if isinstance(layer, pools) and len(layer.output.shape) in (2, 4):
+            inbound = layer.inbound_nodes[0].inbound_layers
+            inbound = inbound[0] if isinstance(inbound, list) else inbound
+            return inbound.name
+    # No pooling: the last 4-D output is the feature map.
+    for layer in reversed(model.layers):
+        if len(layer.output.shape) == 4:
+            return layer.name
+    raise ModelError(f"{model.name} has no 4-D feature map to use as a backbone")
+
+
+def _blocks_cut(model, blocks: int) -> str:
+    """Name of the last layer of the first ``blocks`` depthwise-separable blocks (MobileNetV1)."""
+    k = keras()
+    layers = model.layers
+    dw = [i for i, layer in enumerate(layers) if isinstance(layer, k.layers.DepthwiseConv2D)]
+    if blocks < 1 or blocks > len(dw):
+        raise ModelError(f"--blocks {blocks} is out of range: the backbone has {len(dw)} "
+                         "depthwise-separable blocks", f"use 1..{len(dw)}")
+    if blocks == len(dw):
+        return _pooling_cut(model)
+    i = dw[blocks] - 1
+    while isinstance(layers[i], k.layers.ZeroPadding2D):
+        i -= 1
+    return layers[i].name
+
+
+def _load_backbone_file(path: Path):
+    k = keras()
+    if not path.exists():
+        raise ModelError(f"weights file {path} does not exist",
+                         "use --weights imagenet, --weights none, or a path to a Keras model file")
+    try:
+        return k.models.load_model(path, compile=False)
+    except Exception as exc:
+        raise ModelError(f"cannot load {path} as a Keras model ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:120]})",
+                         "pass a tf_keras .h5/.keras model file") from None
+
+
+def _fold_affine(kernel, bias, bn, affine):
+    """Fold ``x' = scale * x[perm] + offset`` into a conv kernel (and its bias or the next BN).
+
+    ``conv(W, x')`` equals ``conv(W', x) + shift`` with ``W'[.., perm[c], :] = scale[c] W[.., c, :]``
+    and ``shift = sum offset[c] W[.., c, :]``; the shift goes into the bias, or into the
+    following BatchNormalization's moving mean when the conv has no bias. Exact away from the
+    zero-padded border, which fine-tuning absorbs.
+    """
+    import numpy as np
+
+    scale, offset, perm = (np.array(v) for v in affine)
+    new = np.zeros_like(kernel)
+    for c in range(kernel.shape[2]):
+        new[:, :, perm[c], :] += scale[c] * kernel[:, :, c, :]
+    shift = np.einsum("hwco,c->o", kernel, offset)
+    if bias is not None:
+        return new, bias + shift, bn
+    gamma_beta_mean_var = list(bn)
+    mean_index = len(gamma_beta_mean_var) - 2
+    gamma_beta_mean_var[mean_index] = gamma_beta_mean_var[mean_index] - shift
+    return new, None, gamma_beta_mean_var
+
+
+def _rebuild(sub, size: int, channels: int, input_tensor, affine=None):
+    """Re-create ``sub``'s layers on a new input (other size or channel count), keeping weights.
+
+    Each layer is re-made from its config and called on the mapped inputs, so the layers sit
+    flat in the new model's graph. The first convolution of an RGB backbone used on grayscale
+    input gets its kernel summed over the colour axis: the same response to a gray image.
+    """
+    k = keras()
+    tensors = {sub.layers[0].name: input_tensor}
+    weights = {layer.name: layer.get_weights() for layer in sub.layers}
+    clones = {}
+    for layer in sub.layers[1:]:
+        inbound = layer.inbound_nodes[0].inbound_layers
+        inbound = inbound if isinstance(inbound, list) else [inbound]
+        args = [tensors[il.name] for il in inbound]
+        clone = layer.__class__.from_config(layer.get_config())
+        tensors[layer.name] = clone(args[0] if len(args) == 1 else args)
+        clones[layer.name] = clone
+    convs = [layer for layer in sub.layers if isinstance(layer, k.layers.Conv2D)]
+    if convs:
+        first = convs[0]
+        w = weights[first.name]
+        nxt = [n for n in sub.layers if n.inbound_nodes and first in
+               (n.inbound_nodes[0].inbound_layers if isinstance(n.inbound_nodes[0].inbound_layers,
+                                                                list)
+                else [n.inbound_nodes[0].inbound_layers])]
+        bn = nxt[0] if nxt and isinstance(nxt[0], k.layers.BatchNormalization) else None
+        kernel, bias = w[0], (w[1] if len(w) > 1 else None)
+        if affine is not None:
+            if bias is None and bn is None:
+                raise ModelError(f"cannot fold input normalization into {first.name}")
+            kernel, bias, bn_w = _fold_affine(kernel, bias, weights[bn.name] if bn else None, affine)
+            if bn is not None:
+                weights[bn.name] = bn_w
+        if channels == 1 and kernel.shape[2] == 3:
+            kernel = kernel.sum(axis=2, keepdims=True)
+        weights[first.name] = [kernel] + ([bias] if bias is not None else [])
+    for name, clone in clones.items():
+        if weights[name]:
+            try:
+                clone.set_weights(weights[name])
+            except ValueError:
+                raise ModelError(f"cannot reuse weights of layer {name} at {size} px, "
+                                 f"{channels} channel(s)") from None
+    return tensors[sub.layers[-1].name]
+
+
+def build_model(spec: ModelSpec):
+    """Build the transfer model.
+
+    Returns:
+        ``(model, backbone_names)``: a flat functional tf_keras model taking ``(size, size, C)``
+        in [0, 1] and giving softmax over the classes, and the names of its backbone layers.
+    """
+    k = keras()
+    if spec.arch not in ARCHS:
+        raise ModelError(f"unknown architecture {spec.arch!r}", f"use one of {', '.join(ARCHS)}")
+    if spec.color not in ("rgb", "grayscale"):
+        raise ModelError(f"unknown colour {spec.color!r}", "use rgb or grayscale")
+    if spec.weights in ("imagenet", "none", None, ""):
+        src, rescale = _applications_backbone(spec, "imagenet" if spec.weights == "imagenet" else None)
+    else:
+        src = _load_backbone_file(Path(spec.weights).expanduser())
+        rescale = None  # a model file is expected to take [0, 1], as vww_96.h5 does
+    cut = spec.cut or (_blocks_cut(src, spec.blocks) if spec.blocks else _pooling_cut(src))
+    try:
+        feat = src.get_layer(cut).output
+    except ValueError:
+        raise ModelError(f"layer {cut!r} not found in the backbone",
+                         "list the layer names with a Keras model summary") from None
+    sub = k.Model(src.inputs, feat, name="backbone")
+    inp = k.Input((spec.size, spec.size, spec.channels), name="image")
+    features = _rebuild(sub, spec.size, spec.channels, inp, rescale)
+    names = [layer.name for layer in sub.layers[1:]]
+    y = k.layers.GlobalAveragePooling2D(name="pool")(features)
+    y = k.layers.Dropout(spec.dropout, name="dropout")(y)
+    out = k.layers.Dense(spec.num_classes, activation="softmax", name="classes")(y)
+    model = k.Model(inp, out, name=f"facemask_{spec.arch}")
+    return model, names
+
+
+def backbone_layer_names(model) -> list[str]:
+    """Names of the layers between the input (and normalization) and the head."""
+    head = {"image", "pool", "dropout", "classes"}
+    return [layer.name for layer in model.layers if layer.name not in head]
