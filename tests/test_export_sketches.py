@@ -184,6 +184,9 @@ class MicroInterpreter {
 
 
 
+pytestmark = pytest.mark.filterwarnings("ignore:Statistics for quantized inputs:UserWarning")
+
+
 def _resolver_stub() -> str:
     adds = "".join(f"  TfLiteStatus {m}() {{ return kTfLiteOk; }}\n" for m in sorted(set(RESOLVER_METHODS.values())))
     return ('#pragma once\n#include "tensorflow/lite/micro/micro_op_resolver.h"\nnamespace tflite {\n'

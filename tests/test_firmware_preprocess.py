@@ -84,7 +84,7 @@ def test_synthetic_face_images(fw, tmp_path):
     for i, (fmt, ext) in enumerate([("JPEG", ".jpg"), ("PNG", ".png"), ("WEBP", ".webp"),
                                     ("BMP", ".bmp")] * 3):
         path = tmp_path / f"face_{i}{ext}"
-        draw_face(rng, masked=False, size=96 + 7 * i).save(path, fmt)
+        draw_face(rng, masked=i % 2 == 0, size=96 + 7 * i).save(path, fmt)
         paths.append(path)
     stats = parity_images(fw, paths)
     assert stats.images == 12

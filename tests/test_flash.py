@@ -154,6 +154,11 @@ def test_dry_run_with_run_dir_mentions_the_export(capsys, tmp_path):
     assert rc == 0 and f"facemask-edge export {tmp_path} --board esp32cam" in out
 
 
+def test_run_dir_needs_a_sketch_named_after_the_board(capsys, tmp_path):
+    rc = cli_main(["flash", str(tmp_path), "--board", "esp32cam", "--sketch", str(tmp_path / "mine")])
+    assert rc == 1 and "must be a folder named esp32cam" in capsys.readouterr().err
+
+
 def test_partition_scheme_leaves_room_for_models():
     """huge_app gives the ESP32-CAM's 3 MB app partition the board table budgets for."""
     assert TOOLCHAINS["esp32cam"].board_options == ("PartitionScheme=huge_app",)

@@ -28,6 +28,11 @@ def flash(run_dir: Path | None, board: str, port: str | None, sketch: Path | Non
     from facemask_edge.export.flash import flash as run_flash
 
     if run_dir is not None:
+        if sketch is not None and sketch.name != board:
+            from facemask_edge.errors import FacemaskError
+
+            raise FacemaskError(f"--sketch {sketch} must be a folder named {board} to export into",
+                                f"use --sketch DIR/{board}, or export first and flash without RUN_DIR")
         if dry_run:
             click.echo(f"# would first run: facemask-edge export {run_dir} --board {board}"
                        + (f" --out {sketch.parent}" if sketch else ""))
