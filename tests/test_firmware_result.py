@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,3 +71,18 @@ def test_too_small_buffer_writes_nothing(fw):
     full = fw.format_pred(1, 0, "with_mask", 50, 2, [1, 2])
     assert fw.format_pred(1, 0, "with_mask", 50, 2, [1, 2], cap=len(full) + 1) == full
     assert fw.format_pred(1, 0, "with_mask", 50, 2, [1, 2], cap=len(full)) == ""
+
+
+def test_line_max_macro_holds_the_longest_line(fw):
+    """FE_PRED_LINE_MAX (what the sketches allocate) fits the longest possible line and its NUL."""
+    text = (Path(__file__).resolve().parents[1] / "firmware/common/fe_result.h").read_text()
+    base, per_class = map(int, re.search(
+        r"FE_PRED_LINE_MAX\(num_classes, label_len\) \((\d+)u \+ \(label_len\) \+ (\d+)u \* \(num_classes\)\)",
+        text).groups())
+    for classes in (1, 2, 16):
+        label = "x" * 40
+        cap = base + len(label) + per_class * classes
+        line = fw.format_pred(4294967295, 4294967295, label, 100, 4294967295, [-128] * classes, cap=cap)
+        assert len(line) == cap - 1  # exactly full: the bound is tight
+        assert fw.format_pred(4294967295, 4294967295, label, 100, 4294967295, [-128] * classes,
+                              cap=cap - 1) == ""

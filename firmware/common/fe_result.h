@@ -17,7 +17,7 @@ extern "C" {
 #endif
 
 /* Room for a PRED line with `num_classes` scores and a label of `label_len` characters. */
-#define FE_PRED_LINE_MAX(num_classes, label_len) (72u + (label_len) + 5u * (num_classes))
+#define FE_PRED_LINE_MAX(num_classes, label_len) (73u + (label_len) + 5u * (num_classes))
 
 /* Index of the largest score; the lowest index wins a tie (numpy.argmax). 0 when n == 0. */
 size_t fe_argmax(const int8_t *scores, size_t n);
