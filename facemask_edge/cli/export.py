@@ -11,7 +11,9 @@ from facemask_edge.profile.boards import BOARDS
 __all__ = ["export"]
 
 
-@click.command(help=__doc__.split(": ", 1)[1])
+@click.command(help="Generate a board's firmware sources from a converted run: the model as a C array, "
+               "model_settings.h, an op resolver with exactly the model's ops, and copies of "
+               "firmware/common. Refuses a model that does not fit the board.")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--board", "-b", required=True, type=click.Choice(list(BOARDS)), help="Target board.")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),

@@ -11,8 +11,9 @@ from facemask_edge.profile.boards import BOARDS
 __all__ = ["flash"]
 
 
-@click.command(help=__doc__.split(": ", 1)[1] + " Checks the core, the libraries and the board "
-               "first; with RUN_DIR the run is exported into the sketch before the build.")
+@click.command(help="Build and upload the firmware with arduino-cli. Checks arduino-cli, the core, the "
+               "libraries and the board first; with RUN_DIR the run is exported into the sketch "
+               "before the build.")
 @click.argument("run_dir", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--board", "-b", required=True, type=click.Choice(list(BOARDS)), help="Target board.")
 @click.option("--port", "-p", help="Serial port (default: found with `arduino-cli board list`).")
