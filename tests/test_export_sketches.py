@@ -60,6 +60,8 @@ void delay(unsigned long);
 void pinMode(uint8_t, uint8_t);
 void digitalWrite(uint8_t, uint8_t);
 void analogWrite(uint8_t, int);
+bool ledcAttachChannel(uint8_t pin, uint32_t freq, uint8_t resolution, uint8_t channel);
+bool ledcWrite(uint8_t pin, uint32_t duty);
 bool psramFound(void);
 """,
     "Arduino_OV767X.h": """\
@@ -249,7 +251,8 @@ def _compile_sketch(cxx, sketch: Path, stubs: Path, out: Path, flags=()):
     ("nano33ble", ("-DSTUB_OV_4ARG",)),  # Arduino_OV767X with the sensor-type argument
     ("nano33ble", ("-DFE_CAMERA_GRAYSCALE=1", "-DFE_CAMERA_FPS=5")),
     ("esp32cam", ()),
-    ("esp32cam", ("-DFE_CAMERA_JPEG=1", "-DFE_ARENA_IN_PSRAM=1", "-DFE_SERIAL_BAUD=115200")),
+    ("esp32cam", ("-DFE_CAMERA_JPEG=1", "-DFE_ARENA_IN_PSRAM=1", "-DFE_SERIAL_BAUD=115200",
+                  "-DFE_FLASH_LED_DUTY=6")),
 ])
 def test_sketch_compiles_against_stubs(exported, board, flags, tmp_path):
     out_dir, stubs = exported

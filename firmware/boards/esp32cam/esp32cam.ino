@@ -4,8 +4,8 @@
 //   facemask-edge flash --board esp32cam --port PORT  builds (Huge APP partitions) and uploads
 //
 // Camera loop: QVGA 320x240 RGB565 frame (in PSRAM) -> centre crop -> resize -> int8 model
-// input, one "PRED ..." line per inference on the UART (921600 baud, PROTOCOL.md), the red LED and
-// a dimmed flash LED light for the "without mask" class. When the host sends HELLO
+// input, one "PRED ..." line per inference on the UART (921600 baud, PROTOCOL.md), the red LED (and,
+// with FE_FLASH_LED_DUTY, a dimmed flash LED) lights for the "without mask" class. When the host sends HELLO
 // (`facemask-edge validate`) the camera pauses and the board answers the binary protocol
 // (firmware/PROTOCOL.md) until BYE.
 //

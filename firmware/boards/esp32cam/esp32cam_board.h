@@ -25,7 +25,7 @@
 #define CAM_PIN_HREF 23
 #define CAM_PIN_PCLK 22
 
-#define FE_FLASH_LED_PIN 4 /* the white flash LED: very bright, driven at a low PWM duty */
+#define FE_FLASH_LED_PIN 4 /* the white flash LED: very bright */
 #define FE_RED_LED_PIN 33  /* small red LED on the back, active low */
 
 static inline esp_err_t fe_camera_init(pixformat_t format, framesize_t size) {
@@ -58,22 +58,33 @@ static inline esp_err_t fe_camera_init(pixformat_t format, framesize_t size) {
   return esp_camera_init(&c);
 }
 
-// mask: bit 0 red (red LED + a dim flash LED), other bits ignored (the module has no RGB LED).
+// The module has no RGB LED: the "alert" colour (bit 0, red: e.g. without mask) lights the red LED
+// and, when FE_FLASH_LED_DUTY > 0, the flash LED dimmed by PWM. The camera's XCLK already uses
+// LEDC timer 0 / channel 0 (set up by esp32-camera behind the Arduino core's back), so the flash
+// LED takes channel 7 (and with it another timer) explicitly instead of letting analogWrite() pick.
+#ifndef FE_FLASH_LED_DUTY
+#define FE_FLASH_LED_DUTY 0 /* of 255; 0 leaves the (blinding) flash LED off, 6 is visible */
+#endif
+#define FE_FLASH_LED_CHANNEL 7
+
 static inline void fe_led_init() {
   pinMode(FE_RED_LED_PIN, OUTPUT);
   digitalWrite(FE_RED_LED_PIN, HIGH);
+#if FE_FLASH_LED_DUTY > 0
+  ledcAttachChannel(FE_FLASH_LED_PIN, 5000, 8, FE_FLASH_LED_CHANNEL);
+  ledcWrite(FE_FLASH_LED_PIN, 0);
+#else
   pinMode(FE_FLASH_LED_PIN, OUTPUT);
-  analogWrite(FE_FLASH_LED_PIN, 0);
-}
-
-#ifndef FE_FLASH_LED_DUTY
-#define FE_FLASH_LED_DUTY 6 /* of 255: visible, not blinding; 0 keeps the flash LED off */
+  digitalWrite(FE_FLASH_LED_PIN, LOW);
 #endif
+}
 
 static inline void fe_led_show(uint8_t mask) {
   const bool alert = (mask & 1) != 0;
   digitalWrite(FE_RED_LED_PIN, alert ? LOW : HIGH);
-  analogWrite(FE_FLASH_LED_PIN, alert ? FE_FLASH_LED_DUTY : 0);
+#if FE_FLASH_LED_DUTY > 0
+  ledcWrite(FE_FLASH_LED_PIN, alert ? FE_FLASH_LED_DUTY : 0);
+#endif
 }
 
 // The tensor arena goes to internal SRAM when it fits and to PSRAM otherwise (or when
