@@ -306,3 +306,33 @@ def test_find_port_and_check_toolchain_with_injected_runner():
     check_toolchain("nano33ble", "arduino-cli", runner)
     assert find_port(BOARDS["nano33ble"], "arduino-cli", runner) == "/dev/ttyACM0"
     assert find_port(BOARDS["esp32cam"], "arduino-cli", runner) == "/dev/ttyUSB0"
+
+
+@pytest.mark.filterwarnings("ignore:Statistics for quantized inputs:UserWarning")
+def test_flash_with_run_dir_exports_then_builds(fake_cli, tmp_path, capsys):
+    """End to end without hardware: a real int8 model exported into a fresh sketch, then built
+    and uploaded through arduino-cli (the stand-in)."""
+    from test_export import _convert, make_run
+
+    from facemask_edge._tf import keras
+
+    K = keras()
+
+    def build():
+        i = K.Input((24, 24, 1))
+        x = K.layers.Conv2D(4, 3, strides=2, activation="relu")(i)
+        x = K.layers.GlobalAveragePooling2D()(x)
+        return K.Model(i, K.layers.Dense(2, activation="softmax")(x))
+
+    run = make_run(tmp_path, _convert(build, 24, 1, 2, 4), ["with_mask", "without_mask"], "grayscale")
+    sketch = tmp_path / "out" / "nano33ble"
+    _, calls = fake_cli
+    rc = cli_main(["flash", str(run), "--board", "nano33ble", "--sketch", str(sketch),
+                   "--build-dir", str(tmp_path / "build")])
+    assert rc == 0, capsys.readouterr().err
+    assert (sketch / "nano33ble.ino").is_file() and (sketch / "src/model_ops.h").is_file()
+    settings = (sketch / "src/model_settings.h").read_text()
+    assert "#define FE_INPUT_GRAYSCALE 1" in settings
+    builds = [c for c in calls() if c[0] in ("compile", "upload")]
+    assert [c[0] for c in builds] == ["compile", "upload"]
+    assert builds[0][-1] == str(sketch.resolve()) and "/dev/ttyACM0" in builds[1]
