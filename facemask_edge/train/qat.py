@@ -65,12 +65,16 @@ def _annotate(model):
     q = tfmot.quantization.keras
     registry = q.default_8bit.Default8BitQuantizeRegistry()
 
+    k = keras()
+
     def annotate(layer):
-        if registry.supports(layer):
+        # BatchNormalization is not in the registry but the default scheme's transforms fold it
+        # into the preceding convolution when it is annotated; unannotated it stays MUL + ADD.
+        if registry.supports(layer) or isinstance(layer, k.layers.BatchNormalization):
             return q.quantize_annotate_layer(layer)
         return layer
 
-    return keras().models.clone_model(model, clone_function=annotate)
+    return k.models.clone_model(model, clone_function=annotate)
 
 
 def load_qat_model(path: Path):
@@ -82,7 +86,7 @@ def load_qat_model(path: Path):
 
 def qat(run_dir: Path, epochs: int = 5, lr: float = 5e-5, batch_size: int = 32,
         patience: int = 3) -> dict:
-    """Quantization-aware fine-tuning of ``RUN_DIR/model.keras`` into ``RUN_DIR/model_qat.keras``.
+    """Quantization-aware fine-tuning of ``RUN_DIR/model.keras`` into ``RUN_DIR/model_qat.h5``.
 
     Returns:
         ``{"val_accuracy": ..., "epochs": ..., "seconds": ...}`` (also in ``qat.json``).
@@ -124,7 +128,12 @@ def qat(run_dir: Path, epochs: int = 5, lr: float = 5e-5, batch_size: int = 32,
     best = BestWeights(patience, "qat")
     hist = qmodel.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, callbacks=[best])
     _pin_input_range(qmodel)
-    qmodel.save(run_dir / "model_qat.keras")
+    # HDF5: tf_keras' native format cannot load tfmot's wrappers back (variable count mismatch).
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qmodel.save(run_dir / "model_qat.h5")
     result = {"val_accuracy_before": float(before),
               "val_accuracy": float(best.best[1]) if best.best_epoch >= 0 else float(before),
               "best_epoch": best.best_epoch + 1,

@@ -1,0 +1,113 @@
+"""Host int8 interpreters: the tflite-micro runtime (the boards' kernels) and TFLite's reference
+kernels (``BUILTIN_REF``, which match TFLM bit for bit; the default XNNPACK delegate does not)."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from facemask_edge.errors import ConversionError
+
+__all__ = ["TFLMRunner", "TFLiteRefRunner", "measure_arena", "parse_allocations"]
+
+
+class TFLMRunner:
+    """Run an int8 model in the tflite-micro Python runtime (reference kernels)."""
+
+    def __init__(self, model: bytes | str | Path, arena_size: int | None = None):
+        from tflite_micro.python.tflite_micro import runtime
+
+        data = Path(model).read_bytes() if isinstance(model, (str, Path)) else bytes(model)
+        self.model = data
+        try:
+            self.interp = runtime.Interpreter.from_bytes(data, arena_size=arena_size or
+                                                         max(len(data) * 4, 1 << 20))
+        except Exception as exc:
+            raise ConversionError(f"tflite-micro cannot load the model: {exc}") from None
+        self.input = self.interp.get_input_details(0)
+        self.output = self.interp.get_output_details(0)
+
+    def run(self, x_int8: np.ndarray) -> np.ndarray:
+        """Invoke on one int8 input (with or without batch axis); return the int8 output row."""
+        x = np.asarray(x_int8, dtype=np.int8).reshape(self.input["shape"])
+        self.interp.set_input(x, 0)
+        self.interp.invoke()
+        return np.array(self.interp.get_output(0)).reshape(-1).copy()
+
+    def run_batch(self, xs: np.ndarray, progress=None) -> np.ndarray:
+        out = []
+        for x in xs:
+            out.append(self.run(x))
+            if progress is not None:
+                progress.advance()
+        return np.stack(out) if out else np.zeros((0, int(np.prod(self.output["shape"]))), np.int8)
+
+
+class TFLiteRefRunner:
+    """Run an int8 model in TFLite with the reference op resolver (no XNNPACK)."""
+
+    def __init__(self, model: bytes | str | Path):
+        from facemask_edge._tf import tf
+
+        T = tf()
+        data = Path(model).read_bytes() if isinstance(model, (str, Path)) else bytes(model)
+        self.interp = T.lite.Interpreter(
+            model_content=data,
+            experimental_op_resolver_type=T.lite.experimental.OpResolverType.BUILTIN_REF)
+        self.interp.allocate_tensors()
+        self.input = self.interp.get_input_details()[0]
+        self.output = self.interp.get_output_details()[0]
+
+    def run(self, x_int8: np.ndarray) -> np.ndarray:
+        x = np.asarray(x_int8, dtype=np.int8).reshape(self.input["shape"])
+        self.interp.set_tensor(self.input["index"], x)
+        self.interp.invoke()
+        return self.interp.get_tensor(self.output["index"]).reshape(-1).copy()
+
+    def run_batch(self, xs: np.ndarray, progress=None) -> np.ndarray:
+        out = []
+        for x in xs:
+            out.append(self.run(x))
+            if progress is not None:
+                progress.advance()
+        return np.stack(out)
+
+
+_ALLOC_RE = re.compile(r"Arena allocation (total|head|tail) (\d+) bytes")
+
+
+def parse_allocations(text: str) -> dict[str, int]:
+    """Parse TFLM's RecordingMicroAllocator report: ``{"total": .., "head": .., "tail": ..}``."""
+    found = {m.group(1): int(m.group(2)) for m in _ALLOC_RE.finditer(text)}
+    if "total" not in found:
+        raise ConversionError("tflite-micro printed no arena record",
+                              "check the tflite-micro package installation")
+    return found
+
+
+def measure_arena(model: bytes | str | Path) -> dict[str, int]:
+    """Tensor arena the model needs in TFLM, from the recording allocator (after one invoke).
+
+    ``print_allocations()`` writes to the C-level stderr, so file descriptor 2 is redirected to
+    a temporary file for the call.
+    """
+    runner = TFLMRunner(model)
+    runner.run(np.zeros(runner.input["shape"], np.int8))
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            runner.interp.print_allocations()
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        text = tmp.read().decode(errors="replace")
+    return parse_allocations(text)
