@@ -1,29 +1,59 @@
-"""Import TensorFlow with Keras 2 (tf_keras), lazily.
+"""Import TensorFlow with Keras 2 (tf_keras), lazily and quietly.
 
 tensorflow-model-optimization's QAT does not support Keras 3, so ``TF_USE_LEGACY_KERAS=1`` must
 be set before TensorFlow is imported for the first time. Every module gets TensorFlow from here.
+TensorFlow 2.21's C++ start-up notices (oneDNN, CUDA probing) ignore ``TF_CPP_MIN_LOG_LEVEL``;
+they are held back during the import and shown only if it fails (or with
+``FACEMASK_EDGE_TF_LOGS=1``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import tempfile
 
-__all__ = ["tf", "keras"]
+__all__ = ["tf", "keras", "quiet_import"]
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+@contextlib.contextmanager
+def quiet_import():
+    """Hold C-level stderr while heavy native modules import; replay it if the import fails."""
+    if os.environ.get("FACEMASK_EDGE_TF_LOGS") or "tensorflow" in sys.modules:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not ok:
+                tmp.seek(0)
+                sys.stderr.write(tmp.read().decode(errors="replace"))
+
+
 def tf():
     """Return the ``tensorflow`` module (imported on first use)."""
-    import tensorflow
-
+    with quiet_import():
+        import tensorflow
     return tensorflow
 
 
 def keras():
     """Return the ``tf_keras`` module (Keras 2)."""
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
-    import tf_keras
-
+    with quiet_import():
+        import tensorflow  # noqa: F401
+        import tf_keras
     return tf_keras

@@ -20,6 +20,9 @@ class TFLMRunner:
     """Run an int8 model in the tflite-micro Python runtime (reference kernels)."""
 
     def __init__(self, model: bytes | str | Path, arena_size: int | None = None):
+        from facemask_edge._tf import tf
+
+        tf()  # tflite_micro imports TensorFlow: do it quietly first
         from tflite_micro.python.tflite_micro import runtime
 
         data = Path(model).read_bytes() if isinstance(model, (str, Path)) else bytes(model)
@@ -90,24 +93,39 @@ def parse_allocations(text: str) -> dict[str, int]:
     return found
 
 
-def measure_arena(model: bytes | str | Path) -> dict[str, int]:
+_ARENA_SCRIPT = """
+import sys
+import numpy as np
+from tflite_micro.python.tflite_micro import runtime
+data = open(sys.argv[1], "rb").read()
+it = runtime.Interpreter.from_bytes(data, arena_size=int(sys.argv[2]))
+d = it.get_input_details(0)
+it.set_input(np.zeros(d["shape"], d["dtype"]), 0)
+it.invoke()
+sys.stderr.flush()
+it.print_allocations()
+"""
+
+
+def measure_arena(model: bytes | str | Path, timeout: float = 120) -> dict[str, int]:
     """Tensor arena the model needs in TFLM, from the recording allocator (after one invoke).
 
-    ``print_allocations()`` writes to the C-level stderr, so file descriptor 2 is redirected to
-    a temporary file for the call.
+    Runs in a child process: ``print_allocations()`` writes to the C-level stderr, and TFLM
+    aborts the whole process on some degenerate models (e.g. an untrained softmax), which must
+    become an error message here, not a crash.
     """
-    runner = TFLMRunner(model)
-    runner.run(np.zeros(runner.input["shape"], np.int8))
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            runner.interp.print_allocations()
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-        tmp.seek(0)
-        text = tmp.read().decode(errors="replace")
-    return parse_allocations(text)
+    import subprocess
+
+    data = Path(model).read_bytes() if isinstance(model, (str, Path)) else bytes(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.tflite"
+        path.write_bytes(data)
+        arena = max(len(data) * 4, 1 << 21)
+        proc = subprocess.run([sys.executable, "-c", _ARENA_SCRIPT, str(path), str(arena)],
+                              capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+        raise ConversionError(f"tflite-micro could not run the model (exit {proc.returncode}: "
+                              f"{last[:200]})",
+                              "a degenerate (untrained) model or an op TFLM lacks; see --verbose")
+    return parse_allocations(proc.stderr)

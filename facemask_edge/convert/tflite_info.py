@@ -71,8 +71,17 @@ class ModelInfo:
         return parts[1] if len(parts) > 2 else (parts[0] if parts else name)
 
 
+def _schema():
+    from facemask_edge._tf import tf
+
+    tf()
+    from tensorflow.lite.python import schema_py_generated
+
+    return schema_py_generated
+
+
 def _builtin_names() -> dict[int, str]:
-    from tensorflow.lite.python import schema_py_generated as fb
+    fb = _schema()
 
     return {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
 
@@ -98,7 +107,7 @@ def _macs(name: str, ins: list[TensorInfo], outs: list[TensorInfo]) -> int:
 
 def read_model(data: bytes) -> ModelInfo:
     """Parse a TFLite flatbuffer (first subgraph)."""
-    from tensorflow.lite.python import schema_py_generated as fb
+    fb = _schema()
 
     model = fb.Model.GetRootAs(data, 0)
     names = _builtin_names()
