@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ["draw_face", "make_synthetic_dataset", "CLASSES"]
+__all__ = ["draw_face", "make_synthetic_dataset", "make_tiny_backbone", "CLASSES"]
 
 CLASSES = ("with_mask", "without_mask")
 
@@ -58,3 +58,34 @@ def make_synthetic_dataset(root: str | Path, per_class: int = 24, size: int = 64
             kwargs = {"quality": 92} if fmt in ("JPEG", "WEBP") else {}
             img.save(root / cls / f"{cls}_{i:04d}{ext}", fmt, **kwargs)
     return root
+
+
+def make_tiny_backbone(path: str | Path, size: int = 32, seed: int = 0) -> Path:
+    """Save a tiny MobileNet-style Keras model (conv, depthwise-separable blocks, BN, ReLU,
+    pooling, 2-class head) to ``path`` for ``train --weights PATH`` in tests and the demo.
+
+    It is randomly initialised: what it stands in for is the shape of a real backbone file
+    (like vww_96.h5) at a size that trains and converts in seconds.
+    """
+    from facemask_edge._tf import keras, tf
+
+    k = keras()
+    tf().random.set_seed(seed)
+    L = k.layers
+    inp = k.Input((size, size, 3))
+    x = L.Conv2D(8, 3, strides=2, padding="same", use_bias=False)(inp)
+    x = L.BatchNormalization(momentum=0.5)(x)
+    x = L.ReLU(6.0)(x)
+    for filters, stride in ((16, 1), (24, 2), (32, 2)):
+        x = L.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False)(x)
+        x = L.BatchNormalization(momentum=0.5)(x)
+        x = L.ReLU(6.0)(x)
+        x = L.Conv2D(filters, 1, use_bias=False)(x)
+        x = L.BatchNormalization(momentum=0.5)(x)
+        x = L.ReLU(6.0)(x)
+    x = L.GlobalAveragePooling2D()(x)
+    out = L.Dense(2, activation="softmax")(x)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    k.Model(inp, out, name="tiny_backbone").save(path)
+    return path

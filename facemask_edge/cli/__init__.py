@@ -91,6 +91,13 @@ def main(argv=None) -> int:
         return 130
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except Exception as exc:  # an unexpected failure: still one line, traceback with --verbose
+        if verbose:
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        click.echo(f"error: unexpected {type(exc).__name__}: {first} "
+                   "(run with --verbose for the traceback)", err=True)
+        return 1
     return 0
 
 

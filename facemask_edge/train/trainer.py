@@ -229,6 +229,8 @@ def train(cfg: TrainConfig) -> dict:
     stage_times = {}
 
     def run_stage(name, epochs, lr, trainable):
+        if epochs <= 0:
+            return 0
         for layer in model.layers:
             if layer.name in backbone:
                 layer.trainable = layer.name in trainable
@@ -249,8 +251,9 @@ def train(cfg: TrainConfig) -> dict:
         wandb.log({f"{name}/{k_}": v[-1] for k_, v in h.history.items()})
         return len(h.history.get("loss", []))
 
-    log(f"stage 1: feature extractor ({len(backbone)} backbone layers frozen), "
-        f"up to {cfg.head_epochs} epochs")
+    if cfg.head_epochs > 0:
+        log(f"stage 1: feature extractor ({len(backbone)} backbone layers frozen), "
+            f"up to {cfg.head_epochs} epochs")
     n1 = run_stage("feature_extractor", cfg.head_epochs, cfg.head_lr, set())
     unfreeze = backbone if cfg.finetune_layers <= 0 else backbone[-cfg.finetune_layers:]
     if cfg.finetune_epochs > 0:
