@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from facemask_edge.device import framing as fr
 from facemask_edge.device.session import BoardSession
 from facemask_edge.device.sim import BoardSimulator, Faults, load_run_model
 from facemask_edge.device.testing import make_tiny_model, make_tiny_run
@@ -123,6 +124,31 @@ def test_pipelining_keeps_the_uart_busy(model_card, images):
     assert line_busy > 0.9, line_busy
     assert efficiency > 0.9, efficiency
     assert stats.images / stats.elapsed_s > 0.85 * (baud / 10) / (24 * 24 * 3 + 60)
+
+
+@pytest.mark.slow
+def test_multi_chunk_images_keep_the_uart_busy(tmp_path):
+    """64x64x3 images take five chunks each: the window must hold several chunks in flight."""
+    model = make_tiny_model(size=64)
+    run = make_tiny_run(tmp_path / "run", size=64, model=model, per_class=4)
+    baud = 921600
+    rng = np.random.RandomState(1)
+    images = [(i, rng.randint(-128, 128, 64 * 64 * 3).astype(np.int8).tobytes()) for i in range(16)]
+    sim = start_sim(load_run_model(run), baud=baud)
+    try:
+        session = connect(sim)
+        got, stats = {}, None
+        session.handshake()
+        chunk, window = session._limits()
+        assert 3 * fr.wire_size(chunk + fr.CHUNK_HEADER) <= window and chunk > 2000
+        stats = session.stream(images, lambda r: got.setdefault(r.key, r))
+        session.close()
+    finally:
+        sim.stop()
+    assert len(got) == 16 and stats.chunks_sent == 16 * -(-64 * 64 * 3 // chunk)
+    line_busy = stats.stream_bytes_out * 10 / baud / stats.elapsed_s
+    assert line_busy > 0.9, line_busy
+    assert stats.payload_bytes / (stats.bytes_out + stats.bytes_in) > 0.97
 
 
 def test_camera_lines_before_the_handshake_are_ignored(model_card, images, expected):

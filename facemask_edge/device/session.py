@@ -334,10 +334,16 @@ class BoardSession:
             raise
         return self.stats
 
+    FRAMES_IN_WINDOW = 3
+
     def _limits(self) -> tuple[int, int]:
+        """Chunk size and window: chunks small enough that three fit in the window, so the line
+        stays busy while an ACK travels back (two frames of slack), capped by ``max_body``."""
         info = self.info
-        chunk = max(1, min(self.chunk_size, info.max_body - fr.CHUNK_HEADER))
         window = info.rx_window if self.window_limit is None else min(self.window_limit, info.rx_window)
+        per_frame = window // self.FRAMES_IN_WINDOW
+        fit = per_frame - (fr.wire_size(per_frame) - per_frame) - fr.CHUNK_HEADER
+        chunk = max(1, min(self.chunk_size, info.max_body - fr.CHUNK_HEADER, fit))
         return chunk, max(window, fr.wire_size(chunk + fr.CHUNK_HEADER))
 
     def _ack_timeout(self, backoff: int) -> float:
@@ -351,7 +357,10 @@ class BoardSession:
         st = self.stats
         expected = self.info.input_bytes
         slots = self._slots
-        window_q: deque = deque()  # (slot, end offset, wire bytes) of un-ACKed chunks
+        # Wire bytes of chunk frames the board has not answered yet, by frame number: what may
+        # still sit in its receive buffer. The board answers every frame in order, so any answer
+        # with seq s frees every frame up to s, resent or stale ones included.
+        window_q: deque = deque()  # (absolute frame number, wire bytes)
         inflight = 0
         next_id = 0
         exhausted = False
@@ -364,16 +373,23 @@ class BoardSession:
         window_full_since = None
 
         def go_back() -> None:
-            nonlocal inflight
             st.retries += 1
             for s in slots:
                 s.sent = s.acked
-            window_q.clear()
-            inflight = 0
             self._fence = self._count
 
-        def apply_ack(image_id: int, nxt: int) -> bool:
+        def consumed(seq: int) -> None:
             nonlocal inflight
+            last = _seq_abs(self._count, seq)
+            while window_q and window_q[0][0] <= last:
+                inflight -= window_q.popleft()[1]
+
+        def forget_window() -> None:
+            nonlocal inflight
+            window_q.clear()
+            inflight = 0
+
+        def apply_ack(image_id: int, nxt: int) -> bool:
             idx = next((i for i, s in enumerate(slots) if s.id == image_id), None)
             if idx is None:
                 return False
@@ -388,14 +404,6 @@ class BoardSession:
                 s.acked = nxt
                 s.sent = max(s.sent, nxt)
                 moved = True
-            while window_q:
-                ws, end, wire = window_q[0]
-                done = (ws not in slots or slots.index(ws) < idx
-                        or (ws is s and end <= s.acked))
-                if not done:
-                    break
-                window_q.popleft()
-                inflight -= wire
             return moved
 
         def request_results(now: float, force: bool) -> None:
@@ -410,24 +418,19 @@ class BoardSession:
                     self._write(fr.result_req(self._next_seq(), s.id))
 
         def renumber() -> None:
-            nonlocal next_id, inflight
+            nonlocal next_id
             for s in slots:
                 s.id = next_id & 0xFFFF
                 next_id += 1
                 s.sent = s.acked = 0
                 s.req_at = s.req_abs = None
-            window_q.clear()
-            inflight = 0
+            forget_window()
 
         def take_result(msg: fr.Result) -> bool:
             s = next((s for s in slots if s.id == msg.id), None)
             if s is None:
                 return False
-            nonlocal inflight
             slots.remove(s)
-            for entry in [e for e in window_q if e[0] is s]:
-                window_q.remove(entry)
-                inflight -= entry[2]
             st.images += 1
             st.payload_bytes += len(s.data)
             on_result(BoardResult(s.key, msg.label, msg.scores, msg.micros, self.name))
@@ -473,6 +476,7 @@ class BoardSession:
                     if window_full_since is None:
                         window_full_since = now
                     break
+                frame_no = self._count
                 frame = fr.chunk(self._next_seq(), slot.id, slot.sent,
                                  slot.data[slot.sent:slot.sent + n])
                 self._write(frame)
@@ -481,8 +485,8 @@ class BoardSession:
                     st.chunks_resent += 1
                 slot.sent += n
                 slot.high = max(slot.high, slot.sent)
-                window_q.append((slot, slot.sent, wire))
-                inflight += wire
+                window_q.append((frame_no, len(frame)))
+                inflight += len(frame)
             if not slots:
                 break
             # -- receive --
@@ -493,6 +497,7 @@ class BoardSession:
                 window_full_since = None
             for seq, msg in events:
                 last_rx = now
+                consumed(seq)
                 if isinstance(msg, fr.Ack):
                     if apply_ack(msg.id, msg.next_offset):
                         last_progress, backoff = now, 0
@@ -534,6 +539,7 @@ class BoardSession:
                 if now - last_rx > self.timeout:
                     rehandshake(f"no answer for {now - last_rx:.1f} s")
                     continue
+                forget_window()  # after this long the board's buffer has drained or lost it
                 if any(s.sent > s.acked for s in slots):
                     go_back()
                 request_results(now, force=True)

@@ -187,12 +187,13 @@ class _Pacer:
         self.byte_s = 10.0 / baud if baud else 0.0
         self.free_at = 0.0
 
-    def wait(self, n: int, since: float) -> None:
+    def wait(self, n: int, since: float, back_to_back: bool = False) -> None:
+        """Sleep until ``n`` bytes that started arriving at ``since`` are in. ``back_to_back``:
+        they were already waiting when the previous bytes were in, so the line had no gap (a
+        late wake-up of this thread must not stretch the line)."""
         if not self.byte_s:
             return
-        # Bytes already waiting when the line became free follow back to back; a late wake-up
-        # of this thread must not stretch the line.
-        start = self.free_at if since <= self.free_at + 0.002 else since
+        start = self.free_at if back_to_back and self.free_at else max(since, self.free_at)
         self.free_at = start + n * self.byte_s
         delay = self.free_at - time.monotonic()
         if delay > 0:
@@ -335,13 +336,16 @@ class BoardSimulator:
         pacer = _Pacer(self.baud)
         pending = bytearray()  # bytes of the frame still arriving
         faulty = self.faults.drop or self.faults.corrupt
+        waiting = False  # bytes were already waiting when the last block was in
         while not self._stop.is_set():
             try:
-                r, _, _ = select.select([self._master], [], [], 0.05)
+                r, _, _ = select.select([self._master], [], [], 0 if waiting else 0.05)
             except (OSError, ValueError):
                 return
             if not r:
+                waiting = False
                 continue
+            back_to_back = waiting
             try:
                 data = os.read(self._master, 512 if self.baud else 65536)
             except BlockingIOError:
@@ -351,8 +355,8 @@ class BoardSimulator:
                     time.sleep(0.05)
                     continue
                 return
-            t = time.monotonic()
-            pacer.wait(len(data), t)
+            pacer.wait(len(data), time.monotonic(), back_to_back)
+            waiting = True  # look again at once: more bytes mean the line did not pause
             self.stats.bytes_in += len(data)
             if not faulty:
                 self._deliver(data)
