@@ -121,8 +121,12 @@ def measure_arena(model: bytes | str | Path, timeout: float = 120) -> dict[str, 
         path = Path(tmp) / "model.tflite"
         path.write_bytes(data)
         arena = max(len(data) * 4, 1 << 21)
-        proc = subprocess.run([sys.executable, "-c", _ARENA_SCRIPT, str(path), str(arena)],
-                              capture_output=True, text=True, timeout=timeout)
+        while True:  # grow the arena until the model allocates (up to 256 MiB)
+            proc = subprocess.run([sys.executable, "-c", _ARENA_SCRIPT, str(path), str(arena)],
+                                  capture_output=True, text=True, timeout=timeout)
+            if proc.returncode == 0 or "allocate" not in proc.stderr or arena >= 1 << 28:
+                break
+            arena *= 4
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
         raise ConversionError(f"tflite-micro could not run the model (exit {proc.returncode}: "

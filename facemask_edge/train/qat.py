@@ -97,16 +97,16 @@ def qat(run_dir: Path, epochs: int = 5, lr: float = 5e-5, batch_size: int = 32,
     import tensorflow_model_optimization as tfmot
 
     from facemask_edge._tf import keras
-    from facemask_edge.runs import load_run_data, write_json
+    from facemask_edge.runs import load_config, load_run_data, write_json
     from facemask_edge.train.trainer import BestWeights, make_dataset
 
     k = keras()
     run_dir = Path(run_dir)
-    data = load_run_data(run_dir)
-    cfg = data.config
+    cfg = load_config(run_dir)
     if cfg["arch"] in HOST_ONLY:
         raise ModelError(f"{cfg['arch']} is a host-only comparison model and is not quantized for "
                          "the boards", "train --arch mobilenet_v1 or mobilenet_v2 for a board")
+    data = load_run_data(run_dir)
     t0 = time.monotonic()
     model = flatten_model(k.models.load_model(run_dir / "model.keras", compile=False))
     try:

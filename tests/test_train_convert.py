@@ -1,0 +1,173 @@
+"""A tiny model end to end: train, QAT, convert, int8 runtimes, evaluate, profile."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from facemask_edge.errors import BudgetError, ConversionError
+
+pytestmark = pytest.mark.slow
+
+
+def test_train_writes_the_run_folder(tiny_trained_run):
+    run = tiny_trained_run
+    for name in ("model.keras", "labels.txt", "split.json", "config.json", "metrics.json",
+                 "confusion_matrix.png", "training_curves.png", "manifest.json", "skipped.txt"):
+        assert (run / name).exists(), name
+    m = json.loads((run / "metrics.json").read_text())
+    for key in ("accuracy", "f1", "precision", "recall"):
+        assert 0.0 <= m["test"][key] <= 1.0
+    assert m["test_images"] == len(json.loads((run / "split.json").read_text())["test"]) > 0
+    assert set(m["test"]["per_class"]) == {"with_mask", "without_mask"}
+    assert (run / "labels.txt").read_text() == "with_mask\nwithout_mask\n"
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["size"] == 32 and cfg["arch"] == "mobilenet_v1" and cfg["weights"].endswith("tiny.h5")
+    # stage 1 then stage 2, and the model learned something on the training set
+    assert m["epochs"]["feature_extractor"] >= 1 and m["epochs"]["fine_tune"] >= 1
+    assert max(m["history"]["accuracy"]) > 0.75
+
+
+def test_convert_gives_full_int8_with_exact_input_quantization(tiny_run):
+    from facemask_edge.convert.compat import incompatibilities
+    from facemask_edge.convert.runtimes import measure_arena
+    from facemask_edge.convert.tflite_info import read_model
+
+    data = (tiny_run / "model_int8.tflite").read_bytes()
+    info = read_model(data)
+    tin, tout = info.tensors[info.inputs[0]], info.tensors[info.outputs[0]]
+    assert tin.dtype == tout.dtype == "int8"
+    assert tin.scale[0] == pytest.approx(1 / 255, abs=1e-9) and tin.zero_point[0] == -128
+    assert incompatibilities(info) == []
+    card = json.loads((tiny_run / "model_card.json").read_text())
+    assert card["arena_bytes"] == measure_arena(data)["total"]
+    assert card["flatbuffer_bytes"] == len(data) and card["labels"] == ["with_mask", "without_mask"]
+    assert card["macs"] == sum(layer["macs"] for layer in card["layers"]) > 0
+    assert {o["name"] for o in card["ops"]} >= {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
+    assert "tensorflow" in card["versions"] and len(card["sha256"]) == 64
+
+
+def test_tflm_and_tflite_reference_agree_exactly(tiny_run):
+    from facemask_edge.convert.runtimes import TFLiteRefRunner, TFLMRunner
+
+    rng = np.random.RandomState(0)
+    xs = rng.randint(-128, 128, size=(20, 32, 32, 3)).astype(np.int8)
+    a = TFLMRunner(tiny_run / "model_int8.tflite").run_batch(xs)
+    b = TFLiteRefRunner(tiny_run / "model_int8.tflite").run_batch(xs)
+    assert a.shape == (20, 2) and np.array_equal(a, b)
+
+
+def test_qat_then_convert_and_evaluate_side_by_side(tiny_run):
+    from facemask_edge.convert.converter import convert_run
+    from facemask_edge.convert.evaluate import evaluate_run
+    from facemask_edge.train.qat import qat
+
+    result = qat(tiny_run, epochs=1)
+    assert (tiny_run / "model_qat.h5").exists() and 0 <= result["val_accuracy"] <= 1
+    convert_run(tiny_run)  # QAT is used when it exists
+    card = json.loads((tiny_run / "model_card.json").read_text())
+    assert card["quantization"] == "qat"
+    assert {o["name"] for o in card["ops"]}.isdisjoint({"MUL", "ADD", "QUANTIZE", "DEQUANTIZE"})
+    report = evaluate_run(tiny_run)
+    assert set(report["models"]) == {"ptq", "qat"}
+    for kind in ("ptq", "qat"):
+        e = report["models"][kind]
+        assert e["runtimes_bit_exact_rate"] == 1.0 and e["runtimes_max_score_diff"] == 0
+        assert e["tflm"]["accuracy"] == e["tflite_ref"]["accuracy"]
+    assert (tiny_run / "evaluation" / "evaluation.md").read_text().count("| qat int8 |") == 2
+    assert (tiny_run / "evaluation" / "confusion_qat_tflm.png").stat().st_size > 1000
+
+
+def _float_model_bytes(with_resize: bool) -> bytes:
+    from facemask_edge._tf import keras, tf
+
+    k = keras()
+    inp = k.Input((16, 16, 3))
+    x = k.layers.Conv2D(4, 3, name="conv")(inp)
+    if with_resize:
+        x = k.layers.UpSampling2D(interpolation="bilinear", name="upsample")(x)
+    out = k.layers.Dense(2, name="head")(k.layers.GlobalAveragePooling2D()(x))
+    conv = tf().lite.TFLiteConverter.from_keras_model(k.Model(inp, out))
+    return conv.convert()
+
+
+def test_float_ops_are_refused_naming_the_layer():
+    from facemask_edge.convert.compat import check_compatible, incompatibilities
+    from facemask_edge.convert.tflite_info import read_model
+
+    info = read_model(_float_model_bytes(True))
+    problems = incompatibilities(info)
+    assert any("RESIZE_BILINEAR" in p and "'upsample'" in p and "float32" in p for p in problems)
+    with pytest.raises(ConversionError, match=r"op 0 CONV_2D \(from layer 'conv'\).*\(\+\d+ more\)"):
+        check_compatible(info)
+
+
+def test_float_io_quantize_is_refused():
+    from facemask_edge._tf import keras, tf
+    from facemask_edge.convert.compat import incompatibilities
+    from facemask_edge.convert.tflite_info import read_model
+
+    k = keras()
+    inp = k.Input((8, 8, 3))
+    out = k.layers.Dense(2, name="head")(k.layers.Flatten()(k.layers.Conv2D(2, 3, name="c")(inp)))
+    conv = tf().lite.TFLiteConverter.from_keras_model(k.Model(inp, out))
+    conv.optimizations = [tf().lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([np.random.rand(1, 8, 8, 3).astype(np.float32)]
+                                           for _ in range(4))
+    problems = incompatibilities(read_model(conv.convert()))  # float input and output kept
+    assert any("QUANTIZE" in p and "float input" in p for p in problems)
+    assert any("DEQUANTIZE" in p for p in problems)
+
+
+def test_wrong_input_range_is_refused():
+    from facemask_edge._tf import keras
+    from facemask_edge.convert.converter import check_input_quantization, convert_keras
+    from facemask_edge.convert.tflite_info import read_model
+
+    k = keras()
+    inp = k.Input((8, 8, 3))
+    model = k.Model(inp, k.layers.Dense(2)(k.layers.Flatten()(k.layers.Conv2D(2, 3)(inp))))
+    data = convert_keras(model, lambda: ([np.random.rand(1, 8, 8, 3).astype(np.float32) * 2]
+                                         for _ in range(8)))
+    with pytest.raises(ConversionError, match="scale 1/255"):
+        check_input_quantization(read_model(data))
+
+
+def test_unquantizable_host_only_arch_gets_a_message(tmp_path):
+    from facemask_edge.errors import ModelError
+    from facemask_edge.train.qat import qat
+
+    (tmp_path / "config.json").write_text(json.dumps({"arch": "vgg16", "data": str(tmp_path),
+                                                      "size": 32, "color": "rgb"}))
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    with pytest.raises(ModelError, match="vgg16 is a host-only"):
+        qat(tmp_path)
+
+
+def test_profile_fits_and_too_big(tiny_run, tmp_path):
+    from facemask_edge._tf import keras
+    from facemask_edge.convert.converter import convert_keras
+    from facemask_edge.profile import profile_model
+
+    p = profile_model(tiny_run / "model_int8.tflite", "nano33ble")
+    assert p["fits"] and p["arena_with_margin_bytes"] >= p["arena_bytes"] + 2048
+    assert p["latency_ms"][0] < p["latency_ms"][1] and p["flash_bytes"] > 0
+    # 160x160x64 int8 activations: far more than the Nano's RAM
+    k = keras()
+    inp = k.Input((160, 160, 3))
+    x = k.layers.Conv2D(64, 3, padding="same")(inp)
+    x = k.layers.Conv2D(64, 3, padding="same")(x)
+    big = convert_keras(k.Model(inp, k.layers.Dense(2)(k.layers.GlobalAveragePooling2D()(x))),
+                        lambda: ([np.random.rand(1, 160, 160, 3).astype(np.float32)] for _ in range(2)))
+    p = profile_model(big, "nano33ble")
+    assert not p["fits"] and "exceeds" in p["reason"]
+    from click.testing import CliRunner
+
+    from facemask_edge.cli import cli
+
+    path = tmp_path / "big.tflite"
+    path.write_bytes(big)
+    res = CliRunner().invoke(cli, ["profile", str(path), "--board", "nano33ble"])
+    assert res.exit_code == BudgetError.exit_code and isinstance(res.exception, BudgetError)
