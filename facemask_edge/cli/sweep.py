@@ -1,0 +1,103 @@
+"""``facemask-edge sweep``: architecture x width x size x colour, Pareto plots, a model per board."""
+
+from __future__ import annotations
+
+import click
+
+__all__ = ["sweep"]
+
+
+def _csv(kind):
+    def parse(ctx, param, value):
+        if value is None:
+            return None
+        try:
+            return [kind(v.strip()) for v in value.split(",") if v.strip()]
+        except ValueError:
+            raise click.BadParameter(f"expected a comma-separated list, got {value!r}") from None
+    return parse
+
+
+def _blocks(v: str):
+    return None if v in ("all", "none", "0") else int(v)
+
+
+def _family(v: str):
+    arch, _, alpha = v.partition(":")
+    if arch not in ("mobilenet_v1", "mobilenet_v2") or not alpha:
+        raise ValueError(v)
+    return arch, float(alpha)
+
+
+@click.command()
+@click.option("--data", default=None,
+              help="Data set folder, .zip or URL (default: the public data set, downloaded once).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Sweep folder (re-running continues it).")
+@click.option("--weights", default=None, type=click.Path(dir_okay=False),
+              help="A backbone file (e.g. vww_96.h5): sweep its --blocks cuts x sizes x colours.")
+@click.option("--keras-weights", type=click.Choice(["imagenet", "none", "skip"]), default=None,
+              help="Also sweep Keras' MobileNetV1/V2 widths with these weights. "
+                   "[default: skip with --weights, else imagenet]")
+@click.option("--fast", is_flag=True,
+              help=f"Few epochs and a subset of the grid (about six configurations).")
+@click.option("--sizes", callback=_csv(int), default=None, help="Input sizes, e.g. 64,80,96.")
+@click.option("--colors", callback=_csv(str), default=None, help="rgb,grayscale")
+@click.option("--blocks", callback=_csv(_blocks), default=None, help="Backbone cuts, e.g. 3,5,7,all.")
+@click.option("--families", callback=_csv(_family), default=None,
+              help="Keras MobileNets as arch:alpha, e.g. mobilenet_v1:0.25,mobilenet_v2:0.35.")
+@click.option("--limit", type=int, default=None, help="Only the first N configurations.")
+@click.option("--head-epochs", type=int, default=None)
+@click.option("--finetune-epochs", type=int, default=None)
+@click.option("--qat-epochs", type=int, default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--max-latency-ms", "max_latency", type=float, default=None,
+              help="Upper latency estimate allowed on every board. [default: 150]")
+@click.option("--tolerance", type=float, default=0.005, show_default=True,
+              help="Accuracies this close count as equal; then the smallest arena wins.")
+@click.option("--write-defaults", is_flag=True,
+              help="Write the recommendation into facemask_edge/defaults.json (the pipeline's --board defaults).")
+@click.option("--dry-run", is_flag=True, help="List the configurations and exit.")
+def sweep(data, out, weights, keras_weights, fast, sizes, colors, blocks, families, limit, head_epochs,
+          finetune_epochs, qat_epochs, seed, batch_size, max_latency, tolerance, write_defaults, dry_run):
+    """Train, quantize and profile many configurations briefly; table, Pareto plots, a pick per board.
+
+    Writes OUT/sweep.md, sweep.json, pareto_arena.png, pareto_latency.png and
+    recommendation.json; each configuration's run folder is OUT/configs/NAME.
+    """
+    import warnings
+
+    from facemask_edge.sweep import FAST_EPOCHS, FULL_EPOCHS, build_grid, run_sweep, write_defaults as write
+
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"tensorflow(\.|$)")
+    if keras_weights is None:
+        keras_weights = "skip" if weights else "imagenet"
+    for c in colors or ():
+        if c not in ("rgb", "grayscale"):
+            raise click.BadParameter(f"unknown colour {c!r} (use rgb, grayscale)", param_hint="--colors")
+    points = build_grid(weights, keras_weights, fast, sizes, colors, blocks, families)
+    if limit:
+        points = points[:limit]
+    epochs = dict(FAST_EPOCHS if fast else FULL_EPOCHS)
+    for k, v in (("head_epochs", head_epochs), ("finetune_epochs", finetune_epochs), ("qat_epochs", qat_epochs)):
+        if v is not None:
+            epochs[k] = v
+    if dry_run:
+        for p in points:
+            click.echo(f"{p.name}: {p.describe()}")
+        click.echo(f"{len(points)} configurations, epochs {epochs}")
+        return
+    train_options = {k: v for k, v in (("seed", seed), ("batch_size", batch_size)) if v is not None}
+    budget = {"nano33ble": max_latency, "esp32cam": max_latency} if max_latency else None
+    res = run_sweep(data, out, points, epochs, train_options, budget, tolerance)
+    click.echo(f"{len(res['rows'])} configurations ({len(res['failed'])} failed) in {res['wall_seconds']:.0f} s")
+    for b, r in res["recommendation"].items():
+        if r.get("name"):
+            click.echo(f"  {b}: {r['name']} int8 val {r['int8_val_accuracy']:.4f}, arena {r['arena_bytes']:,} B, "
+                       f"latency {r['latency_ms'][0]:.0f}-{r['latency_ms'][1]:.0f} ms")
+        else:
+            click.echo(f"  {b}: {r['why']}")
+    if write_defaults:
+        path = write(res["recommendation"], source=f"facemask-edge sweep --out {out}")
+        click.echo(f"defaults: {path}")
+    click.echo(f"table: {out}/sweep.md")

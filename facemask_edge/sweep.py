@@ -1,0 +1,348 @@
+"""Sweep architecture x width x input size x colour (and backbone cuts), pick a model per board.
+
+Each configuration is trained briefly, quantized (QAT, and PTQ to compare), converted and
+profiled for every board by the pipeline itself (``until="profile"``) in
+``OUT/configs/<name>/``, so an interrupted sweep continues where it stopped. Results go to
+``OUT/sweep.json`` and ``OUT/sweep.md`` with two Pareto plots (int8 validation accuracy against
+tensor arena and against estimated latency), and ``OUT/recommendation.json`` names, per board,
+the most accurate configuration that fits the board's RAM and flash and its latency budget.
+
+Choosing: candidates must fit (``profile``: arena with margin in RAM, model in flash) and have an
+upper latency estimate within the board's budget. Among them the highest int8 accuracy on the
+*validation* split wins (the test split stays untouched for reporting); configurations within
+``tolerance`` of the best count as equal, and of those the smallest arena (then fewest MACs) is
+taken.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from facemask_edge.errors import FacemaskError
+from facemask_edge.progress import log
+
+__all__ = ["SweepPoint", "build_grid", "run_sweep", "recommend", "write_defaults", "LATENCY_BUDGET_MS",
+           "sweep_markdown", "FAST_EPOCHS", "FULL_EPOCHS"]
+
+#: Upper latency estimate a default model may have per board (issue 7: <= 150 ms at 64 MHz).
+LATENCY_BUDGET_MS = {"nano33ble": 150.0, "esp32cam": 150.0}
+FAST_EPOCHS = {"head_epochs": 2, "finetune_epochs": 4, "qat_epochs": 1}
+FULL_EPOCHS = {"head_epochs": 3, "finetune_epochs": 10, "qat_epochs": 2}
+KERAS_FAMILIES = (("mobilenet_v1", 0.25), ("mobilenet_v1", 0.5), ("mobilenet_v2", 0.35))
+
+
+@dataclass
+class SweepPoint:
+    """One configuration: a name and the TrainConfig fields that define it."""
+
+    name: str
+    train: dict
+    family: str = ""
+
+    def describe(self) -> dict:
+        t = self.train
+        return {"name": self.name, "family": self.family, "arch": t.get("arch"), "alpha": t.get("alpha"),
+                "size": t["size"], "color": t["color"], "blocks": t.get("blocks"),
+                "weights": Path(t["weights"]).name if t.get("weights") not in (None, "imagenet", "none")
+                else t.get("weights")}
+
+
+def _weights_family(path: Path) -> tuple[str, float]:
+    """Architecture and width of a backbone file: MobileNetV2 has residual adds; the width is the
+    first convolution's filters / 32."""
+    from facemask_edge._tf import keras
+
+    k = keras()
+    try:
+        m = k.models.load_model(path, compile=False)
+    except Exception as exc:
+        raise FacemaskError(f"cannot load {path} as a Keras model ({type(exc).__name__})",
+                            "pass a tf_keras .h5/.keras backbone file") from None
+    arch = "mobilenet_v2" if any(isinstance(layer, k.layers.Add) for layer in m.layers) else "mobilenet_v1"
+    conv = next((layer for layer in m.layers if isinstance(layer, k.layers.Conv2D)
+                 and not isinstance(layer, k.layers.DepthwiseConv2D)), None)
+    alpha = round(conv.filters / 32, 3) if conv is not None else 0.25
+    return arch, alpha
+
+
+def _short_color(c: str) -> str:
+    return "gray" if c == "grayscale" else c
+
+
+def build_grid(weights: str | None = None, keras_weights: str | None = None, fast: bool = False,
+               sizes=None, colors=None, blocks=None, families=None) -> list[SweepPoint]:
+    """The configurations to try.
+
+    Args:
+        weights: a backbone file (e.g. vww_96.h5): its cuts after ``blocks`` separable blocks
+            x ``sizes`` x ``colors``.
+        keras_weights: ``imagenet`` or ``none`` for Keras' MobileNets (``families``: (arch, alpha)
+            pairs) x sizes x colours; ``None``/``"skip"``: not swept.
+        fast: a small subset (six or so points) that still varies size, colour and depth.
+        sizes, colors, blocks, families: override the grid's axes.
+    """
+    points: list[SweepPoint] = []
+    full_sizes, full_colors = list(sizes or (64, 80, 96)), list(colors or ("rgb", "grayscale"))
+    if weights:
+        wpath = Path(weights).expanduser()
+        if not wpath.is_file():
+            raise FacemaskError(f"weights file {wpath} not found", "pass --weights PATH (e.g. vww_96.h5)")
+        arch, alpha = _weights_family(wpath)
+        stem = wpath.stem.split("_")[0]
+        if fast and not (sizes or colors or blocks):
+            combos = [(5, 64, "rgb"), (5, 64, "grayscale"), (5, 80, "rgb"), (5, 96, "rgb"),
+                      (3, 64, "rgb"), (7, 64, "rgb")]
+        else:
+            cuts = list(blocks or (3, 5, 7, None))
+            combos = [(b, s, c) for b in cuts for s in full_sizes for c in full_colors]
+        for b, s, c in combos:
+            name = f"{stem}-{f'b{b}' if b else 'full'}-{s}-{_short_color(c)}"
+            points.append(SweepPoint(name, {"arch": arch, "alpha": alpha, "size": s, "color": c,
+                                            "blocks": b, "weights": str(wpath.resolve())},
+                                     family=f"{wpath.name} ({arch} {alpha:g}, inferred)"))
+    if keras_weights and keras_weights != "skip":
+        fams = list(families or KERAS_FAMILIES)
+        if fast and not (sizes or colors or families):
+            combos = [(fams[0], 64, "rgb"), (fams[0], 96, "grayscale"), (fams[-1], 64, "rgb"),
+                      (fams[-1], 96, "rgb")]
+        else:
+            combos = [(f, s, c) for f in fams for s in full_sizes for c in full_colors]
+        for (arch, alpha), s, c in combos:
+            tag = "v1" if arch == "mobilenet_v1" else "v2"
+            name = f"{tag}a{alpha:g}-{s}-{_short_color(c)}"
+            points.append(SweepPoint(name, {"arch": arch, "alpha": float(alpha), "size": s, "color": c,
+                                            "blocks": None, "weights": keras_weights},
+                                     family=f"keras {arch} ({keras_weights})"))
+    if not points:
+        raise FacemaskError("the sweep has no configurations",
+                            "pass --weights PATH (a backbone file) and/or --keras-weights imagenet|none")
+    names = [p.name for p in points]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise FacemaskError(f"duplicate sweep configurations: {', '.join(sorted(dup))}")
+    return points
+
+
+def _test_accuracy(run_dir: Path) -> float | None:
+    """Int8 accuracy of the chosen model on the test split, in tflite-micro."""
+    from facemask_edge.convert.runtimes import TFLMRunner
+    from facemask_edge.data.preprocess import to_int8
+    from facemask_edge.runs import load_run_data
+
+    x, y = load_run_data(run_dir).part("test")
+    if not len(x):
+        return None
+    pred = TFLMRunner(run_dir / "model_int8.tflite").run_batch(to_int8(x)).argmax(1)
+    return float((pred == y).mean())
+
+
+def _row(point: SweepPoint, summary: dict, test_int8: float | None, seconds: float) -> dict:
+    st = summary["stages"]
+    tr = st["train"]["figures"]
+    cv = st["convert"]["figures"]
+    pr = st["profile"]["figures"]["boards"]
+    row = {**point.describe(),
+           "float_val_accuracy": tr.get("val", {}).get("accuracy"),
+           "float_test_accuracy": tr.get("test", {}).get("accuracy"),
+           "int8_val_accuracy": cv.get("val_accuracy_int8"),
+           "int8_test_accuracy": test_int8,
+           "quantization": cv["quantization"],
+           "params": cv["params"], "macs": cv["macs"],
+           "flatbuffer_bytes": cv["flatbuffer_bytes"], "arena_bytes": cv["arena_bytes"],
+           "epochs": tr.get("epochs"),
+           "seconds": round(seconds, 1),
+           "boards": {b: {"fits": p["fits"], "reason": p["reason"],
+                          "arena_with_margin_bytes": p["arena_with_margin_bytes"],
+                          "ram_left_bytes": p["ram_left_bytes"], "flash_left_bytes": p["flash_left_bytes"],
+                          "latency_ms": p["latency_ms"]} for b, p in pr.items()}}
+    return row
+
+
+def run_sweep(data: str | None, out: str | Path, points: list[SweepPoint], epochs: dict | None = None,
+              train_options: dict | None = None, latency_budget: dict | None = None,
+              tolerance: float = 0.005, evaluate_test: bool = True) -> dict:
+    """Train, quantize, convert and profile every point; write the table, plots, recommendation.
+
+    Args:
+        data: data set (folder, zip, URL, or None for the default download).
+        out: the sweep folder.
+        points: from :func:`build_grid`.
+        epochs: ``head_epochs``, ``finetune_epochs``, ``qat_epochs`` (default :data:`FULL_EPOCHS`).
+        train_options: other TrainConfig fields for every point (seed, batch_size, ...).
+        latency_budget: upper latency estimate (ms) per board (default :data:`LATENCY_BUDGET_MS`).
+        tolerance: accuracy difference below which two configurations count as equal.
+        evaluate_test: also measure the chosen int8 model on the test split (for the table).
+
+    Returns:
+        ``{"rows": [...], "recommendation": {...}, ...}`` (also ``OUT/sweep.json``).
+    """
+    from facemask_edge.data.download import resolve_data
+    from facemask_edge.pipeline import PipelineConfig, run_pipeline
+    from facemask_edge.runs import write_json
+
+    out = Path(out)
+    (out / "configs").mkdir(parents=True, exist_ok=True)
+    epochs = {**FULL_EPOCHS, **(epochs or {})}
+    budget = {**LATENCY_BUDGET_MS, **(latency_budget or {})}
+    data_path, data_info = resolve_data(data)
+    rows, failed = [], []
+    t_all = time.monotonic()
+    for i, p in enumerate(points, 1):
+        log(f"== sweep {i}/{len(points)}: {p.name} ==")
+        train = {"energy": False, "patience": max(3, epochs["finetune_epochs"]), **(train_options or {}),
+                 **p.train, "head_epochs": epochs["head_epochs"], "finetune_epochs": epochs["finetune_epochs"]}
+        cfg = PipelineConfig(out=str(out / "configs" / p.name), data=data_path, train=train,
+                             qat_epochs=epochs["qat_epochs"], until="profile")
+        t = time.monotonic()
+        try:
+            summary = run_pipeline(cfg)
+        except FacemaskError as exc:
+            log(f"  {p.name} failed: {exc}")
+            failed.append({**p.describe(), "error": str(exc)})
+            continue
+        point_dir = out / "configs" / p.name
+        cached = point_dir / "sweep_test.json"
+        key = summary["stages"]["convert"].get("figures", {}).get("sha256")
+        test = None
+        if evaluate_test:
+            prev = json.loads(cached.read_text()) if cached.exists() else {}
+            if prev.get("model_sha256") == key:
+                test = prev["int8_test_accuracy"]
+            else:
+                test = _test_accuracy(point_dir)
+                write_json(cached, {"model_sha256": key, "int8_test_accuracy": test})
+        secs = sum((s.get("seconds") or 0) for s in summary["stages"].values())
+        rows.append(_row(p, summary, test, secs))
+        del t
+    rec = recommend(rows, budget, tolerance)
+    result = {"schema": 1, "data": data_path, "data_info": data_info, "epochs": epochs,
+              "train_options": train_options or {}, "latency_budget_ms": budget, "tolerance": tolerance,
+              "rows": rows, "failed": failed, "recommendation": rec,
+              "wall_seconds": round(time.monotonic() - t_all, 1)}
+    result["plots"] = _plots(out, rows, budget)
+    write_json(out / "sweep.json", result)
+    write_json(out / "recommendation.json", {"schema": 1, "source": str(out / "sweep.json"),
+                                             "epochs": epochs, "boards": rec})
+    (out / "sweep.md").write_text(sweep_markdown(result))
+    return result
+
+
+def recommend(rows: list[dict], latency_budget: dict | None = None, tolerance: float = 0.005) -> dict:
+    """Per board: the most accurate configuration (int8, validation split) within its budget."""
+    from facemask_edge.profile.boards import BOARDS
+
+    budget = {**LATENCY_BUDGET_MS, **(latency_budget or {})}
+    rec = {}
+    for b in BOARDS:
+        ok = [r for r in rows if r["boards"].get(b, {}).get("fits") and r.get("int8_val_accuracy") is not None
+              and (budget.get(b) is None or r["boards"][b]["latency_ms"][1] <= budget[b])]
+        if not ok:
+            rec[b] = {"name": None, "why": f"no configuration fits {b} within {budget.get(b)} ms"}
+            continue
+        best = max(r["int8_val_accuracy"] for r in ok)
+        near = [r for r in ok if r["int8_val_accuracy"] >= best - tolerance]
+        pick = min(near, key=lambda r: (r["arena_bytes"], r["macs"], -r["int8_val_accuracy"]))
+        rec[b] = {"name": pick["name"],
+                  "train": {k: pick[k] for k in ("arch", "alpha", "size", "color", "blocks")},
+                  "weights": pick["weights"], "family": pick["family"],
+                  "int8_val_accuracy": pick["int8_val_accuracy"],
+                  "int8_test_accuracy": pick.get("int8_test_accuracy"),
+                  "arena_bytes": pick["arena_bytes"], "flatbuffer_bytes": pick["flatbuffer_bytes"],
+                  "macs": pick["macs"], "latency_ms": pick["boards"][b]["latency_ms"],
+                  "candidates": len(ok),
+                  "why": (f"highest int8 validation accuracy ({best:.4f}) among {len(ok)} configurations that "
+                          f"fit {b} with an upper latency estimate <= {budget.get(b)} ms; "
+                          f"{len(near)} within {tolerance:g} of it, the smallest arena taken")}
+    return rec
+
+
+def write_defaults(rec: dict, path: Path | None = None, source: str = "") -> Path:
+    """Put the recommendation into ``facemask_edge/defaults.json`` (the pipeline's --board
+    defaults): each board's arch, alpha, size, colour and blocks; other keys (epochs, weights)
+    are kept."""
+    from facemask_edge.runs import write_json
+
+    path = Path(path) if path else Path(__file__).with_name("defaults.json")
+    doc = json.loads(path.read_text()) if path.exists() else {"schema": 1, "boards": {}}
+    for b, r in rec.items():
+        if not r.get("name"):
+            continue
+        entry = doc.setdefault("boards", {}).setdefault(b, {})
+        entry.setdefault("train", {}).update(r["train"])
+        entry["from_sweep"] = {k: r[k] for k in ("name", "family", "weights", "int8_val_accuracy",
+                                                 "int8_test_accuracy", "arena_bytes", "flatbuffer_bytes",
+                                                 "macs", "latency_ms")}
+    doc["source"] = source or "facemask-edge sweep"
+    write_json(path, doc)
+    return path
+
+
+def _f(v, d=4):
+    if v is None:
+        return "-"
+    return f"{v:.{d}f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def sweep_markdown(res: dict) -> str:
+    from facemask_edge.profile.boards import BOARDS
+
+    e = res["epochs"]
+    lines = ["# Sweep", "",
+             f"Data `{res['data']}`; each configuration trained {e['head_epochs']} + {e['finetune_epochs']} "
+             f"epochs (head, fine-tuning), {e['qat_epochs']} QAT epoch(s), then converted (QAT or PTQ, whichever "
+             "is more accurate on validation) and profiled. Accuracies are of the int8 model in tflite-micro; "
+             "the recommendation uses the validation split only. Latency: MACs x cycles/MAC / clock "
+             "(range: low-high estimate).", "",
+             "| config | backbone | size | colour | blocks | int8 val acc | int8 test acc | float test acc | quant | "
+             "arena B | model B | MACs | " + " | ".join(f"{b} latency ms | fits {b}" for b in BOARDS) + " | time s |",
+             "|" + "---|" * (12 + 2 * len(BOARDS) + 1)]
+    rows = sorted(res["rows"], key=lambda r: -(r["int8_val_accuracy"] or 0))
+    for r in rows:
+        cells = [r["name"], r["family"], str(r["size"]), r["color"], str(r["blocks"] or "all"),
+                 _f(r["int8_val_accuracy"]), _f(r["int8_test_accuracy"]), _f(r["float_test_accuracy"]),
+                 r["quantization"], _f(r["arena_bytes"]), _f(r["flatbuffer_bytes"]), _f(r["macs"])]
+        for b in BOARDS:
+            lo, hi = r["boards"][b]["latency_ms"]
+            cells += [f"{lo:.0f}-{hi:.0f}" if lo != hi else f"{lo:.0f}", "yes" if r["boards"][b]["fits"] else "NO"]
+        cells.append(_f(r["seconds"], 0))
+        lines.append("| " + " | ".join(cells) + " |")
+    if res.get("failed"):
+        lines += ["", "Failed: " + "; ".join(f"{f['name']}: {f['error']}" for f in res["failed"])]
+    lines += ["", "## Recommendation", ""]
+    for b, r in res["recommendation"].items():
+        if r.get("name"):
+            lines.append(f"- **{b}**: `{r['name']}` ({r['family']}, {r['train']['size']} px {r['train']['color']}, "
+                         f"blocks {r['train']['blocks'] or 'all'}): int8 val {r['int8_val_accuracy']:.4f}, arena "
+                         f"{r['arena_bytes']:,} B, model {r['flatbuffer_bytes']:,} B, latency {r['latency_ms'][0]:.0f}-"
+                         f"{r['latency_ms'][1]:.0f} ms. {r['why']}.")
+        else:
+            lines.append(f"- **{b}**: none. {r['why']}.")
+    plots = res.get("plots") or {}
+    if plots:
+        lines += ["", "Plots: " + ", ".join(f"`{v}`" for v in plots.values())]
+    lines.append(f"\nWall time {res['wall_seconds']:.0f} s.")
+    return "\n".join(lines) + "\n"
+
+
+def _plots(out: Path, rows: list[dict], budget: dict) -> dict:
+    from facemask_edge.plots import plot_pareto
+    from facemask_edge.profile.boards import BOARDS
+
+    pts = [{"name": r["name"], "accuracy": r["int8_val_accuracy"], "arena_kib": r["arena_bytes"] / 1024,
+            **{f"latency_{b}": r["boards"][b]["latency_ms"][1] for b in BOARDS}} for r in rows
+           if r.get("int8_val_accuracy") is not None]
+    if not pts:
+        return {}
+    avail = {}
+    for b, bd in BOARDS.items():
+        ram = bd.ram_bytes - bd.reserved_ram_bytes - (0 if bd.frame_in_psram else bd.frame_bytes)
+        avail[f"{b} RAM for arena+margin"] = ram / 1024 / 1.1  # the margin is 10 %
+    plot_pareto(pts, "arena_kib", "accuracy", out / "pareto_arena.png", "tensor arena (KiB, TFLM measured)",
+                "int8 validation accuracy", budget={k: v for k, v in avail.items() if v < 2 * max(p["arena_kib"] for p in pts)})
+    plot_pareto(pts, "latency_nano33ble", "accuracy", out / "pareto_latency.png",
+                "estimated latency on nano33ble, upper estimate (ms)", "int8 validation accuracy",
+                budget={f"{budget['nano33ble']:g} ms budget": budget["nano33ble"]} if budget.get("nano33ble") else None)
+    return {"accuracy vs arena": "pareto_arena.png", "accuracy vs latency": "pareto_latency.png"}
