@@ -57,11 +57,15 @@ class TFLiteRefRunner:
     def __init__(self, model: bytes | str | Path):
         from facemask_edge._tf import tf
 
+        import warnings
+
         T = tf()
         data = Path(model).read_bytes() if isinstance(model, (str, Path)) else bytes(model)
-        self.interp = T.lite.Interpreter(
-            model_content=data,
-            experimental_op_resolver_type=T.lite.experimental.OpResolverType.BUILTIN_REF)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "tf.lite.Interpreter is deprecated" (LiteRT move)
+            self.interp = T.lite.Interpreter(
+                model_content=data,
+                experimental_op_resolver_type=T.lite.experimental.OpResolverType.BUILTIN_REF)
         self.interp.allocate_tensors()
         self.input = self.interp.get_input_details()[0]
         self.output = self.interp.get_output_details()[0]
