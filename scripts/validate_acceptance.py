@@ -125,11 +125,30 @@ def check_clean(run, out, board, baud, extra, res):
         "board_macro_f1": report["board"]["macro_f1"], "latency_ms": report["latency_ms"],
         "seconds": secs, "note": proc.stdout.strip().splitlines()[0], "sim": sim.summary,
     }
+    evaluated = _evaluated_accuracy(run)
+    if evaluated is not None:
+        # The run's own evaluation (facemask-edge evaluate, TFLM int8 on the same split).
+        res["clean"]["evaluate_tflm_accuracy"] = evaluated
+        res["clean"]["pass"] = res["clean"]["pass"] and abs(evaluated - report["board"]["accuracy"]) < 1e-9
     fig = link_figures(report)
     # The line may idle only while the board computes longer than its receive window lasts.
     res["link"] = {"pass": fig["payload_efficiency"] >= 0.90 and (fig["line_busy"] or 0) >= 0.90,
                    "baud": baud, **fig}
     return records
+
+
+def _evaluated_accuracy(run: Path) -> float | None:
+    path = run / "evaluation" / "evaluation.json"
+    if not path.exists():
+        return None
+    card = json.loads((run / "model_card.json").read_text())
+    models = json.loads(path.read_text()).get("models", {})
+    entry = models.get(card.get("quantization")) or next(
+        (m for m in models.values() if m.get("model") == card.get("model")), None)
+    try:
+        return float(entry["tflm"]["accuracy"])
+    except (TypeError, KeyError):
+        return None
 
 
 def check_faults(run, out, board, baud, extra, res, clean):

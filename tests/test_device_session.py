@@ -162,6 +162,48 @@ def test_camera_lines_before_the_handshake_are_ignored(model_card, images, expec
     assert sim.stats.camera_frames > 0
 
 
+def test_socket_url_reaches_a_board_behind_a_tcp_bridge(model_card, images, expected):
+    """socket://host:port (a ser2net-style bridge) works like a local port."""
+    import select
+    import socket
+
+    sim = start_sim(model_card)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    fd = os.open(sim.path, os.O_RDWR | os.O_NOCTTY)
+    tty.setraw(fd)
+    done = threading.Event()
+
+    def bridge():
+        conn, _ = server.accept()
+        while not done.is_set():
+            r, _, _ = select.select([conn, fd], [], [], 0.05)
+            if conn in r:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                os.write(fd, data)
+            if fd in r:
+                conn.sendall(os.read(fd, 65536))
+        conn.close()
+
+    t = threading.Thread(target=bridge, daemon=True)
+    t.start()
+    try:
+        url = f"socket://127.0.0.1:{server.getsockname()[1]}"
+        session = BoardSession(open_port(url, timeout=0.02), name=url, timeout=3)
+        got, _ = stream_all(session, sim, images[:10])
+    finally:
+        done.set()
+        t.join(timeout=2)
+        os.close(fd)
+        server.close()
+        sim.stop()
+    assert sorted(got) == list(range(10))
+    assert all(list(got[k].scores) == expected[k] for k in got)
+
+
 # ---- errors: one line, within the timeout ----
 
 

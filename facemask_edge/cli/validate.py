@@ -34,35 +34,13 @@ def validate(ctx, run_dir, ports, data, out_dir, baud, timeout, limit, fresh, re
     Writes RUN_DIR/validate/results.jsonl (one line per image: an interrupted run resumes),
     report.json, report.md and confusion.png.
     """
-    from facemask_edge.device.session import BoardSession
-    from facemask_edge.device.sim import load_run_model
-    from facemask_edge.device.transport import choose_port, open_port
     from facemask_edge.progress import log
     from facemask_edge.validate.report import closing_note
-    from facemask_edge.validate.runner import default_out_dir
-    from facemask_edge.validate.runner import validate as run_validate
-    from facemask_edge.validate.testset import load_validation_set
+    from facemask_edge.validate.runner import validate_run
 
     verbose = (ctx.find_root().obj or {}).get("verbose")
-    model, card = load_run_model(run_dir)
-    urls = list(ports) or [choose_port()]
-    if len(set(urls)) != len(urls):
-        raise click.UsageError("the same --port is given twice")
-    opened = []
-    try:
-        for url in urls:
-            opened.append((url, open_port(url, baud=baud, timeout=0.02)))
-        vset = load_validation_set(run_dir, data, limit=limit)
-        sessions = [BoardSession(p, name=url, timeout=timeout, chunk_size=chunk, window=window,
-                                 log=log if verbose else None)
-                    for url, p in opened]
-        out = out_dir or default_out_dir(run_dir, data)
-        report = run_validate(sessions, vset, model, card, out, reference=reference, fresh=fresh)
-    finally:
-        for _, p in opened:
-            try:
-                p.close()
-            except Exception:
-                pass
+    report, out = validate_run(run_dir, list(ports), data=data, out_dir=out_dir, baud=baud,
+                               timeout=timeout, limit=limit, fresh=fresh, reference=reference,
+                               chunk=chunk, window=window, log_fn=log if verbose else None)
     click.echo(closing_note(report))
     click.echo(f"report: {out / 'report.md'} (json, confusion.png alongside)")

@@ -294,7 +294,17 @@ class BoardSimulator:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
+        self._boot_banner()
         return self.path
+
+    def _boot_banner(self) -> None:
+        """What the firmware prints at start-up (the sketches' banner, same fields)."""
+        d = self.info
+        self._send_text(f"facemask-edge {d.firmware_version} board={d.board} model={self.sha256[:12]} "
+                        f"input={d.input_width}x{d.input_height}x{d.input_channels} "
+                        f"arena_used={d.arena_bytes}/{self.arena_budget} free_ram={d.free_ram_bytes}")
+        if self.model.error:
+            self._send_text(f"model init failed: error {self.model.error}")
 
     def stop(self) -> None:
         self._stop.set()
@@ -429,7 +439,8 @@ class BoardSimulator:
             with self._rx_cond:
                 self._rx.clear()  # the receive buffer dies with the reset
             self.engine, _ = self._new_engine()
-            self._send_text(f"facemask-edge board-sim {self.board_name}: reset (fault injection)")
+            self._send_text(f"board-sim: reset after {self.stats.images} images (fault injection)")
+            self._boot_banner()
         if f.stall and not self._stall_done and self.stats.images >= f.stall_after:
             self._stall_done = True
             self.stats.stalls += 1

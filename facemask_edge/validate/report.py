@@ -143,8 +143,10 @@ def closing_note(report: dict) -> str:
     if lat["p50"] is not None:
         parts.append(f"latency p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms, max {lat['max']:.1f} ms")
     if link.get("images_per_s"):
+        busy = [p["line_busy"] for p in link.get("ports", {}).values() if p.get("line_busy")]
+        line = f", line busy {min(busy):.1%}" if busy else ""
         parts.append(f"{link['images_per_s']:.2f} images/s, {link['wire_bytes_per_image']:.0f} wire bytes/image, "
-                     f"{link['payload_efficiency']:.1%} payload, {link['retries']} retries, "
+                     f"{link['payload_efficiency']:.1%} payload{line}, {link['retries']} retries, "
                      f"{link['resets']} resets")
     return "; ".join(parts)
 

@@ -23,7 +23,7 @@ from facemask_edge.validate.reference import HostReference
 from facemask_edge.validate.report import build_report, write_report
 from facemask_edge.validate.testset import ValidationSet
 
-__all__ = ["validate", "WorkQueue", "read_results", "default_out_dir"]
+__all__ = ["validate", "validate_run", "WorkQueue", "read_results", "default_out_dir"]
 
 RESULTS = "results.jsonl"
 
@@ -273,3 +273,45 @@ def _stream(sessions, vset, todo, model, card, sha, reference, records, appender
     return {"kind": "segment", "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - (time.monotonic() - t0))),
             "images": done_now, "wall_s": wall, "setup_s": begin - t0, "ports": ports, "errors": errors,
             "reference": reference}, failures
+
+
+def validate_run(run_dir: str | Path, ports: list[str] | None = None, data: str | Path | None = None,
+                 out_dir: str | Path | None = None, baud: int = 921600, timeout: float = 8.0,
+                 limit: int | None = None, fresh: bool = False, reference: str = "tflm",
+                 chunk: int = 4090, window: int | None = None, log_fn=None) -> tuple[dict, Path]:
+    """Validate a converted run on the boards at ``ports`` (URLs; default: the one USB board).
+
+    Opens the ports, loads the images (the run's test split, or ``data``), streams, reports.
+
+    Returns:
+        ``(report, out_dir)``.
+
+    Raises:
+        DeviceError: a port cannot be opened, or the boards failed (results so far are kept).
+    """
+    from facemask_edge.device.session import BoardSession
+    from facemask_edge.device.sim import load_run_model
+    from facemask_edge.device.transport import choose_port, open_port
+    from facemask_edge.validate.testset import load_validation_set
+
+    run_dir = Path(run_dir)
+    model, card = load_run_model(run_dir)
+    urls = list(ports or []) or [choose_port()]
+    if len(set(urls)) != len(urls):
+        raise DeviceError("the same port is given twice", "give each board's port once")
+    opened = []
+    try:
+        for url in urls:
+            opened.append((url, open_port(url, baud=baud, timeout=0.02)))
+        vset = load_validation_set(run_dir, data, limit=limit)
+        sessions = [BoardSession(p, name=url, timeout=timeout, chunk_size=chunk, window=window, log=log_fn)
+                    for url, p in opened]
+        out = Path(out_dir) if out_dir else default_out_dir(run_dir, data)
+        report = validate(sessions, vset, model, card, out, reference=reference, fresh=fresh)
+    finally:
+        for _, p in opened:
+            try:
+                p.close()
+            except Exception:
+                pass
+    return report, out
