@@ -348,6 +348,7 @@ class _Runner:
         from facemask_edge.runs import read_json
         from facemask_edge.train.trainer import train
 
+        _fresh_keras_session()
         metrics = train(self.cfg.train_config(self.data_path))
         del metrics
         m = read_json(self.run_dir / "metrics.json")
@@ -357,6 +358,7 @@ class _Runner:
     def stage_qat(self, resume: bool):
         from facemask_edge.train.qat import qat
 
+        _fresh_keras_session()
         r = qat(self.run_dir, epochs=self.cfg.qat_epochs, lr=self.cfg.qat_lr,
                 batch_size=int(self.cfg.train.get("batch_size", 32)))
         return ["model_qat.h5", "qat.json"], r
@@ -572,6 +574,14 @@ class _Runner:
             p = self.run_dir / rel
             files[rel] = _sha(p) if p.is_file() else None
         return _key({"stage": st.name, "options": st.options, "inputs": files})
+
+
+def _fresh_keras_session() -> None:
+    """Drop graphs of earlier runs in this process (a sweep runs many): memory, and layer names,
+    which restart from their defaults (QAT finds its input quantizer by variable name)."""
+    from facemask_edge._tf import keras
+
+    keras().backend.clear_session()
 
 
 def _val_accuracy(run_dir: Path, kinds: list[str]) -> dict[str, float]:

@@ -1,0 +1,123 @@
+"""The sweep: its grid, the per-board choice, defaults.json, and a tiny sweep end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from facemask_edge.cli import main
+from facemask_edge.errors import FacemaskError
+from facemask_edge.sweep import build_grid, recommend, write_defaults
+
+
+def test_full_grid_covers_sizes_colours_cuts_and_keras_widths(tiny_backbone):
+    pts = build_grid(str(tiny_backbone), "none")
+    desc = [p.describe() for p in pts]
+    assert {d["size"] for d in desc} >= {64, 80, 96}
+    assert {d["color"] for d in desc} == {"rgb", "grayscale"}
+    cuts = {d["blocks"] for d in desc if d["weights"] == "tiny.h5"}
+    assert cuts == {3, 5, 7, None}
+    keras = {(d["arch"], d["alpha"]) for d in desc if d["weights"] == "none"}
+    assert {a for a, _ in keras} == {"mobilenet_v1", "mobilenet_v2"} and len(keras) >= 3
+    assert len({p.name for p in pts}) == len(pts)
+    # The backbone file's architecture and width are read from it.
+    assert all(d["arch"] == "mobilenet_v1" and d["alpha"] == 0.25 for d in desc if d["weights"] == "tiny.h5")
+
+
+def test_fast_grid_is_small_but_varies_every_axis(tiny_backbone):
+    pts = [p.describe() for p in build_grid(str(tiny_backbone), None, fast=True)]
+    assert 4 <= len(pts) <= 8
+    assert len({d["size"] for d in pts}) >= 2 and len({d["color"] for d in pts}) == 2
+    assert len({d["blocks"] for d in pts}) >= 2
+
+
+def test_grid_errors(tmp_path):
+    with pytest.raises(FacemaskError, match="no configurations"):
+        build_grid(None, "skip")
+    with pytest.raises(FacemaskError, match="not found"):
+        build_grid(str(tmp_path / "nope.h5"), None)
+
+
+def row(name, acc, arena, macs, fits=True, lat=(50.0, 100.0), esp_fits=True):
+    return {"name": name, "family": "f", "weights": "w.h5", "arch": "mobilenet_v1", "alpha": 0.25,
+            "size": 64, "color": "rgb", "blocks": 5, "int8_val_accuracy": acc, "int8_test_accuracy": acc,
+            "arena_bytes": arena, "flatbuffer_bytes": 1000, "macs": macs,
+            "boards": {"nano33ble": {"fits": fits, "latency_ms": list(lat)},
+                       "esp32cam": {"fits": esp_fits, "latency_ms": [lat[0] / 2, lat[0] / 2]}}}
+
+
+def test_recommend_within_tolerance_takes_the_smallest_arena():
+    rows = [row("big", 0.990, 90_000, 9), row("small", 0.987, 40_000, 5), row("tiny", 0.950, 10_000, 1)]
+    rec = recommend(rows, tolerance=0.005)
+    assert rec["nano33ble"]["name"] == "small"
+    assert recommend(rows, tolerance=0.0)["nano33ble"]["name"] == "big"
+
+
+def test_recommend_respects_fit_and_latency_budget():
+    rows = [row("slow", 0.99, 40_000, 9, lat=(120.0, 240.0)), row("nofit", 0.99, 30_000, 5, fits=False),
+            row("ok", 0.97, 50_000, 5)]
+    rec = recommend(rows, {"nano33ble": 150.0, "esp32cam": 150.0})
+    assert rec["nano33ble"]["name"] == "ok"
+    assert rec["esp32cam"]["name"] == "nofit"  # fits the ESP32 and fast enough there
+    none = recommend([row("slow", 0.99, 40_000, 9, lat=(300.0, 600.0))], {"nano33ble": 150.0})
+    assert none["nano33ble"]["name"] is None and "no configuration fits" in none["nano33ble"]["why"]
+
+
+def test_write_defaults_updates_the_model_and_keeps_the_rest(tmp_path):
+    path = tmp_path / "defaults.json"
+    path.write_text(json.dumps({"schema": 1, "boards": {"nano33ble": {
+        "train": {"size": 96, "finetune_epochs": 25, "weights": "imagenet"}, "qat_epochs": 3}}}))
+    rec = recommend([row("pick", 0.99, 40_000, 5)])
+    write_defaults(rec, path, source="test")
+    doc = json.loads(path.read_text())
+    nano = doc["boards"]["nano33ble"]
+    assert nano["train"]["size"] == 64 and nano["train"]["blocks"] == 5
+    assert nano["train"]["finetune_epochs"] == 25 and nano["train"]["weights"] == "imagenet"
+    assert nano["qat_epochs"] == 3 and nano["from_sweep"]["name"] == "pick"
+    assert doc["boards"]["esp32cam"]["train"]["size"] == 64 and doc["source"] == "test"
+
+
+def test_pipeline_reads_board_defaults(monkeypatch, tmp_path):
+    from facemask_edge import pipeline
+
+    monkeypatch.setattr(pipeline, "board_defaults",
+                        lambda b: {"train": {"size": 72, "blocks": 4}, "qat_epochs": 6} if b == "esp32cam" else {})
+    cfg = pipeline.build_config({"out": str(tmp_path), "board": "esp32cam"})
+    assert cfg.train["size"] == 72 and cfg.train["blocks"] == 4 and cfg.qat_epochs == 6
+
+
+def test_dry_run_lists_configurations(tiny_backbone, capsys):
+    assert main(["sweep", "--out", "unused", "--weights", str(tiny_backbone), "--fast", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-b5-64-rgb" in out and "configurations" in out
+
+
+@pytest.mark.slow
+def test_tiny_sweep_end_to_end(synthetic_data, tiny_backbone, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    args = ["sweep", "--data", str(synthetic_data), "--out", str(out), "--weights", str(tiny_backbone),
+            "--sizes", "32", "--colors", "rgb,grayscale", "--blocks", "all", "--head-epochs", "1",
+            "--finetune-epochs", "2", "--qat-epochs", "1"]
+    assert main(args) == 0
+    res = json.loads((out / "sweep.json").read_text())
+    assert [r["name"] for r in res["rows"]] == ["tiny-full-32-rgb", "tiny-full-32-gray"]
+    for r in res["rows"]:
+        assert 0 <= r["int8_val_accuracy"] <= 1 and r["arena_bytes"] > 0 and r["macs"] > 0
+        assert set(r["boards"]) == {"nano33ble", "esp32cam"}
+        assert (out / "configs" / r["name"] / "model_int8.tflite").is_file()
+    # Grayscale input: fewer MACs in the first convolution.
+    assert res["rows"][1]["macs"] < res["rows"][0]["macs"]
+    for f in ("sweep.md", "pareto_arena.png", "pareto_latency.png", "recommendation.json"):
+        assert (out / f).is_file(), f
+    rec = json.loads((out / "recommendation.json").read_text())["boards"]
+    assert rec["nano33ble"]["name"] in {"tiny-full-32-rgb", "tiny-full-32-gray"}
+    md = (out / "sweep.md").read_text()
+    assert "## Recommendation" in md and "tiny-full-32-gray" in md
+    # Again: every configuration is up to date, the table is the same.
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "train: up to date" in capsys.readouterr().err
+    again = json.loads((out / "sweep.json").read_text())
+    assert [r["int8_val_accuracy"] for r in again["rows"]] == [r["int8_val_accuracy"] for r in res["rows"]]
