@@ -31,18 +31,18 @@ __all__ = ["train"]
 @click.option("--val-fraction", type=float, default=0.15, show_default=True)
 @click.option("--test-fraction", type=float, default=0.15, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--head-epochs", type=int, default=8, show_default=True,
+@click.option("--head-epochs", type=int, default=3, show_default=True,
               help="Stage 1 (frozen backbone) epochs at most.")
-@click.option("--finetune-epochs", type=int, default=30, show_default=True,
+@click.option("--finetune-epochs", type=int, default=60, show_default=True,
               help="Stage 2 (fine-tuning) epochs at most; 0 skips it.")
-@click.option("--head-lr", type=float, default=1e-3, show_default=True)
-@click.option("--finetune-lr", type=float, default=3e-4, show_default=True)
+@click.option("--head-lr", type=float, default=1e-2, show_default=True)
+@click.option("--finetune-lr", type=float, default=2e-3, show_default=True)
 @click.option("--finetune-layers", type=int, default=0, show_default=True,
               help="Unfreeze the last N backbone layers in stage 2 (0 = all).")
-@click.option("--patience", type=int, default=6, show_default=True,
+@click.option("--patience", type=int, default=15, show_default=True,
               help="Early stopping: epochs without a better validation result.")
-@click.option("--dropout", type=float, default=0.2, show_default=True)
-@click.option("--label-smoothing", type=float, default=0.05, show_default=True)
+@click.option("--dropout", type=float, default=0.3, show_default=True)
+@click.option("--label-smoothing", type=float, default=0.1, show_default=True)
 @click.option("--no-augment", is_flag=True, help="Turn augmentation off.")
 @click.option("--freeze-bn", is_flag=True, help="Keep BatchNormalization frozen in fine-tuning.")
 @click.option("--distribute", type=click.Choice(["mirrored", "multiworker"]), default=None,
