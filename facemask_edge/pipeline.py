@@ -488,38 +488,27 @@ class _Runner:
         return [self.rel(out / n) for n in ("report.json", "report.md", "results.jsonl")], fig
 
     def _validate(self, out: Path, fresh: bool) -> dict:
-        from facemask_edge.device.session import BoardSession
-        from facemask_edge.device.sim import load_run_model
-        from facemask_edge.device.transport import open_port
-        from facemask_edge.validate.runner import validate
-        from facemask_edge.validate.testset import load_validation_set
+        from facemask_edge.validate.runner import validate_run
 
-        model, card = load_run_model(self.run_dir)
-        vset = load_validation_set(self.run_dir, None, limit=self.cfg.validate_limit)
         sim = proc = None
-        port = None
         try:
             if self.cfg.port:
                 url = self.cfg.port
             elif self.cfg.sim == "inprocess":
-                from facemask_edge.device.sim import BoardSimulator
+                from facemask_edge.device.sim import BoardSimulator, load_run_model
                 from facemask_edge.profile.boards import get_board
 
+                model, card = load_run_model(self.run_dir)
                 sim = BoardSimulator(model, card, board=get_board(self.cfg.board), baud=self.cfg.sim_baud)
                 url = sim.start()
             else:
                 proc, url = _start_sim_process(self.run_dir, self.cfg.board, self.cfg.sim_baud)
-            log(f"  validating {len(vset)} images on {url}"
-                + ("" if self.cfg.port else f" (simulated {self.cfg.board})"))
-            port = open_port(url, baud=self.cfg.baud if self.cfg.port else 921600, timeout=0.02)
-            session = BoardSession(port, name=url, timeout=self.cfg.validate_timeout)
-            return validate([session], vset, model, card, out, fresh=fresh)
+            log(f"  validating on {url}" + ("" if self.cfg.port else f" (simulated {self.cfg.board})"))
+            report, _ = validate_run(self.run_dir, [url], out_dir=out, fresh=fresh,
+                                     baud=self.cfg.baud if self.cfg.port else 921600,
+                                     timeout=self.cfg.validate_timeout, limit=self.cfg.validate_limit)
+            return report
         finally:
-            if port is not None:
-                try:
-                    port.close()
-                except Exception:
-                    pass
             if sim is not None:
                 sim.stop()
             if proc is not None:
