@@ -171,3 +171,17 @@ def test_profile_fits_and_too_big(tiny_run, tmp_path):
     path.write_bytes(big)
     res = CliRunner().invoke(cli, ["profile", str(path), "--board", "nano33ble"])
     assert res.exit_code == BudgetError.exit_code and isinstance(res.exception, BudgetError)
+
+
+def test_distillation_targets_mix_labels_and_teacher(tiny_trained_run, synthetic_data):
+    from facemask_edge.runs import load_run_data
+    from facemask_edge.train.trainer import teacher_targets
+
+    rd = load_run_data(tiny_trained_run)
+    idx = rd.split["train"][:10]
+    t = teacher_targets(tiny_trained_run, str(synthetic_data), [rd.paths[i] for i in idx],
+                        rd.labels[idx], 2, alpha=0.6, temperature=2.0)
+    assert t.shape == (10, 2) and np.allclose(t.sum(axis=1), 1.0)
+    true = t[np.arange(10), rd.labels[idx]]
+    assert (true >= 0.6).all() and (true <= 1.0).all()  # the true label keeps at least alpha
+    assert not np.allclose(t, np.eye(2)[rd.labels[idx]])  # and the teacher adds its view

@@ -45,14 +45,19 @@ __all__ = ["train"]
 @click.option("--label-smoothing", type=float, default=0.1, show_default=True)
 @click.option("--no-augment", is_flag=True, help="Turn augmentation off.")
 @click.option("--freeze-bn", is_flag=True, help="Keep BatchNormalization frozen in fine-tuning.")
+@click.option("--teacher", type=click.Path(file_okay=False), default=None,
+              help="Distil from this trained run (its predictions become soft targets).")
+@click.option("--distill-alpha", type=float, default=0.5, show_default=True,
+              help="Weight of the true labels against the teacher's.")
+@click.option("--distill-temperature", type=float, default=2.0, show_default=True)
 @click.option("--distribute", type=click.Choice(["mirrored", "multiworker"]), default=None,
               help="tf.distribute strategy; multiworker reads TF_CONFIG.")
 @click.option("--wandb", "use_wandb", is_flag=True, help="Log to Weights & Biases (offline mode).")
 @click.option("--no-energy", is_flag=True, help="Do not measure energy with CodeCarbon.")
 def train(data, out, arch, alpha, size, color, weights, blocks, cut, split, seed, val_fraction,
           test_fraction, batch_size, head_epochs, finetune_epochs, head_lr, finetune_lr,
-          finetune_layers, patience, dropout, label_smoothing, no_augment, freeze_bn, distribute, use_wandb,
-          no_energy):
+          finetune_layers, patience, dropout, label_smoothing, no_augment, freeze_bn, teacher,
+          distill_alpha, distill_temperature, distribute, use_wandb, no_energy):
     """Train a MobileNet transfer model on DATA and write a run folder."""
     from facemask_edge.train.trainer import TrainConfig
     from facemask_edge.train.trainer import train as run_train
@@ -63,7 +68,9 @@ def train(data, out, arch, alpha, size, color, weights, blocks, cut, split, seed
                       batch_size=batch_size, head_epochs=head_epochs,
                       finetune_epochs=finetune_epochs, head_lr=head_lr, finetune_lr=finetune_lr,
                       finetune_layers=finetune_layers, patience=patience, augment=not no_augment, train_bn=not freeze_bn,
-                      label_smoothing=label_smoothing, distribute=distribute, wandb=use_wandb,
+                      label_smoothing=label_smoothing, teacher=teacher,
+                      distill_alpha=distill_alpha, distill_temperature=distill_temperature,
+                      distribute=distribute, wandb=use_wandb,
                       energy=not no_energy)
     metrics = run_train(cfg)
     echo_json_summary(f"trained {out}", {

@@ -51,6 +51,9 @@ class TrainConfig:
     augment: bool = True
     train_bn: bool = True  # let BatchNormalization adapt in stage 2
     label_smoothing: float = 0.1
+    teacher: str | None = None  # a trained run whose predictions are soft targets
+    distill_alpha: float = 0.5  # weight of the true labels against the teacher's
+    distill_temperature: float = 2.0
     distribute: str | None = None
     wandb: bool = False
     energy: bool = True
@@ -84,11 +87,13 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int, batch
     ds = ds.batch(batch_size)
     aug = augmenter(seed) if (training and augment) else None
 
+    soft = labels.ndim == 2  # already target distributions (distillation)
+
     def prep(x, y):
         x = T.cast(x, T.float32) / 255.0
         if aug is not None:
             x = T.clip_by_value(aug(x, training=True), 0.0, 1.0)
-        return x, T.one_hot(y, num_classes)
+        return x, (T.cast(y, T.float32) if soft else T.one_hot(y, num_classes))
 
     ds = ds.map(prep, num_parallel_calls=T.data.AUTOTUNE)
     opts = T.data.Options()
@@ -159,6 +164,32 @@ def _strategy(name: str | None):
     raise FacemaskError(f"unknown --distribute {name!r}", "use mirrored or multiworker")
 
 
+def teacher_targets(teacher_dir: Path, data: str, paths: list[str], labels: np.ndarray,
+                    num_classes: int, alpha: float, temperature: float) -> np.ndarray:
+    """Soft targets: ``alpha`` x one-hot + (1 - alpha) x the teacher's tempered probabilities.
+
+    The teacher (a trained run, e.g. at a larger input size) sees each image at its own size
+    and colour; predictions are matched to the student's images by file path.
+    """
+    from facemask_edge._tf import keras
+    from facemask_edge.data.ingest import scan_dataset
+    from facemask_edge.runs import load_config
+
+    tcfg = load_config(teacher_dir)
+    tds = scan_dataset(data, size=tcfg["size"], color=tcfg["color"])
+    index = {it.path: i for i, it in enumerate(tds.items)}
+    missing = [p for p in paths if p not in index]
+    if missing:
+        raise FacemaskError(f"teacher data lacks {len(missing)} image(s) (first: {missing[0]})",
+                            "train the teacher on the same data set")
+    model = keras().models.load_model(Path(teacher_dir) / "model.keras", compile=False)
+    probs = _predict(model, tds.images[[index[p] for p in paths]])
+    tempered = np.exp(np.log(np.clip(probs, 1e-7, 1.0)) / temperature)
+    tempered /= tempered.sum(axis=1, keepdims=True)
+    onehot = np.eye(num_classes, dtype=np.float32)[labels]
+    return (alpha * onehot + (1 - alpha) * tempered).astype(np.float32)
+
+
 def _predict(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     return model.predict(images.astype(np.float32) / 255.0, batch_size=batch_size, verbose=0)
 
@@ -213,7 +244,13 @@ def train(cfg: TrainConfig) -> dict:
                             "add images: each class needs a few for train, validation and test")
     nc = len(classes)
     bs = cfg.batch_size * strategy.num_replicas_in_sync
-    train_ds = make_dataset(x["train"], y["train"], nc, bs, True, cfg.seed, cfg.augment)
+    train_targets = y["train"]
+    if cfg.teacher:
+        log(f"distilling from {cfg.teacher} (alpha {cfg.distill_alpha}, T {cfg.distill_temperature})")
+        train_targets = teacher_targets(Path(cfg.teacher), cfg.data,
+                                        [ds.items[i].path for i in idx["train"]], y["train"],
+                                        len(classes), cfg.distill_alpha, cfg.distill_temperature)
+    train_ds = make_dataset(x["train"], train_targets, nc, bs, True, cfg.seed, cfg.augment)
     val_ds = make_dataset(x["val"], y["val"], nc, bs)
 
     energy = EnergyMeter(out) if cfg.energy else None
