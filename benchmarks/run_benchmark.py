@@ -208,6 +208,7 @@ def markdown(res: dict) -> str:
     for name, where, v in rows:
         v = v or {}
         lines.append(f"| {name} | {where} | {f4(v.get('accuracy'))} | {f4(v.get('f1'))} |")
+    ra = b["ratios"]
     lines += ["", "| agreement | rate |", "|---|---|",
               f"| device vs host int8 scores bit-exact | {f4(ag['device_vs_host_bit_exact'])} |",
               f"| device vs host labels | {f4(ag['device_vs_host_labels'])} |",
@@ -215,23 +216,31 @@ def markdown(res: dict) -> str:
               f"| int8 vs float labels | {f4(ag['int8_vs_float_labels'])} |", "",
               "## Size and speed against the MLPerf Tiny VWW int8 reference (measured in this run)", "",
               "| | this model | reference | ratio |", "|---|---|---|---|",
-              f"| tensor arena (TFLM, KiB) | {kib(m['arena_bytes'])} | {kib(r['arena_bytes'])} | {b['ratios']['arena']:.1%} |",
-              f"| flatbuffer = model flash (KiB) | {kib(m['flatbuffer_bytes'])} | {kib(r['flatbuffer_bytes'])} | {b['ratios']['flash']:.1%} |",
-              f"| MACs | {m['macs']:,} | {r['macs']:,} | {b['ratios']['macs']:.1%} |"]
+              f"| tensor arena (TFLM, KiB) | {kib(m['arena_bytes'])} | {kib(r['arena_bytes'])} | {ra['arena']:.1%} |",
+              f"| flatbuffer = model flash (KiB) | {kib(m['flatbuffer_bytes'])} | {kib(r['flatbuffer_bytes'])} | "
+              f"{ra['flash']:.1%} |",
+              f"| MACs | {m['macs']:,} | {r['macs']:,} | {ra['macs']:.1%} |"]
     for name in BOARDS:
         lm, lr = m["boards"][name]["latency_ms"], r["boards"][name]["latency_ms"]
         clock = m["boards"][name]["clock_hz"] / 1e6
-        lines.append(f"| latency estimate {name} @ {clock:.0f} MHz (ms) | {lm[0]:.0f}-{lm[1]:.0f} | {lr[0]:.0f}-{lr[1]:.0f} | "
-                     f"{lm[1] / lr[1]:.1%} |")
+        lines.append(f"| latency estimate {name} @ {clock:.0f} MHz (ms) | {lm[0]:.0f}-{lm[1]:.0f} | "
+                     f"{lr[0]:.0f}-{lr[1]:.0f} | {lm[1] / lr[1]:.1%} |")
     for name in BOARDS:
-        lines.append(f"| fits {name} (arena+margin {kib(m['boards'][name]['arena_with_margin_bytes'])} KiB, RAM left "
-                     f"{kib(m['boards'][name]['ram_left_bytes'])} KiB) | {'yes' if m['boards'][name]['fits'] else 'NO'} | "
-                     f"{'yes' if r['boards'][name]['fits'] else 'NO'} | |")
+        mb, rb = m["boards"][name], r["boards"][name]
+        lines.append(f"| fits {name} (arena+margin {kib(mb['arena_with_margin_bytes'])} KiB, RAM left "
+                     f"{kib(mb['ram_left_bytes'])} KiB) | {'yes' if mb['fits'] else 'NO'} | "
+                     f"{'yes' if rb['fits'] else 'NO'} | |")
     lines += ["", "## Targets (issue 7)", "", "| target | value | required | met |", "|---|---|---|---|"]
     for k, c in b["checks"].items():
         v = c["value"]
-        vs = ("yes" if v else "no") if isinstance(v, bool) else f"{v:.1%}" if k.endswith("reference") else (f"{v:.4f}" if isinstance(v, float) and v <= 1 else
-                                                         f"{v:.1f}" if isinstance(v, float) else str(v))
+        if isinstance(v, bool):
+            vs = "yes" if v else "no"
+        elif k.endswith("reference"):
+            vs = f"{v:.1%}"
+        elif isinstance(v, float):
+            vs = f"{v:.4f}" if v <= 1 else f"{v:.1f}"
+        else:
+            vs = str(v)
         if k.startswith("latency"):
             vs += f" (lower estimate {c['lower_estimate_ms']:.1f})"
         lines.append(f"| {k.replace('_', ' ')} | {vs} | {c['target']} | {'yes' if c['pass'] else 'NO'} |")
@@ -242,7 +251,8 @@ def markdown(res: dict) -> str:
               "|---|---|---|"]
     for k, s in b["stage_seconds"].items():
         lines.append(f"| {k} | {'-' if s is None else f'{s:.1f}'} | {b['stage_status'].get(k)} |")
-    lines += [f"| **all stages** | **{b['pipeline_seconds']:.1f}** | this invocation: {res['pipeline_wall_seconds']:.1f} s |",
+    lines += [f"| **all stages** | **{b['pipeline_seconds']:.1f}** | "
+              f"this invocation: {res['pipeline_wall_seconds']:.1f} s |",
               "", f"Validation throughput: {v['images']} images at {ips} images/s on {v['target']}, "
               f"{wire} wire bytes/image, {v['retries']} retries.",
               "", "## Machine", "",

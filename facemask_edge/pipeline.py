@@ -144,8 +144,9 @@ def _check_keys(layer: dict, where: str) -> None:
         if key in ("data", "out"):
             raise FacemaskError(f"[train] {key} in {where}: set it at the top level", None)
         if key not in train_fields:
+            valid = sorted(k for k in train_fields if k not in ("data", "out"))
             raise FacemaskError(f"unknown training option {key!r} in {where}",
-                                f"valid [train] keys: {', '.join(sorted(k for k in train_fields if k not in ('data', 'out')))}")
+                                f"valid [train] keys: {', '.join(valid)}")
 
 
 def _merge(base: dict, layer: dict) -> dict:
@@ -316,9 +317,6 @@ class _Runner:
     def rel(self, p: Path) -> str:
         return Path(p).relative_to(self.run_dir).as_posix()
 
-    def existing(self, names: list[str]) -> list[str]:
-        return [n for n in names if (self.run_dir / n).is_file()]
-
     # -- stage bodies --
     def do_data(self) -> dict:
         from facemask_edge.data.download import resolve_data
@@ -384,7 +382,8 @@ class _Runner:
         if chosen != kinds[-1]:
             card = read_json(self.run_dir / f"model_card_{chosen}.json")
             card["model"] = "model_int8.tflite"
-            (self.run_dir / "model_int8.tflite").write_bytes((self.run_dir / f"model_int8_{chosen}.tflite").read_bytes())
+            data = (self.run_dir / f"model_int8_{chosen}.tflite").read_bytes()
+            (self.run_dir / "model_int8.tflite").write_bytes(data)
             write_json(self.run_dir / "model_card.json", card)
         if val:
             log("  int8 validation accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in val.items())
@@ -548,7 +547,8 @@ class _Runner:
             _Stage("export", f"firmware sources for {cfg.board}", model_files,
                    {"board": cfg.board, "format": cfg.export_format, "firmware": _firmware_hash(cfg.board)},
                    self.stage_export),
-            _Stage("validate", f"on-device validation ({'board at ' + cfg.port if cfg.port else 'simulated ' + cfg.board})",
+            _Stage("validate", "on-device validation ("
+                   + (f"board at {cfg.port})" if cfg.port else f"simulated {cfg.board})"),
                    ["config.json", "split.json"] + model_files,
                    {"target": cfg.port or f"sim:{cfg.board}:{cfg.sim_baud}", "limit": cfg.validate_limit},
                    self.stage_validate),
@@ -875,10 +875,12 @@ def summary_markdown(s: dict) -> str:
     pr = st.get("profile", {}).get("figures", {})
     if pr.get("boards"):
         lines += ["## Budget per board", "",
-                  "| board | fits | arena B | arena+margin B | RAM left B | model flash B | flash left B | MACs | latency ms |",
+                  "| board | fits | arena B | arena+margin B | RAM left B | model flash B | flash left B | MACs "
+                  "| latency ms |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for b, p in pr["boards"].items():
-            lines.append(f"| {b} | {_fmt(p['fits'])} | {_fmt(p['arena_bytes'])} | {_fmt(p['arena_with_margin_bytes'])} | "
+            lines.append(f"| {b} | {_fmt(p['fits'])} | {_fmt(p['arena_bytes'])} | "
+                         f"{_fmt(p['arena_with_margin_bytes'])} | "
                          f"{_fmt(p['ram_left_bytes'])} | {_fmt(p['flash_bytes'])} | {_fmt(p['flash_left_bytes'])} | "
                          f"{_fmt(p['macs'])} | {_fmt(p['latency_ms'])} |")
         ref = pr.get("reference")
@@ -948,7 +950,8 @@ def _plots(run_dir: Path, s: dict) -> dict:
             for b in names:
                 bd = BOARDS[b]
                 if cap == "ram":
-                    avail.append((bd.ram_bytes - bd.reserved_ram_bytes - (0 if bd.frame_in_psram else bd.frame_bytes)) / 1024)
+                    frame = 0 if bd.frame_in_psram else bd.frame_bytes
+                    avail.append((bd.ram_bytes - bd.reserved_ram_bytes - frame) / 1024)
                 else:
                     avail.append((bd.flash_bytes - bd.reserved_flash_bytes) / 1024)
             x = range(len(names))

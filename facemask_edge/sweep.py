@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from facemask_edge.errors import FacemaskError
@@ -340,8 +340,9 @@ def _plots(out: Path, rows: list[dict], budget: dict) -> dict:
     for b, bd in BOARDS.items():
         ram = bd.ram_bytes - bd.reserved_ram_bytes - (0 if bd.frame_in_psram else bd.frame_bytes)
         avail[f"{b} RAM for arena+margin"] = ram / 1024 / 1.1  # the margin is 10 %
+    widest = max(p["arena_kib"] for p in pts)
     plot_pareto(pts, "arena_kib", "accuracy", out / "pareto_arena.png", "tensor arena (KiB, TFLM measured)",
-                "int8 validation accuracy", budget={k: v for k, v in avail.items() if v < 2 * max(p["arena_kib"] for p in pts)})
+                "int8 validation accuracy", budget={k: v for k, v in avail.items() if v < 2 * widest})
     plot_pareto(pts, "latency_nano33ble", "accuracy", out / "pareto_latency.png",
                 "estimated latency on nano33ble, upper estimate (ms)", "int8 validation accuracy",
                 budget={f"{budget['nano33ble']:g} ms budget": budget["nano33ble"]} if budget.get("nano33ble") else None)

@@ -74,7 +74,8 @@ _STAGES = ("data", "train", "qat", "convert", "profile", "evaluate", "export", "
 def pipeline(data, out, board, config_file, port, demo, redo, weights, arch, alpha, size, color, blocks,
              cut, seed, batch_size, head_epochs, finetune_epochs, head_lr, finetune_lr, finetune_layers,
              patience, dropout, label_smoothing, augment, split, energy, qat_epochs, qat_lr,
-             representative, quantization, compare_ptq, reference, validate_limit, sim, sim_baud, baud, validate_timeout):
+             representative, quantization, compare_ptq, reference, validate_limit, sim, sim_baud, baud,
+             validate_timeout):
     """Train, quantize, convert, profile, evaluate, export and validate in one command.
 
     Writes RUN_DIR/summary.md, summary.json and summary_*.png. Stages whose inputs and options

@@ -39,7 +39,7 @@ def _family(v: str):
               help="Also sweep Keras' MobileNetV1/V2 widths with these weights. "
                    "[default: skip with --weights, else imagenet]")
 @click.option("--fast", is_flag=True,
-              help=f"Few epochs and a subset of the grid (about six configurations).")
+              help="Few epochs and a subset of the grid (about six configurations).")
 @click.option("--sizes", callback=_csv(int), default=None, help="Input sizes, e.g. 64,80,96.")
 @click.option("--colors", callback=_csv(str), default=None, help="rgb,grayscale")
 @click.option("--blocks", callback=_csv(_blocks), default=None, help="Backbone cuts, e.g. 3,5,7,all.")

@@ -220,9 +220,9 @@ def download(url: str, dest: Path | None = None, sha256: str | None = None, time
             break
         except _Interrupted as exc:
             if attempt == retries:
+                kept = part.stat().st_size if part.exists() else 0
                 raise DataError(f"download of {url} interrupted: {exc}",
-                                f"run the same command again to resume ({part.stat().st_size if part.exists() else 0:,} "
-                                "bytes kept)") from None
+                                f"run the same command again to resume ({kept:,} bytes kept)") from None
             log(f"  {exc}; resuming in {wait:g} s")
             time.sleep(wait)
             wait *= 2
