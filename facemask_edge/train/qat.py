@@ -145,9 +145,18 @@ def qat(run_dir: Path, epochs: int = 5, lr: float = 5e-5, batch_size: int = 32,
 
 def _pin_input_range(qmodel) -> None:
     """Fix the input quantizer's range to [0, 1], so int8 input is exactly ``pixel - 128``."""
-    for var in qmodel.variables:
-        name = var.name.split("/")[-1]
-        if "quantize_layer" in var.name and name.startswith("quantize_layer_min"):
-            var.assign(np.float32(0.0))
-        elif "quantize_layer" in var.name and name.startswith("quantize_layer_max"):
-            var.assign(np.float32(1.0))
+    from tensorflow_model_optimization.python.core.quantization.keras.quantize_layer import (
+        QuantizeLayer as qlayer)
+    pinned = 0
+    for layer in qmodel.layers:
+        if isinstance(layer, qlayer):
+            for var in layer.weights:
+                short = var.name.split("/")[-1].split(":")[0]
+                if short.endswith("_min"):
+                    var.assign(np.float32(0.0))
+                    pinned += 1
+                elif short.endswith("_max"):
+                    var.assign(np.float32(1.0))
+                    pinned += 1
+    if pinned < 2:
+        raise ModelError("QAT model has no input quantizer to pin to [0, 1]")
