@@ -185,3 +185,14 @@ def test_distillation_targets_mix_labels_and_teacher(tiny_trained_run, synthetic
     true = t[np.arange(10), rd.labels[idx]]
     assert (true >= 0.6).all() and (true <= 1.0).all()  # the true label keeps at least alpha
     assert not np.allclose(t, np.eye(2)[rd.labels[idx]])  # and the teacher adds its view
+
+
+def test_select_best_uses_validation_not_test(tiny_run):
+    from facemask_edge.convert.converter import select_best
+
+    sel = select_best(tiny_run, representative=20)
+    card = json.loads((tiny_run / "model_card.json").read_text())
+    assert card["selection"] == sel and sel["selected"] in sel["val_accuracy"]
+    assert set(sel["val_accuracy"]) == {"ptq", "qat"}  # the QAT test above trained one
+    assert (tiny_run / "model_int8.tflite").read_bytes() == \
+        (tiny_run / f"model_int8_{sel['selected']}.tflite").read_bytes()

@@ -13,14 +13,24 @@ __all__ = ["convert"]
 @run_dir_argument()
 @click.option("--no-qat", is_flag=True,
               help="Post-training quantization of the float model, even if a QAT model exists.")
+@click.option("--select-best", is_flag=True,
+              help="Convert both PTQ and QAT (if trained) and keep the one with the better int8 "
+                   "accuracy on the validation split.")
 @click.option("--representative", type=int, default=300, show_default=True,
               help="Calibration images from the train split (post-training quantization).")
-def convert(run_dir, no_qat, representative):
+def convert(run_dir, no_qat, select_best, representative):
     """Convert RUN_DIR to a full-int8 model_int8.tflite with labels.txt and model_card.json."""
+    from pathlib import Path
+
     from facemask_edge.convert.converter import convert_run
+    from facemask_edge.convert.converter import select_best as run_select_best
     from facemask_edge.runs import read_json
 
-    path = convert_run(run_dir, qat=False if no_qat else None, representative=representative)
+    if select_best:
+        run_select_best(run_dir, representative=representative)
+        path = Path(run_dir) / "model_int8.tflite"
+    else:
+        path = convert_run(run_dir, qat=False if no_qat else None, representative=representative)
     card = read_json(path.parent / "model_card.json")
     ops = ", ".join(f"{o['name']} v{o['version']}" for o in card["ops"])
     echo_json_summary(f"wrote {path}", {
@@ -31,4 +41,5 @@ def convert(run_dir, no_qat, representative):
         "MACs": f"{card['macs']:,}",
         "ops": ops,
         "seconds": card["convert_seconds"],
+        **({"selected by validation": card["selection"]["val_accuracy"]} if "selection" in card else {}),
     })

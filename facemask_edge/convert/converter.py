@@ -21,7 +21,7 @@ from facemask_edge.convert.tflite_info import read_model
 from facemask_edge.errors import ConversionError, ModelError
 from facemask_edge.progress import log
 
-__all__ = ["convert_keras", "convert_run", "model_card", "check_input_quantization",
+__all__ = ["convert_keras", "convert_run", "select_best", "model_card", "check_input_quantization",
            "INPUT_SCALE", "INPUT_ZERO_POINT"]
 
 INPUT_SCALE = 1.0 / 255.0
@@ -127,6 +127,38 @@ def model_card(data: bytes, labels: list[str], color: str, quantization: str,
         "run": str(run_dir) if run_dir else None,
         "versions": _versions(),
     }
+
+
+def select_best(run_dir: Path, representative: int = 300) -> dict:
+    """Convert both PTQ and QAT variants and install the one with the better int8 accuracy on
+    the **validation** split in tflite-micro (ties go to PTQ, the simpler one).
+
+    The test split is never looked at. Returns ``{"selected": kind, "val_accuracy": {...}}``,
+    also recorded in ``model_card.json`` under ``"selection"``.
+    """
+    from facemask_edge.convert.runtimes import TFLMRunner
+    from facemask_edge.data.preprocess import to_int8
+    from facemask_edge.runs import load_run_data, read_json, write_json
+
+    run_dir = Path(run_dir)
+    kinds = ["ptq"] + (["qat"] if (run_dir / "model_qat.h5").exists() else [])
+    data = load_run_data(run_dir)
+    xv, yv = data.part("val")
+    acc = {}
+    for kind in kinds:
+        convert_run(run_dir, qat=(kind == "qat"), representative=representative)
+        scores = TFLMRunner(run_dir / f"model_int8_{kind}.tflite").run_batch(to_int8(xv))
+        acc[kind] = float((scores.argmax(1) == yv).mean())
+    best = max(kinds, key=lambda k: (acc[k], k == "ptq"))
+    card = read_json(run_dir / f"model_card_{best}.json")
+    card["model"] = "model_int8.tflite"
+    card["selection"] = {"selected": best, "by": "int8 accuracy on the validation split (TFLM)",
+                         "val_accuracy": acc}
+    (run_dir / "model_int8.tflite").write_bytes((run_dir / f"model_int8_{best}.tflite").read_bytes())
+    write_json(run_dir / "model_card.json", card)
+    log(f"selected {best.upper()} (validation int8 accuracy " +
+        ", ".join(f"{k} {v:.4f}" for k, v in acc.items()) + ")")
+    return card["selection"]
 
 
 def convert_run(run_dir: Path, qat: bool | None = None, representative: int = 300) -> Path:
