@@ -52,6 +52,9 @@ class StreamStats:
     elapsed_s: float = 0.0
     stream_bytes_out: int = 0  # bytes written while streaming (no handshakes)
     window_full_s: float = 0.0
+    # Estimated time the line had to stand still because the board computed longer than its
+    # receive window lasts on the wire (it reads nothing meanwhile): not the host's doing.
+    board_stall_s: float = 0.0
 
     def merge(self, other: "StreamStats") -> None:
         for name in self.__dataclass_fields__:
@@ -511,6 +514,8 @@ class BoardSession:
                     if take_result(msg):
                         last_progress, backoff = now, 0
                         infer_s = msg.micros / 1e6
+                        if self.info.baud:
+                            st.board_stall_s += max(0.0, infer_s - window * 10 / self.info.baud)
                         self._max_infer_s = infer_s if not seen_result else max(self._max_infer_s, infer_s)
                         seen_result = True
                 elif isinstance(msg, fr.ErrorMsg):

@@ -113,6 +113,11 @@ def _link(segments: list[dict]) -> dict:
         baud = p.get("baud") or 0
         # Share of the streaming time the host-to-board line carried bytes (8N1: 10 bits a byte).
         entry["line_busy"] = (p.get("stream_bytes_out", 0) * 10 / baud / el) if baud and el else None
+        # The same, not counting the time the board's computing held the line still.
+        host_el = el - (p.get("board_stall_s") or 0.0)
+        entry["line_busy_host"] = (min(1.0, p.get("stream_bytes_out", 0) * 10 / baud / host_el)
+                                   if baud and host_el > 0 else None)
+        entry["board_stall_s"] = p.get("board_stall_s")
         per_port[name] = entry
     return {
         "images": images,
@@ -195,10 +200,14 @@ def _markdown(r: dict) -> str:
                               f"{p['images_per_s']:.2f}" if p.get("images_per_s") else "-",
                               f"{p['payload_efficiency']:.1%}" if p.get("payload_efficiency") else "-",
                               f"{p['line_busy']:.1%}" if p.get("line_busy") else "-",
+                              f"{p['line_busy_host']:.1%}" if p.get("line_busy_host") else "-",
                               p.get("retries"), p.get("naks"), p.get("timeouts"), p.get("resets")]
                              for name, p in link["ports"].items()],
                             ["port", "board", "baud", "images", "images/s", "payload", "line busy",
-                             "retries", "NAKs", "timeouts", "resets"]), ""]
+                             "line busy (host)", "retries", "NAKs", "timeouts", "resets"]), "",
+                  "Line busy: share of the streaming time the host-to-board line carried bytes. "
+                  "(host): the same without the time the board computed longer than its receive "
+                  "window lasts (it reads nothing meanwhile, so the line must stand still).", ""]
         if link.get("errors"):
             lines += ["Boards that failed: " + "; ".join(f"{k}: {v}" for k, v in link["errors"].items()), ""]
     t = link.get("totals", {})
