@@ -7,8 +7,10 @@ profiled for every board by the pipeline itself (``until="profile"``) in
 tensor arena and against estimated latency), and ``OUT/recommendation.json`` names, per board,
 the most accurate configuration that fits the board's RAM and flash and its latency budget.
 
-Choosing: candidates must fit (``profile``: arena with margin in RAM, model in flash) and have an
-upper latency estimate within the board's budget. Among them the highest int8 accuracy on the
+Choosing: candidates must fit (``profile``: arena with margin in RAM, model in flash), have a
+latency estimate within the board's budget (upper end by default), and with ``reference`` stay
+within the arena/flash ratios to it (issue 7's Nano 33 BLE targets). Among them the highest int8
+accuracy on the
 *validation* split wins (the test split stays untouched for reporting); configurations within
 ``tolerance`` of the best count as equal, and of those the smallest arena (then fewest MACs) is
 taken.
@@ -25,10 +27,15 @@ from facemask_edge.errors import FacemaskError
 from facemask_edge.progress import log
 
 __all__ = ["SweepPoint", "build_grid", "run_sweep", "recommend", "write_defaults", "LATENCY_BUDGET_MS",
+           "REFERENCE_LIMITS",
            "sweep_markdown", "FAST_EPOCHS", "FULL_EPOCHS"]
 
-#: Upper latency estimate a default model may have per board (issue 7: <= 150 ms at 64 MHz).
+#: Latency a default model may have per board (issue 7: <= 150 ms at 64 MHz), checked on the
+#: upper ("high") or lower ("low") end of the profile's estimate.
 LATENCY_BUDGET_MS = {"nano33ble": 150.0, "esp32cam": 150.0}
+#: With a reference model: the most a board's default may take of its arena and flatbuffer
+#: (issue 7's targets for the Nano 33 BLE against the MLPerf Tiny VWW int8 model).
+REFERENCE_LIMITS = {"nano33ble": {"arena": 0.45, "flash": 0.25}}
 FAST_EPOCHS = {"head_epochs": 2, "finetune_epochs": 4, "qat_epochs": 1}
 FULL_EPOCHS = {"head_epochs": 3, "finetune_epochs": 10, "qat_epochs": 2}
 KERAS_FAMILIES = (("mobilenet_v1", 0.25), ("mobilenet_v1", 0.5), ("mobilenet_v2", 0.35))
@@ -139,7 +146,8 @@ def _test_accuracy(run_dir: Path) -> float | None:
     return float((pred == y).mean())
 
 
-def _row(point: SweepPoint, summary: dict, test_int8: float | None, seconds: float) -> dict:
+def _row(point: SweepPoint, summary: dict, test_int8: float | None, seconds: float,
+         reference: dict | None = None) -> dict:
     st = summary["stages"]
     tr = st["train"]["figures"]
     cv = st["convert"]["figures"]
@@ -152,6 +160,8 @@ def _row(point: SweepPoint, summary: dict, test_int8: float | None, seconds: flo
            "quantization": cv["quantization"],
            "params": cv["params"], "macs": cv["macs"],
            "flatbuffer_bytes": cv["flatbuffer_bytes"], "arena_bytes": cv["arena_bytes"],
+           "arena_vs_reference": cv["arena_bytes"] / reference["arena_bytes"] if reference else None,
+           "flash_vs_reference": cv["flatbuffer_bytes"] / reference["flatbuffer_bytes"] if reference else None,
            "epochs": tr.get("epochs"),
            "seconds": round(seconds, 1),
            "boards": {b: {"fits": p["fits"], "reason": p["reason"],
@@ -163,7 +173,8 @@ def _row(point: SweepPoint, summary: dict, test_int8: float | None, seconds: flo
 
 def run_sweep(data: str | None, out: str | Path, points: list[SweepPoint], epochs: dict | None = None,
               train_options: dict | None = None, latency_budget: dict | None = None,
-              tolerance: float = 0.005, evaluate_test: bool = True) -> dict:
+              tolerance: float = 0.005, evaluate_test: bool = True, reference: str | None = None,
+              reference_limits: dict | None = None, latency_estimate: str = "high") -> dict:
     """Train, quantize, convert and profile every point; write the table, plots, recommendation.
 
     Args:
@@ -172,9 +183,15 @@ def run_sweep(data: str | None, out: str | Path, points: list[SweepPoint], epoch
         points: from :func:`build_grid`.
         epochs: ``head_epochs``, ``finetune_epochs``, ``qat_epochs`` (default :data:`FULL_EPOCHS`).
         train_options: other TrainConfig fields for every point (seed, batch_size, ...).
-        latency_budget: upper latency estimate (ms) per board (default :data:`LATENCY_BUDGET_MS`).
+        latency_budget: latency (ms) per board (default :data:`LATENCY_BUDGET_MS`).
         tolerance: accuracy difference below which two configurations count as equal.
         evaluate_test: also measure the chosen int8 model on the test split (for the table).
+        reference: a reference int8 ``.tflite`` (e.g. vww_96_int8.tflite): its arena and flatbuffer
+            are measured, every configuration gets its ratios, and ``reference_limits`` apply.
+        reference_limits: per board, the largest ``arena``/``flash`` ratio to the reference a
+            recommendation may have (default :data:`REFERENCE_LIMITS`).
+        latency_estimate: ``"high"`` or ``"low"``: which end of the latency estimate the budget
+            is checked on.
 
     Returns:
         ``{"rows": [...], "recommendation": {...}, ...}`` (also ``OUT/sweep.json``).
@@ -188,6 +205,8 @@ def run_sweep(data: str | None, out: str | Path, points: list[SweepPoint], epoch
     epochs = {**FULL_EPOCHS, **(epochs or {})}
     budget = {**LATENCY_BUDGET_MS, **(latency_budget or {})}
     data_path, data_info = resolve_data(data)
+    ref = _measure_reference(Path(reference)) if reference else None
+    limits = (REFERENCE_LIMITS if reference_limits is None else reference_limits) if ref else {}
     rows, failed = [], []
     t_all = time.monotonic()
     for i, p in enumerate(points, 1):
@@ -215,14 +234,16 @@ def run_sweep(data: str | None, out: str | Path, points: list[SweepPoint], epoch
                 test = _test_accuracy(point_dir)
                 write_json(cached, {"model_sha256": key, "int8_test_accuracy": test})
         secs = sum((s.get("seconds") or 0) for s in summary["stages"].values())
-        rows.append(_row(p, summary, test, secs))
+        rows.append(_row(p, summary, test, secs, ref))
         del t
-    rec = recommend(rows, budget, tolerance)
+    rec = recommend(rows, budget, tolerance, limits, latency_estimate)
     result = {"schema": 1, "data": data_path, "data_info": data_info, "epochs": epochs,
-              "train_options": train_options or {}, "latency_budget_ms": budget, "tolerance": tolerance,
+              "train_options": train_options or {}, "latency_budget_ms": budget,
+              "latency_estimate": latency_estimate, "reference": ref, "reference_limits": limits,
+              "tolerance": tolerance,
               "rows": rows, "failed": failed, "recommendation": rec,
               "wall_seconds": round(time.monotonic() - t_all, 1)}
-    result["plots"] = _plots(out, rows, budget)
+    result["plots"] = _plots(out, rows, budget, ref, limits, latency_estimate)
     write_json(out / "sweep.json", result)
     write_json(out / "recommendation.json", {"schema": 1, "source": str(out / "sweep.json"),
                                              "epochs": epochs, "boards": rec})
@@ -230,17 +251,41 @@ def run_sweep(data: str | None, out: str | Path, points: list[SweepPoint], epoch
     return result
 
 
-def recommend(rows: list[dict], latency_budget: dict | None = None, tolerance: float = 0.005) -> dict:
-    """Per board: the most accurate configuration (int8, validation split) within its budget."""
+def recommend(rows: list[dict], latency_budget: dict | None = None, tolerance: float = 0.005,
+              reference_limits: dict | None = None, latency_estimate: str = "high") -> dict:
+    """Per board: the most accurate configuration (int8, validation split) within its budget.
+
+    Budget: fits the board (RAM and flash), latency estimate (its ``latency_estimate`` end) within
+    ``latency_budget``, and, for boards in ``reference_limits``, arena and flatbuffer ratios to
+    the reference within the limits (rows need ``arena_vs_reference``/``flash_vs_reference``).
+    """
     from facemask_edge.profile.boards import BOARDS
 
+    if latency_estimate not in ("high", "low"):
+        raise FacemaskError(f"unknown latency estimate {latency_estimate!r}", "use high or low")
+    end = 1 if latency_estimate == "high" else 0
     budget = {**LATENCY_BUDGET_MS, **(latency_budget or {})}
+    limits = reference_limits or {}
     rec = {}
     for b in BOARDS:
-        ok = [r for r in rows if r["boards"].get(b, {}).get("fits") and r.get("int8_val_accuracy") is not None
-              and (budget.get(b) is None or r["boards"][b]["latency_ms"][1] <= budget[b])]
+        lim = limits.get(b, {})
+
+        def within(r):
+            if not r["boards"].get(b, {}).get("fits") or r.get("int8_val_accuracy") is None:
+                return False
+            if budget.get(b) is not None and r["boards"][b]["latency_ms"][end] > budget[b]:
+                return False
+            for key in ("arena", "flash"):
+                ratio = r.get(f"{key}_vs_reference")
+                if key in lim and (ratio is None or ratio > lim[key]):
+                    return False
+            return True
+
+        ok = [r for r in rows if within(r)]
+        rule = f"fit {b} with a {latency_estimate} latency estimate <= {budget.get(b)} ms" + \
+            "".join(f", {k} <= {v:.0%} of the reference" for k, v in lim.items())
         if not ok:
-            rec[b] = {"name": None, "why": f"no configuration fits {b} within {budget.get(b)} ms"}
+            rec[b] = {"name": None, "why": f"none of the configurations {rule}"}
             continue
         best = max(r["int8_val_accuracy"] for r in ok)
         near = [r for r in ok if r["int8_val_accuracy"] >= best - tolerance]
@@ -252,11 +297,23 @@ def recommend(rows: list[dict], latency_budget: dict | None = None, tolerance: f
                   "int8_test_accuracy": pick.get("int8_test_accuracy"),
                   "arena_bytes": pick["arena_bytes"], "flatbuffer_bytes": pick["flatbuffer_bytes"],
                   "macs": pick["macs"], "latency_ms": pick["boards"][b]["latency_ms"],
+                  "arena_vs_reference": pick.get("arena_vs_reference"),
+                  "flash_vs_reference": pick.get("flash_vs_reference"),
                   "candidates": len(ok),
-                  "why": (f"highest int8 validation accuracy ({best:.4f}) among {len(ok)} configurations that "
-                          f"fit {b} with an upper latency estimate <= {budget.get(b)} ms; "
-                          f"{len(near)} within {tolerance:g} of it, the smallest arena taken")}
+                  "why": (f"highest int8 validation accuracy ({best:.4f}) of the {len(ok)} configurations that "
+                          f"{rule}; {len(near)} within {tolerance:g} of it, the smallest arena taken")}
     return rec
+
+
+def _measure_reference(path: Path) -> dict:
+    from facemask_edge.convert.runtimes import measure_arena
+    from facemask_edge.convert.tflite_info import read_model
+
+    if not path.is_file():
+        raise FacemaskError(f"reference model {path} not found", "pass --reference PATH to an int8 .tflite")
+    data = path.read_bytes()
+    return {"model": path.name, "arena_bytes": measure_arena(data)["total"], "flatbuffer_bytes": len(data),
+            "macs": read_model(data).macs}
 
 
 def write_defaults(rec: dict, path: Path | None = None, source: str = "") -> Path:
@@ -295,15 +352,21 @@ def sweep_markdown(res: dict) -> str:
              f"epochs (head, fine-tuning), {e['qat_epochs']} QAT epoch(s), then converted (QAT or PTQ, whichever "
              "is more accurate on validation) and profiled. Accuracies are of the int8 model in tflite-micro; "
              "the recommendation uses the validation split only. Latency: MACs x cycles/MAC / clock "
-             "(range: low-high estimate).", "",
+             f"(range: low-high estimate; the budget is checked on the {res.get('latency_estimate', 'high')} end)."
+             + (f" Reference `{res['reference']['model']}`: arena {res['reference']['arena_bytes']:,} B, "
+                f"flatbuffer {res['reference']['flatbuffer_bytes']:,} B, {res['reference']['macs']:,} MACs."
+                if res.get("reference") else ""), "",
              "| config | backbone | size | colour | blocks | int8 val acc | int8 test acc | float test acc | quant | "
-             "arena B | model B | MACs | " + " | ".join(f"{b} latency ms | fits {b}" for b in BOARDS) + " | time s |",
-             "|" + "---|" * (12 + 2 * len(BOARDS) + 1)]
+             "arena B | model B | MACs | " + ("arena/ref | flash/ref | " if res.get("reference") else "")
+             + " | ".join(f"{b} latency ms | fits {b}" for b in BOARDS) + " | time s |",
+             "|" + "---|" * (12 + (2 if res.get("reference") else 0) + 2 * len(BOARDS) + 1)]
     rows = sorted(res["rows"], key=lambda r: -(r["int8_val_accuracy"] or 0))
     for r in rows:
         cells = [r["name"], r["family"], str(r["size"]), r["color"], str(r["blocks"] or "all"),
                  _f(r["int8_val_accuracy"]), _f(r["int8_test_accuracy"]), _f(r["float_test_accuracy"]),
                  r["quantization"], _f(r["arena_bytes"]), _f(r["flatbuffer_bytes"]), _f(r["macs"])]
+        if res.get("reference"):
+            cells += [f"{r['arena_vs_reference']:.1%}", f"{r['flash_vs_reference']:.1%}"]
         for b in BOARDS:
             lo, hi = r["boards"][b]["latency_ms"]
             cells += [f"{lo:.0f}-{hi:.0f}" if lo != hi else f"{lo:.0f}", "yes" if r["boards"][b]["fits"] else "NO"]
@@ -327,23 +390,31 @@ def sweep_markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plots(out: Path, rows: list[dict], budget: dict) -> dict:
+def _plots(out: Path, rows: list[dict], budget: dict, ref: dict | None = None, limits: dict | None = None,
+           latency_estimate: str = "high") -> dict:
     from facemask_edge.plots import plot_pareto
     from facemask_edge.profile.boards import BOARDS
 
+    end = 1 if latency_estimate == "high" else 0
     pts = [{"name": r["name"], "accuracy": r["int8_val_accuracy"], "arena_kib": r["arena_bytes"] / 1024,
-            **{f"latency_{b}": r["boards"][b]["latency_ms"][1] for b in BOARDS}} for r in rows
+            **{f"latency_{b}": r["boards"][b]["latency_ms"][end] for b in BOARDS}} for r in rows
            if r.get("int8_val_accuracy") is not None]
     if not pts:
         return {}
-    avail = {}
+    widest = max(p["arena_kib"] for p in pts)
+    lines = {}
     for b, bd in BOARDS.items():
         ram = bd.ram_bytes - bd.reserved_ram_bytes - (0 if bd.frame_in_psram else bd.frame_bytes)
-        avail[f"{b} RAM for arena+margin"] = ram / 1024 / 1.1  # the margin is 10 %
-    widest = max(p["arena_kib"] for p in pts)
+        lines[f"{b} RAM for arena+margin"] = ram / 1024 / 1.1  # the margin is 10 %
+    if ref:
+        lines[f"{ref['model']} arena"] = ref["arena_bytes"] / 1024
+        for b, lim in (limits or {}).items():
+            if "arena" in lim:
+                lines[f"{b} target: {lim['arena']:.0%} of the reference"] = lim["arena"] * ref["arena_bytes"] / 1024
     plot_pareto(pts, "arena_kib", "accuracy", out / "pareto_arena.png", "tensor arena (KiB, TFLM measured)",
-                "int8 validation accuracy", budget={k: v for k, v in avail.items() if v < 2 * widest})
+                "int8 validation accuracy", budget={k: v for k, v in lines.items() if v < 2 * widest})
     plot_pareto(pts, "latency_nano33ble", "accuracy", out / "pareto_latency.png",
-                "estimated latency on nano33ble, upper estimate (ms)", "int8 validation accuracy",
+                f"estimated latency on nano33ble at 64 MHz, {latency_estimate} estimate (ms)",
+                "int8 validation accuracy",
                 budget={f"{budget['nano33ble']:g} ms budget": budget["nano33ble"]} if budget.get("nano33ble") else None)
     return {"accuracy vs arena": "pareto_arena.png", "accuracy vs latency": "pareto_latency.png"}

@@ -61,7 +61,7 @@ def test_recommend_respects_fit_and_latency_budget():
     assert rec["nano33ble"]["name"] == "ok"
     assert rec["esp32cam"]["name"] == "nofit"  # fits the ESP32 and fast enough there
     none = recommend([row("slow", 0.99, 40_000, 9, lat=(300.0, 600.0))], {"nano33ble": 150.0})
-    assert none["nano33ble"]["name"] is None and "no configuration fits" in none["nano33ble"]["why"]
+    assert none["nano33ble"]["name"] is None and "none of the configurations fit" in none["nano33ble"]["why"]
 
 
 def test_write_defaults_updates_the_model_and_keeps_the_rest(tmp_path):
@@ -96,9 +96,13 @@ def test_dry_run_lists_configurations(tiny_backbone, capsys):
 @pytest.mark.slow
 def test_tiny_sweep_end_to_end(synthetic_data, tiny_backbone, tmp_path, capsys):
     out = tmp_path / "sweep"
+    ref = tmp_path / "reference.tflite"  # a stand-in reference: a small int8 model
+    from facemask_edge.device.testing import make_tiny_model
+
+    ref.write_bytes(make_tiny_model(size=32))
     args = ["sweep", "--data", str(synthetic_data), "--out", str(out), "--weights", str(tiny_backbone),
             "--sizes", "32", "--colors", "rgb,grayscale", "--blocks", "all", "--head-epochs", "1",
-            "--finetune-epochs", "2", "--qat-epochs", "1"]
+            "--finetune-epochs", "2", "--qat-epochs", "1", "--reference", str(ref)]
     assert main(args) == 0
     res = json.loads((out / "sweep.json").read_text())
     assert [r["name"] for r in res["rows"]] == ["tiny-full-32-rgb", "tiny-full-32-gray"]
@@ -106,12 +110,16 @@ def test_tiny_sweep_end_to_end(synthetic_data, tiny_backbone, tmp_path, capsys):
         assert 0 <= r["int8_val_accuracy"] <= 1 and r["arena_bytes"] > 0 and r["macs"] > 0
         assert set(r["boards"]) == {"nano33ble", "esp32cam"}
         assert (out / "configs" / r["name"] / "model_int8.tflite").is_file()
+        assert r["arena_vs_reference"] > 0 and r["flash_vs_reference"] > 0
+    assert res["reference"]["arena_bytes"] > 0 and res["reference_limits"]["nano33ble"]["arena"] == 0.45
     # Grayscale input: fewer MACs in the first convolution.
     assert res["rows"][1]["macs"] < res["rows"][0]["macs"]
     for f in ("sweep.md", "pareto_arena.png", "pareto_latency.png", "recommendation.json"):
         assert (out / f).is_file(), f
     rec = json.loads((out / "recommendation.json").read_text())["boards"]
-    assert rec["nano33ble"]["name"] in {"tiny-full-32-rgb", "tiny-full-32-gray"}
+    assert rec["esp32cam"]["name"] in {"tiny-full-32-rgb", "tiny-full-32-gray"}
+    # The stand-in reference is smaller than the swept models: the Nano's ratio limits rule them out.
+    assert rec["nano33ble"]["name"] is None and "of the reference" in rec["nano33ble"]["why"]
     md = (out / "sweep.md").read_text()
     assert "## Recommendation" in md and "tiny-full-32-gray" in md
     # Again: every configuration is up to date, the table is the same.
@@ -120,3 +128,17 @@ def test_tiny_sweep_end_to_end(synthetic_data, tiny_backbone, tmp_path, capsys):
     assert "train: up to date" in capsys.readouterr().err
     again = json.loads((out / "sweep.json").read_text())
     assert [r["int8_val_accuracy"] for r in again["rows"]] == [r["int8_val_accuracy"] for r in res["rows"]]
+
+
+def test_recommend_with_reference_limits_and_latency_end():
+    rows = [row("big", 0.99, 60_000, 9, lat=(100.0, 200.0)), row("mid", 0.98, 40_000, 5, lat=(100.0, 200.0)),
+            row("small", 0.95, 30_000, 3, lat=(60.0, 120.0))]
+    for r, (a, f) in zip(rows, ((0.6, 0.3), (0.4, 0.2), (0.3, 0.1))):
+        r["arena_vs_reference"], r["flash_vs_reference"] = a, f
+    limits = {"nano33ble": {"arena": 0.45, "flash": 0.25}}
+    assert recommend(rows, {"nano33ble": 150.0}, 0.0, limits, "high")["nano33ble"]["name"] == "small"
+    low = recommend(rows, {"nano33ble": 150.0}, 0.0, limits, "low")
+    assert low["nano33ble"]["name"] == "mid" and "45%" in low["nano33ble"]["why"]
+    assert low["esp32cam"]["name"] == "big"  # the limits are the Nano's
+    with pytest.raises(FacemaskError, match="use high or low"):
+        recommend(rows, latency_estimate="mid")

@@ -52,14 +52,20 @@ def _family(v: str):
 @click.option("--seed", type=int, default=None)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--max-latency-ms", "max_latency", type=float, default=None,
-              help="Upper latency estimate allowed on every board. [default: 150]")
+              help="Latency estimate allowed on every board. [default: 150]")
+@click.option("--latency-estimate", type=click.Choice(["high", "low"]), default="high", show_default=True,
+              help="Which end of the latency estimate (cycles/MAC range) must meet the budget.")
+@click.option("--reference", type=click.Path(dir_okay=False), default=None,
+              help="Reference int8 .tflite (e.g. vww_96_int8.tflite): ratio columns and plot lines, and the "
+                   "Nano 33 BLE pick must stay within 45 % of its arena and 25 % of its flatbuffer.")
 @click.option("--tolerance", type=float, default=0.005, show_default=True,
               help="Accuracies this close count as equal; then the smallest arena wins.")
 @click.option("--write-defaults", is_flag=True,
               help="Write the recommendation into facemask_edge/defaults.json (the pipeline's --board defaults).")
 @click.option("--dry-run", is_flag=True, help="List the configurations and exit.")
 def sweep(data, out, weights, keras_weights, fast, sizes, colors, blocks, families, limit, head_epochs,
-          finetune_epochs, qat_epochs, seed, batch_size, max_latency, tolerance, write_defaults, dry_run):
+          finetune_epochs, qat_epochs, seed, batch_size, max_latency, latency_estimate, reference, tolerance,
+          write_defaults, dry_run):
     """Train, quantize and profile many configurations briefly; table, Pareto plots, a pick per board.
 
     Writes OUT/sweep.md, sweep.json, pareto_arena.png, pareto_latency.png and
@@ -89,7 +95,8 @@ def sweep(data, out, weights, keras_weights, fast, sizes, colors, blocks, famili
         return
     train_options = {k: v for k, v in (("seed", seed), ("batch_size", batch_size)) if v is not None}
     budget = {"nano33ble": max_latency, "esp32cam": max_latency} if max_latency else None
-    res = run_sweep(data, out, points, epochs, train_options, budget, tolerance)
+    res = run_sweep(data, out, points, epochs, train_options, budget, tolerance, reference=reference,
+                    latency_estimate=latency_estimate)
     click.echo(f"{len(res['rows'])} configurations ({len(res['failed'])} failed) in {res['wall_seconds']:.0f} s")
     for b, r in res["recommendation"].items():
         if r.get("name"):
