@@ -192,7 +192,9 @@ def test_select_best_uses_validation_not_test(tiny_run):
 
     sel = select_best(tiny_run, representative=20)
     card = json.loads((tiny_run / "model_card.json").read_text())
-    assert card["selection"] == sel and sel["selected"] in sel["val_accuracy"]
-    assert set(sel["val_accuracy"]) == {"ptq", "qat"}  # the QAT test above trained one
+    assert card["selection"] == sel and sel["selected"] in sel["validation"]
+    assert set(sel["validation"]) == {"ptq", "qat"}  # the QAT test above trained one
+    for stats in sel["validation"].values():
+        assert 0 <= stats["label_agreement_with_float"] <= 1 and stats["mean_score_diff"] >= 0
     assert (tiny_run / "model_int8.tflite").read_bytes() == \
         (tiny_run / f"model_int8_{sel['selected']}.tflite").read_bytes()

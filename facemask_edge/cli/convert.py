@@ -14,8 +14,8 @@ __all__ = ["convert"]
 @click.option("--no-qat", is_flag=True,
               help="Post-training quantization of the float model, even if a QAT model exists.")
 @click.option("--select-best", is_flag=True,
-              help="Convert both PTQ and QAT (if trained) and keep the one with the better int8 "
-                   "accuracy on the validation split.")
+              help="Convert both PTQ and QAT (if trained) and keep the int8 model most faithful "
+                   "to the float model on the validation split.")
 @click.option("--representative", type=int, default=300, show_default=True,
               help="Calibration images from the train split (post-training quantization).")
 def convert(run_dir, no_qat, select_best, representative):
@@ -41,5 +41,6 @@ def convert(run_dir, no_qat, select_best, representative):
         "MACs": f"{card['macs']:,}",
         "ops": ops,
         "seconds": card["convert_seconds"],
-        **({"selected by validation": card["selection"]["val_accuracy"]} if "selection" in card else {}),
+        **({"selected": card["selection"]["selected"] + " (most faithful to the float model on "
+                        "validation)"} if "selection" in card else {}),
     })
