@@ -221,7 +221,13 @@ def build_model(spec: ModelSpec):
     inp = k.Input((spec.size, spec.size, spec.channels), name="image")
     features = _rebuild(sub, spec.size, spec.channels, inp, rescale)
     names = [layer.name for layer in sub.layers[1:]]
-    y = k.layers.GlobalAveragePooling2D(name="pool")(features)
+    # Average pooling over the whole map (AVERAGE_POOL_2D + RESHAPE in TFLite) rather than a
+    # global pooling layer (MEAN): int8 AVERAGE_POOL_2D keeps the input scale, so TFLM and
+    # TFLite's reference kernels agree bit for bit; MEAN requantizes and QAT models then differ
+    # by 1 LSB between the two runtimes.
+    h, w = features.shape[1], features.shape[2]
+    y = k.layers.AveragePooling2D(pool_size=(h, w), name="pool")(features)
+    y = k.layers.Flatten(name="flatten")(y)
     y = k.layers.Dropout(spec.dropout, name="dropout")(y)
     out = k.layers.Dense(spec.num_classes, activation="softmax", name="classes")(y)
     model = k.Model(inp, out, name=f"facemask_{spec.arch}")
@@ -230,5 +236,5 @@ def build_model(spec: ModelSpec):
 
 def backbone_layer_names(model) -> list[str]:
     """Names of the layers between the input (and normalization) and the head."""
-    head = {"image", "pool", "dropout", "classes"}
+    head = {"image", "pool", "flatten", "dropout", "classes"}
     return [layer.name for layer in model.layers if layer.name not in head]
