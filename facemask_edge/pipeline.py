@@ -51,7 +51,8 @@ class PipelineConfig:
     qat_epochs: int = 3  # 0: no QAT, post-training quantization only
     qat_lr: float = 5e-5
     representative: int = 300
-    quantization: str = "best"  # "best": QAT or PTQ, whichever is more accurate on the val split
+    quantization: str = "best"  # "best": QAT or PTQ, whichever is more faithful to the float model
+    # on the validation split (convert.select_best); "qat" or "ptq": that one
     compare_ptq: bool = True  # also convert post-training-quantized, for the evaluation
     reference: str | None = None  # a reference .tflite profiled alongside (e.g. vww_96_int8)
     validate_limit: int | None = None
@@ -362,7 +363,7 @@ class _Runner:
         return ["model_qat.h5", "qat.json"], r
 
     def stage_convert(self, resume: bool):
-        from facemask_edge.convert.converter import convert_run
+        from facemask_edge.convert.converter import convert_run, select_best
         from facemask_edge.runs import read_json, write_json
 
         kinds = self.cfg.variants()
@@ -370,22 +371,21 @@ class _Runner:
             if stale not in kinds:
                 for name in (f"model_int8_{stale}.tflite", f"model_card_{stale}.json"):
                     (self.run_dir / name).unlink(missing_ok=True)
-        for kind in kinds:  # the last one converted becomes model_int8.tflite
-            convert_run(self.run_dir, qat=(kind == "qat"), representative=self.cfg.representative)
-        val = _val_accuracy(self.run_dir, kinds)
-        chosen = kinds[-1]
-        if self.cfg.quantization == "best" and len(val) > 1:
-            # QAT is what was asked for; PTQ only replaces it when it does better on validation.
-            chosen = max(kinds, key=lambda k: (val[k], k == "qat"))
-        elif self.cfg.quantization in kinds:
-            chosen = self.cfg.quantization
-        if chosen != kinds[-1]:
-            card = read_json(self.run_dir / f"model_card_{chosen}.json")
-            card["model"] = "model_int8.tflite"
-            data = (self.run_dir / f"model_int8_{chosen}.tflite").read_bytes()
-            (self.run_dir / "model_int8.tflite").write_bytes(data)
-            write_json(self.run_dir / "model_card.json", card)
-        if val:
+        if self.cfg.quantization == "best" and kinds == ["ptq", "qat"]:
+            # Both variants; the one most faithful to the float model on validation is installed.
+            sel = select_best(self.run_dir, representative=self.cfg.representative)
+            val = {k: v["accuracy"] for k, v in sel["validation"].items()}
+        else:
+            for kind in kinds:  # the last one converted becomes model_int8.tflite
+                convert_run(self.run_dir, qat=(kind == "qat"), representative=self.cfg.representative)
+            chosen = self.cfg.quantization if self.cfg.quantization in kinds else kinds[-1]
+            if chosen != kinds[-1]:
+                card = read_json(self.run_dir / f"model_card_{chosen}.json")
+                card["model"] = "model_int8.tflite"
+                data = (self.run_dir / f"model_int8_{chosen}.tflite").read_bytes()
+                (self.run_dir / "model_int8.tflite").write_bytes(data)
+                write_json(self.run_dir / "model_card.json", card)
+            val = _val_accuracy(self.run_dir, kinds)
             log("  int8 validation accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in val.items())
                 + f"; model_int8.tflite is the {chosen.upper()} model")
         card = read_json(self.run_dir / "model_card.json")

@@ -349,8 +349,8 @@ def sweep_markdown(res: dict) -> str:
     e = res["epochs"]
     lines = ["# Sweep", "",
              f"Data `{res['data']}`; each configuration trained {e['head_epochs']} + {e['finetune_epochs']} "
-             f"epochs (head, fine-tuning), {e['qat_epochs']} QAT epoch(s), then converted (QAT or PTQ, whichever "
-             "is more accurate on validation) and profiled. Accuracies are of the int8 model in tflite-micro; "
+             f"epochs (head, fine-tuning), {e['qat_epochs']} QAT epoch(s), then converted (PTQ or QAT, "
+             "whichever agrees more with the float model on validation) and profiled. Accuracies are of the int8 model in tflite-micro; "
              "the recommendation uses the validation split only. Latency: MACs x cycles/MAC / clock "
              f"(range: low-high estimate; the budget is checked on the {res.get('latency_estimate', 'high')} end)."
              + (f" Reference `{res['reference']['model']}`: arena {res['reference']['arena_bytes']:,} B, "

@@ -58,8 +58,8 @@ _STAGES = ("data", "train", "qat", "convert", "profile", "evaluate", "export", "
 @click.option("--qat-lr", type=float, default=None)
 @click.option("--representative", type=int, default=None, help="Calibration images for PTQ.")
 @click.option("--quantization", type=click.Choice(["best", "qat", "ptq"]), default=None,
-              help="Which int8 model to ship: best = QAT unless post-training quantization is more "
-                   "accurate on the validation split. [default: best]")
+              help="Which int8 model to ship: best = PTQ or QAT, whichever agrees more with the float "
+                   "model on the validation split. [default: best]")
 @click.option("--compare-ptq/--no-compare-ptq", default=None,
               help="With --quantization qat, still convert PTQ for the evaluation. [default: on]")
 @click.option("--reference", type=click.Path(dir_okay=False), default=None,
