@@ -96,6 +96,13 @@ def same_results(a: dict, b: dict) -> bool:
                                         a[i]["board"]["label"] == b[i]["board"]["label"] for i in a)
 
 
+def model_sha(run: Path) -> str:
+    import hashlib
+
+    card = json.loads((run / "model_card.json").read_text())
+    return hashlib.sha256((run / card.get("model", "model_int8.tflite")).read_bytes()).hexdigest()
+
+
 def link_figures(report: dict) -> dict:
     link = report["link"]
     port = next(iter(link["ports"].values()))
@@ -295,7 +302,8 @@ def markdown(res: dict) -> str:
              f"{res.get('images', '?')} images, {res['total_s']:.0f} s in all.", ""]
     for key, title in (("clean", "1. Bit-exact on the test split"), ("faults", "2. Faults"),
                        ("link", "3. Link efficiency"), ("resume", "4a. Kill and resume"),
-                       ("farm", "4b. Two boards"), ("errors", "5. Errors")):
+                       ("farm", "4b. Two boards"), ("errors", "5. Errors"),
+                       ("model_unchanged", "The same model throughout")):
         if key not in res:
             continue
         r = res[key]
@@ -317,7 +325,8 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     extra = ["--limit", str(args.limit)] if args.limit else []
     only = set(args.only.split(","))
-    res: dict = {"run": str(args.run), "board": args.board, "baud": args.baud}
+    res: dict = {"run": str(args.run), "board": args.board, "baud": args.baud,
+                 "model_sha256": model_sha(args.run)}
     t0 = time.monotonic()
     clean = clean_report = None
     if only & {"clean", "faults", "resume", "farm"}:
@@ -343,7 +352,17 @@ def main() -> int:
         check_errors(args.run, out, res)
         print(f"  {res['errors']}", flush=True)
     res["total_s"] = time.monotonic() - t0
-    keys = [k for k in ("clean", "link", "faults", "resume", "farm", "errors") if k in res]
+    # Every phase must have validated the same model: a run folder rewritten meanwhile (a new
+    # convert) makes the comparisons meaningless.
+    used = {}
+    for phase in ("clean", "faults", "resume", "farm"):
+        f = out / phase / "results.jsonl"
+        if phase in res and f.exists():
+            used[phase] = json.loads(f.open().readline()).get("model_sha256")
+    changed = sorted(p for p, sha in used.items() if sha != res["model_sha256"]) or (
+        ["after"] if model_sha(args.run) != res["model_sha256"] else [])
+    res["model_unchanged"] = {"pass": not changed, "changed_in": changed}
+    keys = [k for k in ("clean", "link", "faults", "resume", "farm", "errors", "model_unchanged") if k in res]
     res["pass"] = all(res[k]["pass"] for k in keys)
     (out / "acceptance.json").write_text(json.dumps(res, indent=1, default=str))
     (out / "acceptance.md").write_text(markdown(res))

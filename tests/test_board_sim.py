@@ -7,13 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from facemask_edge.device.monitor import parse_pred_line
 from facemask_edge.device.session import BoardSession
 from facemask_edge.device.sim import BoardSimulator, Faults, board_budget, load_run_model
 from facemask_edge.device.testing import make_tiny_model, make_tiny_run
