@@ -72,9 +72,12 @@ def test_qat_then_convert_and_evaluate_side_by_side(tiny_run):
     assert {o["name"] for o in card["ops"]}.isdisjoint({"MUL", "ADD", "DEQUANTIZE"})  # BN folded
     report = evaluate_run(tiny_run)
     assert set(report["models"]) == {"ptq", "qat"}
-    for kind in ("ptq", "qat"):
-        e = report["models"][kind]
-        assert e["runtimes_bit_exact_rate"] == 1.0 and e["runtimes_max_score_diff"] == 0
+    ptq, qat_ = report["models"]["ptq"], report["models"]["qat"]
+    assert ptq["runtimes_bit_exact_rate"] == 1.0 and ptq["runtimes_max_score_diff"] == 0
+    # QAT models: TFLM and TFLite-ref have been seen to differ by 1 LSB on a few images of
+    # facemask-dev (never in the label); on the tiny model they agree.
+    assert qat_["runtimes_label_agreement"] == 1.0 and qat_["runtimes_max_score_diff"] <= 1
+    for e in (ptq, qat_):
         assert e["tflm"]["accuracy"] == e["tflite_ref"]["accuracy"]
     assert (tiny_run / "evaluation" / "evaluation.md").read_text().count("| qat int8 |") == 2
     assert (tiny_run / "evaluation" / "confusion_qat_tflm.png").stat().st_size > 1000
