@@ -16,7 +16,23 @@ from facemask_edge.errors import ConversionError
 __all__ = ["TFLMRunner", "TFLiteRefRunner", "measure_arena", "parse_allocations"]
 
 
-class TFLMRunner:
+class _Runner:
+    """One int8 input in, the int8 output row out; ``run_batch`` over many."""
+
+    def run(self, x_int8: np.ndarray) -> np.ndarray:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def run_batch(self, xs: np.ndarray, progress=None) -> np.ndarray:
+        out = []
+        for x in xs:
+            out.append(self.run(x))
+            if progress is not None:
+                progress.advance()
+        width = int(np.prod(self.output["shape"]))
+        return np.stack(out) if out else np.zeros((0, width), np.int8)
+
+
+class TFLMRunner(_Runner):
     """Run an int8 model in the tflite-micro Python runtime (reference kernels)."""
 
     def __init__(self, model: bytes | str | Path, arena_size: int | None = None):
@@ -42,16 +58,8 @@ class TFLMRunner:
         self.interp.invoke()
         return np.array(self.interp.get_output(0)).reshape(-1).copy()
 
-    def run_batch(self, xs: np.ndarray, progress=None) -> np.ndarray:
-        out = []
-        for x in xs:
-            out.append(self.run(x))
-            if progress is not None:
-                progress.advance()
-        return np.stack(out) if out else np.zeros((0, int(np.prod(self.output["shape"]))), np.int8)
 
-
-class TFLiteRefRunner:
+class TFLiteRefRunner(_Runner):
     """Run an int8 model in TFLite with the reference op resolver (no XNNPACK)."""
 
     def __init__(self, model: bytes | str | Path):
@@ -75,14 +83,6 @@ class TFLiteRefRunner:
         self.interp.set_tensor(self.input["index"], x)
         self.interp.invoke()
         return self.interp.get_tensor(self.output["index"]).reshape(-1).copy()
-
-    def run_batch(self, xs: np.ndarray, progress=None) -> np.ndarray:
-        out = []
-        for x in xs:
-            out.append(self.run(x))
-            if progress is not None:
-                progress.advance()
-        return np.stack(out)
 
 
 _ALLOC_RE = re.compile(r"Arena allocation (total|head|tail) (\d+) bytes")
