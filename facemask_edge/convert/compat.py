@@ -1,54 +1,23 @@
 """Will the boards run it? Every op must be int8 and have a TFLM kernel.
 
-The list is tflite-micro's ``MicroMutableOpResolver`` (``Add...()`` methods), which is also what
-the firmware's generated op resolver uses.
+The list is tflite-micro's ``MicroMutableOpResolver`` (``Add...()`` methods), the same table the
+firmware's generated op resolver is written from (``facemask_edge.export.tflite_info``).
 """
 
 from __future__ import annotations
 
 from facemask_edge.convert.tflite_info import ModelInfo
 from facemask_edge.errors import ConversionError
+from facemask_edge.export.tflite_info import RESOLVER_METHODS
 
-__all__ = ["TFLM_OPS", "resolver_method", "check_compatible", "incompatibilities"]
+__all__ = ["TFLM_OPS", "check_compatible", "incompatibilities"]
 
-# builtin name -> MicroMutableOpResolver method
-TFLM_OPS: dict[str, str] = {
-    "ABS": "AddAbs", "ADD": "AddAdd", "ADD_N": "AddAddN", "ARG_MAX": "AddArgMax",
-    "ARG_MIN": "AddArgMin", "AVERAGE_POOL_2D": "AddAveragePool2D",
-    "BATCH_TO_SPACE_ND": "AddBatchToSpaceNd", "CAST": "AddCast", "CEIL": "AddCeil",
-    "CONCATENATION": "AddConcatenation", "CONV_2D": "AddConv2D", "COS": "AddCos",
-    "DEPTH_TO_SPACE": "AddDepthToSpace", "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D",
-    "DEQUANTIZE": "AddDequantize", "DIV": "AddDiv", "ELU": "AddElu", "EQUAL": "AddEqual",
-    "EXP": "AddExp", "EXPAND_DIMS": "AddExpandDims", "FILL": "AddFill", "FLOOR": "AddFloor",
-    "FULLY_CONNECTED": "AddFullyConnected", "GATHER": "AddGather", "GREATER": "AddGreater",
-    "HARD_SWISH": "AddHardSwish", "L2_NORMALIZATION": "AddL2Normalization",
-    "L2_POOL_2D": "AddL2Pool2D", "LEAKY_RELU": "AddLeakyRelu", "LESS": "AddLess",
-    "LOGISTIC": "AddLogistic", "LOG_SOFTMAX": "AddLogSoftmax", "MAXIMUM": "AddMaximum",
-    "MAX_POOL_2D": "AddMaxPool2D", "MEAN": "AddMean", "MINIMUM": "AddMinimum", "MUL": "AddMul",
-    "NEG": "AddNeg", "PACK": "AddPack", "PAD": "AddPad", "PADV2": "AddPadV2",
-    "PRELU": "AddPrelu", "QUANTIZE": "AddQuantize", "REDUCE_MAX": "AddReduceMax",
-    "RELU": "AddRelu", "RELU6": "AddRelu6", "RESHAPE": "AddReshape",
-    "RESIZE_BILINEAR": "AddResizeBilinear",
-    "RESIZE_NEAREST_NEIGHBOR": "AddResizeNearestNeighbor", "RSQRT": "AddRsqrt",
-    "SHAPE": "AddShape", "SLICE": "AddSlice", "SOFTMAX": "AddSoftmax",
-    "SPACE_TO_BATCH_ND": "AddSpaceToBatchNd", "SPACE_TO_DEPTH": "AddSpaceToDepth",
-    "SPLIT": "AddSplit", "SPLIT_V": "AddSplitV", "SQRT": "AddSqrt", "SQUARE": "AddSquare",
-    "SQUEEZE": "AddSqueeze", "STRIDED_SLICE": "AddStridedSlice", "SUB": "AddSub",
-    "SUM": "AddSum", "TANH": "AddTanh", "TRANSPOSE": "AddTranspose",
-    "TRANSPOSE_CONV": "AddTransposeConv", "UNPACK": "AddUnpack", "ZEROS_LIKE": "AddZerosLike",
-}
+# builtin name -> MicroMutableOpResolver method: one table, shared with the firmware exporter.
+TFLM_OPS: dict[str, str] = RESOLVER_METHODS
 
 # Ops whose non-constant tensors may legitimately be int32 (shapes, indices).
 _INT32_OK = {"RESHAPE", "SHAPE", "STRIDED_SLICE", "GATHER", "PACK", "FILL", "EXPAND_DIMS",
              "ARG_MAX", "ARG_MIN", "CAST"}
-
-
-def resolver_method(op_name: str) -> str:
-    """The ``MicroMutableOpResolver`` method that registers ``op_name``."""
-    try:
-        return TFLM_OPS[op_name]
-    except KeyError:
-        raise ConversionError(f"op {op_name} has no TFLM kernel") from None
 
 
 def incompatibilities(info: ModelInfo) -> list[str]:
