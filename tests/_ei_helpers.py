@@ -35,12 +35,8 @@ def tiny_int8_run(run_dir: Path, labels=("with_mask", "without_mask"), size: int
         for _ in range(8):
             yield [rng.rand(1, size, size, channels).astype(np.float32)]
 
-    conv = tfm.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tfm.lite.Optimize.DEFAULT]
-    conv.representative_dataset = rep
-    conv.target_spec.supported_ops = [tfm.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tfm.int8
-    conv.inference_output_type = tfm.int8
-    (run_dir / "model_int8.tflite").write_bytes(conv.convert())
+    from facemask_edge.convert.converter import convert_keras
+
+    (run_dir / "model_int8.tflite").write_bytes(convert_keras(model, rep))
     (run_dir / "labels.txt").write_text("".join(f"{x}\n" for x in labels))
     return run_dir

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -34,9 +31,8 @@ COMMON = ("fe_inference.cc", "fe_inference.h", "fe_preprocess.c", "fe_preprocess
 
 def _convert(build, size: int, channels: int, classes: int, seed: int, samples: int = 8) -> bytes:
     """Full-int8 conversion with int8 input (scale 1/255, zero point -128) and output."""
-    from facemask_edge._tf import tf
+    from facemask_edge.convert.converter import convert_keras
 
-    tflib = tf()
     model = build()
     rng = np.random.default_rng(seed)
 
@@ -44,32 +40,14 @@ def _convert(build, size: int, channels: int, classes: int, seed: int, samples: 
         for _ in range(samples):
             yield [rng.random((1, size, size, channels), dtype=np.float32)]
 
-    conv = tflib.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tflib.lite.Optimize.DEFAULT]
-    conv.representative_dataset = representative
-    conv.target_spec.supported_ops = [tflib.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tflib.int8
-    conv.inference_output_type = tflib.int8
-    return conv.convert()
+    return convert_keras(model, representative)
 
 
 def _arena_bytes(model: bytes) -> int:
-    """Arena TFLM's recording allocator reports (print_allocations writes to C-level stderr)."""
-    from tflite_micro.python.tflite_micro import runtime
+    """Arena TFLM's recording allocator reports."""
+    from facemask_edge.convert.runtimes import measure_arena
 
-    interp = runtime.Interpreter.from_bytes(model, arena_size=64 * 1024 * 1024)
-    with tempfile.TemporaryFile() as tmp:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(tmp.fileno(), 2)
-        try:
-            interp.print_allocations()
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        tmp.seek(0)
-        text = tmp.read().decode(errors="replace")
-    return int(re.search(r"Arena allocation total (\d+) bytes", text).group(1))
+    return measure_arena(model)["total"]
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@ kernels (``BUILTIN_REF``, which match TFLM bit for bit; the default XNNPACK dele
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import tempfile

@@ -50,13 +50,9 @@ def _convert_tiny(size: int, channels: int, classes: int, seed: int) -> bytes:
         for _ in range(16):
             yield [rng.uniform(0, 1, (1, size, size, channels)).astype(np.float32)]
 
-    conv = tf_.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf_.lite.Optimize.DEFAULT]
-    conv.representative_dataset = representative
-    conv.target_spec.supported_ops = [tf_.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf_.int8
-    conv.inference_output_type = tf_.int8
-    return conv.convert()
+    from facemask_edge.convert.converter import convert_keras
+
+    return convert_keras(model, representative)
 
 
 CLASSES = ("with_mask", "without_mask")
