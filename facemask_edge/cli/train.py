@@ -39,8 +39,9 @@ __all__ = ["train"]
 @click.option("--finetune-lr", type=float, default=2e-3, show_default=True)
 @click.option("--finetune-layers", type=int, default=0, show_default=True,
               help="Unfreeze the last N backbone layers in stage 2 (0 = all).")
-@click.option("--patience", type=int, default=15, show_default=True,
-              help="Early stopping: epochs without a better validation result.")
+@click.option("--patience", type=int, default=60, show_default=True,
+              help="Early stopping: epochs without a better validation result (default: none; "
+                   "the cosine schedule runs to its end and the best epoch is kept).")
 @click.option("--dropout", type=float, default=0.3, show_default=True)
 @click.option("--label-smoothing", type=float, default=0.1, show_default=True)
 @click.option("--no-augment", is_flag=True, help="Turn augmentation off.")

@@ -47,7 +47,7 @@ class TrainConfig:
     head_lr: float = 1e-2
     finetune_lr: float = 2e-3
     finetune_layers: int = 0  # unfreeze the last N backbone layers; 0 = all of them
-    patience: int = 15
+    patience: int = 60  # = the fine-tune schedule: run the cosine to the end, keep the best epoch
     augment: bool = True
     train_bn: bool = True  # let BatchNormalization adapt in stage 2
     label_smoothing: float = 0.1
