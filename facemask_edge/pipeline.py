@@ -26,6 +26,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from facemask_edge.runs import sha256_file
 from facemask_edge.errors import FacemaskError
 from facemask_edge.progress import log
 
@@ -215,12 +216,6 @@ def _coerce_train(train: dict) -> None:
 
 # ---- state ---------------------------------------------------------------------------------------
 
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _key(obj) -> str:
@@ -267,7 +262,7 @@ class _State:
             return False
         for rel, sha in e.get("outputs", {}).items():
             p = self.run_dir / rel
-            if not p.is_file() or _sha(p) != sha:
+            if not p.is_file() or sha256_file(p) != sha:
                 return False
         return True
 
@@ -430,7 +425,7 @@ class _Runner:
                 refp[b] = p
                 rows.append((ref.name + " (reference)", p))
             write_json(self.run_dir / "profile_reference.json",
-                       {"model": str(ref), "sha256": _sha(ref), "boards": refp})
+                       {"model": str(ref), "sha256": sha256_file(ref), "boards": refp})
             outs.append("profile_reference.json")
             r0 = next(iter(refp.values()))
             figures["reference"] = {
@@ -520,13 +515,13 @@ class _Runner:
         tc.pop("out")
         weights = tc.get("weights")
         if weights and weights not in ("imagenet", "none") and Path(weights).expanduser().is_file():
-            tc["weights_sha256"] = _sha(Path(weights).expanduser())
+            tc["weights_sha256"] = sha256_file(Path(weights).expanduser())
         tc["data_fingerprint"] = _fingerprint_tree(Path(self.data_path)) if self.data_path else None
         use_qat = "qat" in cfg.variants()
         train_outs = ["config.json", "labels.txt", "split.json", "model.keras"]
         model_files = ["model_int8.tflite", "model_card.json"]
         ref = {"path": str(Path(cfg.reference).resolve()),
-               "sha256": _sha(Path(cfg.reference)) if Path(cfg.reference).is_file() else None} \
+               "sha256": sha256_file(Path(cfg.reference)) if Path(cfg.reference).is_file() else None} \
             if cfg.reference else None
         from facemask_edge.profile.boards import BOARDS
 
@@ -561,7 +556,7 @@ class _Runner:
         files = {}
         for rel in st.inputs:
             p = self.run_dir / rel
-            files[rel] = _sha(p) if p.is_file() else None
+            files[rel] = sha256_file(p) if p.is_file() else None
         return _key({"stage": st.name, "options": st.options, "inputs": files})
 
 
@@ -711,7 +706,7 @@ def run_pipeline(cfg: PipelineConfig, redo: str | None = None) -> dict:
             secs = round(time.monotonic() - t, 1)
             outs = [o for o in outs if (run_dir / o).is_file()]
             r.state.mark(st.name, status="done", seconds=secs, finished=_now(), figures=figures,
-                         outputs={o: _sha(run_dir / o) for o in outs})
+                         outputs={o: sha256_file(run_dir / o) for o in outs})
             r.statuses[st.name] = {"status": "done", "seconds": secs, "figures": figures}
             log(f"  {st.name} done in {secs:.1f} s")
     except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt too: the summary says where it stopped

@@ -10,7 +10,8 @@ import numpy as np
 
 from facemask_edge.errors import DataError, FacemaskError
 
-__all__ = ["RunData", "load_config", "load_labels", "load_run_data", "write_json", "read_json"]
+__all__ = ["RunData", "load_config", "load_labels", "load_run_data", "write_json", "read_json",
+           "sha256_file"]
 
 
 def write_json(path: Path, data) -> Path:
@@ -31,6 +32,17 @@ def _default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_json(path: Path):

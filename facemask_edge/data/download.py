@@ -35,6 +35,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from facemask_edge.runs import sha256_file  # noqa: F401 - re-exported
 from facemask_edge.errors import DataError
 from facemask_edge.progress import log, progress
 
@@ -72,12 +73,6 @@ def is_url(text: str | os.PathLike | None) -> bool:
     return isinstance(text, str) and text.lower().startswith(("http://", "https://"))
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _cache() -> Path:

@@ -24,7 +24,6 @@ this module calls the ingestion API with ``requests`` directly; the studio-API c
 from __future__ import annotations
 
 import email.utils
-import hashlib
 import io
 import random
 import re
@@ -38,6 +37,7 @@ from urllib.parse import quote
 import requests
 from requests.adapters import HTTPAdapter
 
+from facemask_edge.runs import sha256_file
 from facemask_edge.data.ingest import scan_dataset
 from facemask_edge.data.splits import load_split, split_indices
 from facemask_edge.edge_impulse.config import KEY_HINT, EIConfig, unreachable
@@ -97,12 +97,6 @@ class UploadPlan:
         return out
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def plan_upload(data: str | Path, split_from: str | Path | None = None,
@@ -137,7 +131,7 @@ def plan_upload(data: str | Path, split_from: str | Path | None = None,
     by_sha: dict[str, UploadItem] = {}
     other_category = 0
     for it in sorted(ds.items, key=lambda it: it.path):
-        sha = _file_sha256(ds.root / it.path)
+        sha = sha256_file(ds.root / it.path)
         cat = where.get(it.path, category)
         label = ds.classes[it.label]
         if sha in by_sha:
