@@ -221,20 +221,22 @@ def build_model(spec: ModelSpec):
     inp = k.Input((spec.size, spec.size, spec.channels), name="image")
     features = _rebuild(sub, spec.size, spec.channels, inp, rescale)
     names = [layer.name for layer in sub.layers[1:]]
-    # Average pooling over the whole map (AVERAGE_POOL_2D + RESHAPE in TFLite) rather than a
-    # global pooling layer (MEAN): int8 AVERAGE_POOL_2D keeps the input scale, so TFLM and
-    # TFLite's reference kernels agree bit for bit; MEAN requantizes and QAT models then differ
-    # by 1 LSB between the two runtimes.
+    # Head: average pooling over the whole map (AVERAGE_POOL_2D, which keeps its input scale,
+    # rather than MEAN, which requantizes), then a 1x1 convolution as the classifier (CONV_2D +
+    # RESHAPE + SOFTMAX, as TFLM's person-detection model ends) rather than a Dense layer:
+    # int8 FULLY_CONNECTED rounds differently in TFLite's reference kernels and in tflite-micro
+    # (1 LSB on about 1 % of facemask-dev test images), while CONV_2D agrees bit for bit.
     h, w = features.shape[1], features.shape[2]
     y = k.layers.AveragePooling2D(pool_size=(h, w), name="pool")(features)
-    y = k.layers.Flatten(name="flatten")(y)
     y = k.layers.Dropout(spec.dropout, name="dropout")(y)
-    out = k.layers.Dense(spec.num_classes, activation="softmax", name="classes")(y)
+    y = k.layers.Conv2D(spec.num_classes, 1, name="classes")(y)
+    y = k.layers.Reshape((spec.num_classes,), name="logits")(y)
+    out = k.layers.Softmax(name="probs")(y)
     model = k.Model(inp, out, name=f"facemask_{spec.arch}")
     return model, names
 
 
 def backbone_layer_names(model) -> list[str]:
     """Names of the layers between the input (and normalization) and the head."""
-    head = {"image", "pool", "flatten", "dropout", "classes"}
+    head = {"image", "pool", "flatten", "dropout", "classes", "logits", "probs"}
     return [layer.name for layer in model.layers if layer.name not in head]
