@@ -142,3 +142,25 @@ def test_recommend_with_reference_limits_and_latency_end():
     assert low["esp32cam"]["name"] == "big"  # the limits are the Nano's
     with pytest.raises(FacemaskError, match="use high or low"):
         recommend(rows, latency_estimate="mid")
+
+
+def test_grid_skips_axis_and_only(tiny_backbone):
+    pts = build_grid(str(tiny_backbone), None, sizes=[48, 64], colors=["rgb"], blocks=[6],
+                     skips=[(), (3,), (3, 5)])
+    names = [p.name for p in pts]
+    assert names == ["tiny-b6-48-rgb", "tiny-b6s3-48-rgb", "tiny-b6s35-48-rgb",
+                     "tiny-b6-64-rgb", "tiny-b6s3-64-rgb", "tiny-b6s35-64-rgb"]
+    assert pts[2].describe()["skip_blocks"] == [3, 5] and pts[0].describe()["skip_blocks"] is None
+    only = build_grid(str(tiny_backbone), None, sizes=[48, 64], colors=["rgb"], blocks=[6],
+                      skips=[(), (3,)], only=["tiny-b6s3-64-rgb"])
+    assert [p.name for p in only] == ["tiny-b6s3-64-rgb"]
+    with pytest.raises(FacemaskError, match="not in the grid: nope"):
+        build_grid(str(tiny_backbone), None, only=["nope"])
+
+
+def test_per_board_latency_budget_option(tiny_backbone, capsys):
+    assert main(["sweep", "--out", "unused", "--weights", str(tiny_backbone), "--fast", "--dry-run",
+                 "--max-latency-ms", "nano33ble=100,esp32cam=400"]) == 0
+    assert main(["sweep", "--out", "unused", "--weights", str(tiny_backbone), "--dry-run",
+                 "--max-latency-ms", "nano=1"]) != 0
+    assert "BOARD=MS" in capsys.readouterr().err

@@ -202,3 +202,43 @@ def test_select_best_uses_validation_not_test(tiny_run):
         assert 0 <= stats["label_agreement_with_float"] <= 1 and stats["mean_score_diff"] >= 0
     assert (tiny_run / "model_int8.tflite").read_bytes() == \
         (tiny_run / f"model_int8_{sel['selected']}.tflite").read_bytes()
+
+
+def _backbone_with_a_skippable_block(path):
+    """conv, block 1 (8->16), block 2 (16->16, stride 1: skippable), block 3 (16->32, stride 2)."""
+    from facemask_edge._tf import keras
+
+    k = keras()
+    L = k.layers
+    inp = k.Input((32, 32, 3))
+    x = L.ReLU(6.0)(L.BatchNormalization()(L.Conv2D(8, 3, strides=2, padding="same", use_bias=False)(inp)))
+    for filters, stride in ((16, 1), (16, 1), (32, 2)):
+        if stride == 2:
+            x = L.ZeroPadding2D(((0, 1), (0, 1)))(x)
+        x = L.DepthwiseConv2D(3, strides=stride, padding="same" if stride == 1 else "valid", use_bias=False)(x)
+        x = L.ReLU(6.0)(L.BatchNormalization()(x))
+        x = L.ReLU(6.0)(L.BatchNormalization()(L.Conv2D(filters, 1, use_bias=False)(x)))
+    out = L.Dense(2, activation="softmax")(L.GlobalAveragePooling2D()(x))
+    k.Model(inp, out).save(path)
+    return path
+
+
+def test_skip_blocks_drops_only_shape_keeping_blocks(tmp_path):
+    from facemask_edge._tf import keras
+    from facemask_edge.errors import ModelError
+    from facemask_edge.train.model import ModelSpec, build_model
+
+    src = _backbone_with_a_skippable_block(tmp_path / "bb.h5")
+    k = keras()
+    full, _ = build_model(ModelSpec(size=32, weights=str(src)))
+    cut, names = build_model(ModelSpec(size=32, weights=str(src), skip_blocks=(2,)))
+    dws = [la for la in cut.layers if isinstance(la, k.layers.DepthwiseConv2D)]
+    assert len(dws) == 2 and len([la for la in full.layers if isinstance(la, k.layers.DepthwiseConv2D)]) == 3
+    assert cut.count_params() < full.count_params() and set(names) <= {la.name for la in cut.layers}
+    # The blocks kept keep their pretrained weights: the last depthwise kernel is the source's.
+    source = k.models.load_model(src, compile=False)
+    last = [la for la in source.layers if isinstance(la, k.layers.DepthwiseConv2D)][-1]
+    np.testing.assert_array_equal(dws[-1].get_weights()[0], last.get_weights()[0])
+    for bad, msg in (((1,), "cannot be skipped"), ((3,), "cannot be skipped"), ((9,), "out of range")):
+        with pytest.raises(ModelError, match=msg):
+            build_model(ModelSpec(size=32, weights=str(src), skip_blocks=bad))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from facemask_edge.cli.train import _int_list
 from facemask_edge.profile.boards import BOARDS
 
 __all__ = ["pipeline"]
@@ -40,6 +41,10 @@ _STAGES = ("data", "train", "qat", "convert", "profile", "evaluate", "export", "
 @click.option("--color", type=click.Choice(["rgb", "grayscale"]), default=None)
 @click.option("--blocks", type=int, default=None, help="Keep the first N depthwise-separable blocks.")
 @click.option("--cut", default=None, help="Or cut the backbone after this layer name.")
+@click.option("--skip-blocks", default=None, callback=lambda c, p, v: _int_list(v, "--skip-blocks"),
+              help="Drop these stride-1 separable blocks of the backbone, e.g. 3,5.")
+@click.option("--teacher", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Distil from this trained run (e.g. a 96 px model).")
 @click.option("--seed", type=int, default=None)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--head-epochs", type=int, default=None, help="Stage 1 (frozen backbone) epochs at most.")
@@ -72,7 +77,7 @@ _STAGES = ("data", "train", "qat", "convert", "profile", "evaluate", "export", "
 @click.option("--timeout", "validate_timeout", type=float, default=None,
               help="Seconds to wait for a board that does not answer.")
 def pipeline(data, out, board, config_file, port, demo, redo, weights, arch, alpha, size, color, blocks,
-             cut, seed, batch_size, head_epochs, finetune_epochs, head_lr, finetune_lr, finetune_layers,
+             cut, skip_blocks, teacher, seed, batch_size, head_epochs, finetune_epochs, head_lr, finetune_lr, finetune_layers,
              patience, dropout, label_smoothing, augment, split, energy, qat_epochs, qat_lr,
              representative, quantization, compare_ptq, reference, validate_limit, sim, sim_baud, baud,
              validate_timeout):
@@ -92,7 +97,7 @@ def pipeline(data, out, board, config_file, port, demo, redo, weights, arch, alp
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
     train = dict(weights=weights, arch=arch, alpha=alpha, size=size, color=color, blocks=blocks,
-                 cut=cut, seed=seed, batch_size=batch_size, head_epochs=head_epochs,
+                 cut=cut, skip_blocks=skip_blocks, teacher=teacher, seed=seed, batch_size=batch_size, head_epochs=head_epochs,
                  finetune_epochs=finetune_epochs, head_lr=head_lr, finetune_lr=finetune_lr,
                  finetune_layers=finetune_layers, patience=patience, dropout=dropout,
                  label_smoothing=label_smoothing, augment=augment, split=split, energy=energy)

@@ -22,6 +22,31 @@ def _blocks(v: str):
     return None if v in ("all", "none", "0") else int(v)
 
 
+def _skip(v: str):
+    return () if v in ("none", "-", "0") else tuple(int(b) for b in v.split("+"))
+
+
+def _latency(ctx, param, value):
+    """``150`` (every board) or ``nano33ble=150,esp32cam=500``."""
+    from facemask_edge.profile.boards import BOARDS
+
+    if value is None:
+        return None
+    try:
+        if "=" not in value:
+            return {b: float(value) for b in BOARDS}
+        out = {}
+        for part in value.split(","):
+            board, _, ms = part.partition("=")
+            if board.strip() not in BOARDS:
+                raise ValueError
+            out[board.strip()] = float(ms)
+        return out
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give milliseconds (150) or BOARD=MS pairs "
+                                 f"(nano33ble=150,esp32cam=500)") from None
+
+
 def _family(v: str):
     arch, _, alpha = v.partition(":")
     if arch not in ("mobilenet_v1", "mobilenet_v2") or not alpha:
@@ -43,6 +68,12 @@ def _family(v: str):
 @click.option("--sizes", callback=_csv(int), default=None, help="Input sizes, e.g. 64,80,96.")
 @click.option("--colors", callback=_csv(str), default=None, help="rgb,grayscale")
 @click.option("--blocks", callback=_csv(_blocks), default=None, help="Backbone cuts, e.g. 3,5,7,all.")
+@click.option("--skips", callback=_csv(_skip), default=None,
+              help="Stride-1 blocks of the backbone file to drop, an axis: e.g. none,3,3+5.")
+@click.option("--only", callback=_csv(str), default=None,
+              help="Keep just these configuration names (see --dry-run).")
+@click.option("--teacher", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Distil every configuration from this trained run (e.g. a 96 px model).")
 @click.option("--families", callback=_csv(_family), default=None,
               help="Keras MobileNets as arch:alpha, e.g. mobilenet_v1:0.25,mobilenet_v2:0.35.")
 @click.option("--limit", type=int, default=None, help="Only the first N configurations.")
@@ -51,8 +82,9 @@ def _family(v: str):
 @click.option("--qat-epochs", type=int, default=None)
 @click.option("--seed", type=int, default=None)
 @click.option("--batch-size", type=int, default=None)
-@click.option("--max-latency-ms", "max_latency", type=float, default=None,
-              help="Latency estimate allowed on every board. [default: 150]")
+@click.option("--max-latency-ms", "max_latency", callback=_latency, default=None,
+              help="Latency estimate allowed: MS for every board or BOARD=MS,... "
+                   "[default: nano33ble=150,esp32cam=500]")
 @click.option("--latency-estimate", type=click.Choice(["high", "low"]), default="high", show_default=True,
               help="Which end of the latency estimate (cycles/MAC range) must meet the budget.")
 @click.option("--reference", type=click.Path(dir_okay=False), default=None,
@@ -63,7 +95,7 @@ def _family(v: str):
 @click.option("--write-defaults", is_flag=True,
               help="Write the recommendation into facemask_edge/defaults.json (the pipeline's --board defaults).")
 @click.option("--dry-run", is_flag=True, help="List the configurations and exit.")
-def sweep(data, out, weights, keras_weights, fast, sizes, colors, blocks, families, limit, head_epochs,
+def sweep(data, out, weights, keras_weights, fast, sizes, colors, blocks, skips, only, teacher, families, limit, head_epochs,
           finetune_epochs, qat_epochs, seed, batch_size, max_latency, latency_estimate, reference, tolerance,
           write_defaults, dry_run):
     """Train, quantize and profile many configurations briefly; table, Pareto plots, a pick per board.
@@ -81,7 +113,7 @@ def sweep(data, out, weights, keras_weights, fast, sizes, colors, blocks, famili
     for c in colors or ():
         if c not in ("rgb", "grayscale"):
             raise click.BadParameter(f"unknown colour {c!r} (use rgb, grayscale)", param_hint="--colors")
-    points = build_grid(weights, keras_weights, fast, sizes, colors, blocks, families)
+    points = build_grid(weights, keras_weights, fast, sizes, colors, blocks, families, skips, only)
     if limit:
         points = points[:limit]
     epochs = dict(FAST_EPOCHS if fast else FULL_EPOCHS)
@@ -94,7 +126,11 @@ def sweep(data, out, weights, keras_weights, fast, sizes, colors, blocks, famili
         click.echo(f"{len(points)} configurations, epochs {epochs}")
         return
     train_options = {k: v for k, v in (("seed", seed), ("batch_size", batch_size)) if v is not None}
-    budget = {"nano33ble": max_latency, "esp32cam": max_latency} if max_latency else None
+    if teacher:
+        from pathlib import Path
+
+        train_options["teacher"] = str(Path(teacher).resolve())
+    budget = max_latency
     res = run_sweep(data, out, points, epochs, train_options, budget, tolerance, reference=reference,
                     latency_estimate=latency_estimate)
     click.echo(f"{len(res['rows'])} configurations ({len(res['failed'])} failed) in {res['wall_seconds']:.0f} s")

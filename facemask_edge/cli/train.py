@@ -9,6 +9,14 @@ from facemask_edge.cli._common import data_option, echo_json_summary
 __all__ = ["train"]
 
 
+def _int_list(value: str | None, name: str) -> list[int] | None:
+    try:
+        return [int(b) for b in value.split(",")] if value else None
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of block numbers (e.g. 3,5)",
+                                 param_hint=name) from None
+
+
 @click.command()
 @data_option(required=True)
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
@@ -25,6 +33,8 @@ __all__ = ["train"]
 @click.option("--blocks", type=int, default=None,
               help="Keep only the first N depthwise-separable blocks of the backbone.")
 @click.option("--cut", default=None, help="Or cut the backbone after this layer name.")
+@click.option("--skip-blocks", default=None, callback=lambda c, p, v: _int_list(v, "--skip-blocks"),
+              help="Drop these stride-1 separable blocks, e.g. 3,5 (fewer MACs; the rest keep their weights).")
 @click.option("--split", "split", type=click.Choice(["stratified", "seed-notebook"]),
               default="stratified", show_default=True)
 @click.option("--seed", type=int, default=1337, show_default=True)
@@ -55,7 +65,7 @@ __all__ = ["train"]
               help="tf.distribute strategy; multiworker reads TF_CONFIG.")
 @click.option("--wandb", "use_wandb", is_flag=True, help="Log to Weights & Biases (offline mode).")
 @click.option("--no-energy", is_flag=True, help="Do not measure energy with CodeCarbon.")
-def train(data, out, arch, alpha, size, color, weights, blocks, cut, split, seed, val_fraction,
+def train(data, out, arch, alpha, size, color, weights, blocks, cut, skip_blocks, split, seed, val_fraction,
           test_fraction, batch_size, head_epochs, finetune_epochs, head_lr, finetune_lr,
           finetune_layers, patience, dropout, label_smoothing, no_augment, freeze_bn, teacher,
           distill_alpha, distill_temperature, distribute, use_wandb, no_energy):
@@ -64,7 +74,8 @@ def train(data, out, arch, alpha, size, color, weights, blocks, cut, split, seed
     from facemask_edge.train.trainer import train as run_train
 
     cfg = TrainConfig(data=data, out=out, arch=arch, alpha=alpha, size=size, color=color,
-                      weights=weights, blocks=blocks, cut=cut, dropout=dropout, split=split,
+                      weights=weights, blocks=blocks, cut=cut, skip_blocks=skip_blocks,
+                      dropout=dropout, split=split,
                       seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
                       batch_size=batch_size, head_epochs=head_epochs,
                       finetune_epochs=finetune_epochs, head_lr=head_lr, finetune_lr=finetune_lr,

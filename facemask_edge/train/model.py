@@ -41,6 +41,7 @@ class ModelSpec:
     weights: str = "none"  # "imagenet", "none", or a path to a Keras model file
     blocks: int | None = None  # keep only the first N depthwise-separable blocks
     cut: str | None = None  # or cut at this layer name
+    skip_blocks: tuple[int, ...] = ()  # drop these stride-1 blocks (1-based), e.g. (3, 5)
     dropout: float = 0.2
     num_classes: int = 2
 
@@ -111,6 +112,35 @@ def _blocks_cut(model, blocks: int) -> str:
     return layers[i].name
 
 
+def _block_layers(model, skip) -> set[str]:
+    """Names of the layers of the depthwise-separable blocks ``skip`` (1-based), to bypass.
+
+    A block runs from its depthwise convolution to the layer before the next block (a stride-2
+    block's ZeroPadding2D belongs to it). Only blocks that keep the shape (stride 1, as many
+    output channels as input) can be dropped: the next block's weights still fit.
+    """
+    k = keras()
+    layers = model.layers
+    dw = [i for i, layer in enumerate(layers) if isinstance(layer, k.layers.DepthwiseConv2D)]
+    names: set[str] = set()
+    for b in skip:
+        if b < 1 or b > len(dw):
+            raise ModelError(f"--skip-blocks {b} is out of range: the backbone has {len(dw)} blocks",
+                             f"use 1..{len(dw)}")
+        start, end = dw[b - 1], (dw[b] if b < len(dw) else len(layers))
+        while end - 1 > start and isinstance(layers[end - 1], k.layers.ZeroPadding2D):
+            end -= 1
+        block = layers[start:end]
+        if b == 1 or isinstance(layers[start - 1], k.layers.ZeroPadding2D) or \
+                tuple(layers[start].strides) != (1, 1) or \
+                tuple(block[0].input.shape[1:]) != tuple(block[-1].output.shape[1:]):
+            raise ModelError(f"block {b} changes the feature map's shape and cannot be skipped",
+                             "skip only stride-1 blocks that keep the channel count "
+                             "(MobileNetV1: 3, 5, 7-11, 13)")
+        names.update(layer.name for layer in block)
+    return names
+
+
 def _load_backbone_file(path: Path):
     k = keras()
     if not path.exists():
@@ -147,11 +177,11 @@ def _fold_affine(kernel, bias, bn, affine):
     return new, None, gamma_beta_mean_var
 
 
-def _rebuild(sub, size: int, channels: int, input_tensor, affine=None):
+def _rebuild(sub, size: int, channels: int, input_tensor, affine=None, bypass=frozenset()):
     """Re-create ``sub``'s layers on a new input (other size or channel count), keeping weights.
 
     Each layer is re-made from its config and called on the mapped inputs, so the layers sit
-    flat in the new model's graph. The first convolution of an RGB backbone used on grayscale
+    flat in the new model's graph; layers named in ``bypass`` pass their input through. The first convolution of an RGB backbone used on grayscale
     input gets its kernel summed over the colour axis: the same response to a gray image.
     """
     k = keras()
@@ -162,6 +192,9 @@ def _rebuild(sub, size: int, channels: int, input_tensor, affine=None):
         inbound = layer.inbound_nodes[0].inbound_layers
         inbound = inbound if isinstance(inbound, list) else [inbound]
         args = [tensors[il.name] for il in inbound]
+        if layer.name in bypass:
+            tensors[layer.name] = args[0]
+            continue
         clone = layer.__class__.from_config(layer.get_config())
         tensors[layer.name] = clone(args[0] if len(args) == 1 else args)
         clones[layer.name] = clone
@@ -219,8 +252,9 @@ def build_model(spec: ModelSpec):
                          "list the layer names with a Keras model summary") from None
     sub = k.Model(src.inputs, feat, name="backbone")
     inp = k.Input((spec.size, spec.size, spec.channels), name="image")
-    features = _rebuild(sub, spec.size, spec.channels, inp, rescale)
-    names = [layer.name for layer in sub.layers[1:]]
+    bypass = _block_layers(sub, spec.skip_blocks) if spec.skip_blocks else set()
+    features = _rebuild(sub, spec.size, spec.channels, inp, rescale, bypass)
+    names = [layer.name for layer in sub.layers[1:] if layer.name not in bypass]
     # Head: average pooling over the whole map (AVERAGE_POOL_2D, which keeps its input scale,
     # rather than MEAN, which requantizes), then a 1x1 convolution as the classifier (CONV_2D +
     # RESHAPE + SOFTMAX, as TFLM's person-detection model ends) rather than a Dense layer:

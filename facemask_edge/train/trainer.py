@@ -36,6 +36,7 @@ class TrainConfig:
     weights: str = "none"
     blocks: int | None = None
     cut: str | None = None
+    skip_blocks: list[int] | None = None  # drop these stride-1 backbone blocks (1-based)
     dropout: float = 0.3
     split: str = "stratified"
     seed: int = 1337
@@ -258,7 +259,7 @@ def train(cfg: TrainConfig) -> dict:
     wandb.log_split(split_path)
 
     spec = ModelSpec(cfg.arch, cfg.alpha, cfg.size, cfg.color, cfg.weights, cfg.blocks, cfg.cut,
-                     cfg.dropout, nc)
+                     tuple(cfg.skip_blocks or ()), cfg.dropout, nc)
     history: dict[str, list[float]] = {}
     with strategy.scope():
         model, backbone = build_model(spec)
