@@ -223,12 +223,20 @@ def run_sweep(data: str | None, out: str | Path, points: list[SweepPoint], epoch
     data_path, data_info = resolve_data(data)
     ref = _measure_reference(Path(reference)) if reference else None
     limits = (REFERENCE_LIMITS if reference_limits is None else reference_limits) if ref else {}
+    teacher_size = None
+    if (train_options or {}).get("teacher"):
+        from facemask_edge.runs import load_config
+
+        teacher_size = load_config(Path(train_options["teacher"])).get("size")
     rows, failed = [], []
     t_all = time.monotonic()
     for i, p in enumerate(points, 1):
         log(f"== sweep {i}/{len(points)}: {p.name} ==")
         train = {"energy": False, "patience": max(3, epochs["finetune_epochs"]), **(train_options or {}),
                  **p.train, "head_epochs": epochs["head_epochs"], "finetune_epochs": epochs["finetune_epochs"]}
+        if teacher_size and p.train["size"] >= teacher_size:
+            train.pop("teacher")  # a teacher no larger than the student has nothing to pass on
+            log(f"  {p.name}: trained without the teacher ({teacher_size} px, not larger)")
         cfg = PipelineConfig(out=str(out / "configs" / p.name), data=data_path, train=train,
                              qat_epochs=epochs["qat_epochs"], until="profile")
         t = time.monotonic()

@@ -164,3 +164,16 @@ def test_per_board_latency_budget_option(tiny_backbone, capsys):
     assert main(["sweep", "--out", "unused", "--weights", str(tiny_backbone), "--dry-run",
                  "--max-latency-ms", "nano=1"]) != 0
     assert "BOARD=MS" in capsys.readouterr().err
+
+
+def test_sweep_teacher_distils_only_smaller_configurations(synthetic_data, tiny_backbone, tiny_trained_run,
+                                                          tmp_path):
+    out = tmp_path / "sweep"
+    args = ["sweep", "--data", str(synthetic_data), "--out", str(out), "--weights", str(tiny_backbone),
+            "--sizes", "24,32", "--colors", "rgb", "--blocks", "all", "--head-epochs", "1",
+            "--finetune-epochs", "1", "--qat-epochs", "1", "--teacher", str(tiny_trained_run)]
+    assert main(args) == 0
+    teacher = {name: json.loads((out / "configs" / name / "config.json").read_text()).get("teacher")
+               for name in ("tiny-full-24-rgb", "tiny-full-32-rgb")}
+    assert teacher["tiny-full-24-rgb"] == str(tiny_trained_run.resolve())
+    assert teacher["tiny-full-32-rgb"] is None  # the 32 px teacher is no larger than this student
