@@ -119,6 +119,9 @@ def load_toml(path: str | Path) -> dict:
             v = d.get(k)
             if isinstance(v, str) and v and not _is_special(k, v) and not Path(v).expanduser().is_absolute():
                 d[k] = str(base / v)
+            elif isinstance(v, list):  # several teachers
+                d[k] = [str(base / x) if isinstance(x, str) and not Path(x).expanduser().is_absolute() else x
+                        for x in v]
 
     fix(data)
     if isinstance(data.get("train"), dict):

@@ -227,7 +227,9 @@ def run_sweep(data: str | None, out: str | Path, points: list[SweepPoint], epoch
     if (train_options or {}).get("teacher"):
         from facemask_edge.runs import load_config
 
-        teacher_size = load_config(Path(train_options["teacher"])).get("size")
+        from facemask_edge.train.trainer import teacher_dirs
+
+        teacher_size = min(load_config(t).get("size") for t in teacher_dirs(train_options["teacher"]))
     rows, failed = [], []
     t_all = time.monotonic()
     for i, p in enumerate(points, 1):

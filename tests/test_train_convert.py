@@ -189,6 +189,10 @@ def test_distillation_targets_mix_labels_and_teacher(tiny_trained_run, synthetic
     true = t[np.arange(10), rd.labels[idx]]
     assert (true >= 0.6).all() and (true <= 1.0).all()  # the true label keeps at least alpha
     assert not np.allclose(t, np.eye(2)[rd.labels[idx]])  # and the teacher adds its view
+    # An ensemble averages its teachers: the same teacher twice is that teacher.
+    twice = teacher_targets([str(tiny_trained_run)] * 2, str(synthetic_data), [rd.paths[i] for i in idx],
+                            rd.labels[idx], 2, alpha=0.6, temperature=2.0)
+    np.testing.assert_allclose(twice, t, atol=1e-6)
 
 
 def test_select_best_uses_validation_not_test(tiny_run):

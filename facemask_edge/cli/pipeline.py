@@ -43,8 +43,8 @@ _STAGES = ("data", "train", "qat", "convert", "profile", "evaluate", "export", "
 @click.option("--cut", default=None, help="Or cut the backbone after this layer name.")
 @click.option("--skip-blocks", default=None, callback=lambda c, p, v: _int_list(v, "--skip-blocks"),
               help="Drop these stride-1 separable blocks of the backbone, e.g. 3,5.")
-@click.option("--teacher", type=click.Path(file_okay=False, exists=True), default=None,
-              help="Distil from this trained run (e.g. a 96 px model).")
+@click.option("--teacher", type=click.Path(file_okay=False, exists=True), multiple=True,
+              help="Distil from this trained run (e.g. a 96 px model); repeat it for an ensemble of teachers.")
 @click.option("--seed", type=int, default=None)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--head-epochs", type=int, default=None, help="Stage 1 (frozen backbone) epochs at most.")
@@ -97,7 +97,7 @@ def pipeline(data, out, board, config_file, port, demo, redo, weights, arch, alp
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
     train = dict(weights=weights, arch=arch, alpha=alpha, size=size, color=color, blocks=blocks,
-                 cut=cut, skip_blocks=skip_blocks, teacher=teacher, seed=seed, batch_size=batch_size, head_epochs=head_epochs,
+                 cut=cut, skip_blocks=skip_blocks, teacher=[str(t) for t in teacher] or None, seed=seed, batch_size=batch_size, head_epochs=head_epochs,
                  finetune_epochs=finetune_epochs, head_lr=head_lr, finetune_lr=finetune_lr,
                  finetune_layers=finetune_layers, patience=patience, dropout=dropout,
                  label_smoothing=label_smoothing, augment=augment, split=split, energy=energy)

@@ -72,8 +72,8 @@ def _family(v: str):
               help="Stride-1 blocks of the backbone file to drop, an axis: e.g. none,3,3+5.")
 @click.option("--only", callback=_csv(str), default=None,
               help="Keep just these configuration names (see --dry-run).")
-@click.option("--teacher", type=click.Path(file_okay=False, exists=True), default=None,
-              help="Distil every configuration from this trained run (e.g. a 96 px model).")
+@click.option("--teacher", type=click.Path(file_okay=False, exists=True), multiple=True,
+              help="Distil every configuration from this trained run (e.g. a 96 px model); repeat it for an ensemble.")
 @click.option("--families", callback=_csv(_family), default=None,
               help="Keras MobileNets as arch:alpha, e.g. mobilenet_v1:0.25,mobilenet_v2:0.35.")
 @click.option("--limit", type=int, default=None, help="Only the first N configurations.")
@@ -129,7 +129,7 @@ def sweep(data, out, weights, keras_weights, fast, sizes, colors, blocks, skips,
     if teacher:
         from pathlib import Path
 
-        train_options["teacher"] = str(Path(teacher).resolve())
+        train_options["teacher"] = [str(Path(t).resolve()) for t in teacher]
     budget = max_latency
     res = run_sweep(data, out, points, epochs, train_options, budget, tolerance, reference=reference,
                     latency_estimate=latency_estimate)

@@ -56,8 +56,8 @@ def _int_list(value: str | None, name: str) -> list[int] | None:
 @click.option("--label-smoothing", type=float, default=0.1, show_default=True)
 @click.option("--no-augment", is_flag=True, help="Turn augmentation off.")
 @click.option("--freeze-bn", is_flag=True, help="Keep BatchNormalization frozen in fine-tuning.")
-@click.option("--teacher", type=click.Path(file_okay=False), default=None,
-              help="Distil from this trained run (its predictions become soft targets).")
+@click.option("--teacher", type=click.Path(file_okay=False, exists=True), multiple=True,
+              help="Distil from this trained run (its predictions become soft targets); repeat it for an ensemble of teachers.")
 @click.option("--distill-alpha", type=float, default=0.5, show_default=True,
               help="Weight of the true labels against the teacher's.")
 @click.option("--distill-temperature", type=float, default=2.0, show_default=True)
@@ -80,7 +80,7 @@ def train(data, out, arch, alpha, size, color, weights, blocks, cut, skip_blocks
                       batch_size=batch_size, head_epochs=head_epochs,
                       finetune_epochs=finetune_epochs, head_lr=head_lr, finetune_lr=finetune_lr,
                       finetune_layers=finetune_layers, patience=patience, augment=not no_augment, train_bn=not freeze_bn,
-                      label_smoothing=label_smoothing, teacher=teacher,
+                      label_smoothing=label_smoothing, teacher=[str(t) for t in teacher] or None,
                       distill_alpha=distill_alpha, distill_temperature=distill_temperature,
                       distribute=distribute, wandb=use_wandb,
                       energy=not no_energy)

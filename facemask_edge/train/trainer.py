@@ -52,7 +52,7 @@ class TrainConfig:
     augment: bool = True
     train_bn: bool = True  # let BatchNormalization adapt in stage 2
     label_smoothing: float = 0.1
-    teacher: str | None = None  # a trained run whose predictions are soft targets
+    teacher: str | list[str] | None = None  # trained run(s) whose (mean) predictions are soft targets
     distill_alpha: float = 0.5  # weight of the true labels against the teacher's
     distill_temperature: float = 2.0
     distribute: str | None = None
@@ -165,26 +165,38 @@ def _strategy(name: str | None):
     raise FacemaskError(f"unknown --distribute {name!r}", "use mirrored or multiworker")
 
 
-def teacher_targets(teacher_dir: Path, data: str, paths: list[str], labels: np.ndarray,
-                    num_classes: int, alpha: float, temperature: float) -> np.ndarray:
-    """Soft targets: ``alpha`` x one-hot + (1 - alpha) x the teacher's tempered probabilities.
+def teacher_dirs(teacher) -> list[Path]:
+    """The teacher run folders: one path, a comma-separated string of them, or a list."""
+    if not teacher:
+        return []
+    items = str(teacher).split(",") if isinstance(teacher, (str, Path)) else list(teacher)
+    return [Path(t.strip()) for t in items if str(t).strip()]
 
-    The teacher (a trained run, e.g. at a larger input size) sees each image at its own size
-    and colour; predictions are matched to the student's images by file path.
+
+def teacher_targets(teacher, data: str, paths: list[str], labels: np.ndarray,
+                    num_classes: int, alpha: float, temperature: float) -> np.ndarray:
+    """Soft targets: ``alpha`` x one-hot + (1 - alpha) x the teachers' tempered probabilities.
+
+    Each teacher (a trained run, e.g. at a larger input size) sees each image at its own size
+    and colour; predictions are matched to the student's images by file path. Several teachers
+    are an ensemble: their probabilities are averaged before tempering.
     """
     from facemask_edge._tf import keras
     from facemask_edge.data.ingest import scan_dataset
     from facemask_edge.runs import load_config
 
-    tcfg = load_config(teacher_dir)
-    tds = scan_dataset(data, size=tcfg["size"], color=tcfg["color"])
-    index = {it.path: i for i, it in enumerate(tds.items)}
-    missing = [p for p in paths if p not in index]
-    if missing:
-        raise FacemaskError(f"teacher data lacks {len(missing)} image(s) (first: {missing[0]})",
-                            "train the teacher on the same data set")
-    model = keras().models.load_model(Path(teacher_dir) / "model.keras", compile=False)
-    probs = _predict(model, tds.images[[index[p] for p in paths]])
+    dirs = teacher_dirs(teacher)
+    probs = np.zeros((len(paths), num_classes), np.float64)
+    for teacher_dir in dirs:
+        tcfg = load_config(teacher_dir)
+        tds = scan_dataset(data, size=tcfg["size"], color=tcfg["color"])
+        index = {it.path: i for i, it in enumerate(tds.items)}
+        missing = [p for p in paths if p not in index]
+        if missing:
+            raise FacemaskError(f"teacher {teacher_dir} lacks {len(missing)} image(s) (first: {missing[0]})",
+                                "train the teacher on the same data set")
+        model = keras().models.load_model(Path(teacher_dir) / "model.keras", compile=False)
+        probs += _predict(model, tds.images[[index[p] for p in paths]]) / len(dirs)
     tempered = np.exp(np.log(np.clip(probs, 1e-7, 1.0)) / temperature)
     tempered /= tempered.sum(axis=1, keepdims=True)
     onehot = np.eye(num_classes, dtype=np.float32)[labels]
@@ -248,7 +260,7 @@ def train(cfg: TrainConfig) -> dict:
     train_targets = y["train"]
     if cfg.teacher:
         log(f"distilling from {cfg.teacher} (alpha {cfg.distill_alpha}, T {cfg.distill_temperature})")
-        train_targets = teacher_targets(Path(cfg.teacher), cfg.data,
+        train_targets = teacher_targets(cfg.teacher, cfg.data,
                                         [ds.items[i].path for i in idx["train"]], y["train"],
                                         len(classes), cfg.distill_alpha, cfg.distill_temperature)
     train_ds = make_dataset(x["train"], train_targets, nc, bs, True, cfg.seed, cfg.augment)
