@@ -175,5 +175,5 @@ def test_sweep_teacher_distils_only_smaller_configurations(synthetic_data, tiny_
     assert main(args) == 0
     teacher = {name: json.loads((out / "configs" / name / "config.json").read_text()).get("teacher")
                for name in ("tiny-full-24-rgb", "tiny-full-32-rgb")}
-    assert teacher["tiny-full-24-rgb"] == [str(tiny_trained_run.resolve())]
+    assert teacher["tiny-full-24-rgb"] == str(tiny_trained_run.resolve())
     assert teacher["tiny-full-32-rgb"] is None  # the 32 px teacher is no larger than this student

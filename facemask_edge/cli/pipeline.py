@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from facemask_edge.cli.train import _int_list
+from facemask_edge.cli.train import _int_list, _teachers
 from facemask_edge.profile.boards import BOARDS
 
 __all__ = ["pipeline"]
@@ -97,7 +97,7 @@ def pipeline(data, out, board, config_file, port, demo, redo, weights, arch, alp
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
     train = dict(weights=weights, arch=arch, alpha=alpha, size=size, color=color, blocks=blocks,
-                 cut=cut, skip_blocks=skip_blocks, teacher=[str(t) for t in teacher] or None, seed=seed, batch_size=batch_size, head_epochs=head_epochs,
+                 cut=cut, skip_blocks=skip_blocks, teacher=_teachers(teacher), seed=seed, batch_size=batch_size, head_epochs=head_epochs,
                  finetune_epochs=finetune_epochs, head_lr=head_lr, finetune_lr=finetune_lr,
                  finetune_layers=finetune_layers, patience=patience, dropout=dropout,
                  label_smoothing=label_smoothing, augment=augment, split=split, energy=energy)

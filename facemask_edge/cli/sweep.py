@@ -129,7 +129,9 @@ def sweep(data, out, weights, keras_weights, fast, sizes, colors, blocks, skips,
     if teacher:
         from pathlib import Path
 
-        train_options["teacher"] = [str(Path(t).resolve()) for t in teacher]
+        from facemask_edge.cli.train import _teachers
+
+        train_options["teacher"] = _teachers(str(Path(t).resolve()) for t in teacher)
     budget = max_latency
     res = run_sweep(data, out, points, epochs, train_options, budget, tolerance, reference=reference,
                     latency_estimate=latency_estimate)

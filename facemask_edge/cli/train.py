@@ -17,6 +17,12 @@ def _int_list(value: str | None, name: str) -> list[int] | None:
                                  param_hint=name) from None
 
 
+def _teachers(paths) -> str | list[str] | None:
+    """One teacher as its path (as configs always stored it), several as a list."""
+    paths = [str(p) for p in paths]
+    return None if not paths else paths[0] if len(paths) == 1 else paths
+
+
 @click.command()
 @data_option(required=True)
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
@@ -80,7 +86,7 @@ def train(data, out, arch, alpha, size, color, weights, blocks, cut, skip_blocks
                       batch_size=batch_size, head_epochs=head_epochs,
                       finetune_epochs=finetune_epochs, head_lr=head_lr, finetune_lr=finetune_lr,
                       finetune_layers=finetune_layers, patience=patience, augment=not no_augment, train_bn=not freeze_bn,
-                      label_smoothing=label_smoothing, teacher=[str(t) for t in teacher] or None,
+                      label_smoothing=label_smoothing, teacher=_teachers(teacher),
                       distill_alpha=distill_alpha, distill_temperature=distill_temperature,
                       distribute=distribute, wandb=use_wandb,
                       energy=not no_energy)
