@@ -36,7 +36,7 @@ __all__ = ["STAGES", "PipelineConfig", "build_config", "board_defaults", "demo_p
 STAGES = ("data", "train", "qat", "convert", "profile", "evaluate", "export", "validate")
 STATE = "pipeline_state.json"
 DEMO_PER_CLASS = 100
-_PATH_KEYS = ("data", "out", "reference", "weights")
+_PATH_KEYS = ("data", "out", "reference", "weights", "teacher")
 
 
 @dataclass

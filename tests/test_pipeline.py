@@ -47,6 +47,16 @@ def test_layers_board_defaults_then_toml_then_cli(tmp_path):
     assert cfg.train["weights"] == str(toml.parent / "w/backbone.h5")
 
 
+def test_teachers_and_skipped_blocks_in_toml(tmp_path):
+    toml = tmp_path / "p.toml"
+    toml.write_text('out = "r"\n[train]\nteacher = ["t96a", "/abs/t96b"]\nskip_blocks = [3, 5]\n')
+    cfg = build_config({}, toml)
+    assert cfg.train["teacher"] == [str(tmp_path / "t96a"), "/abs/t96b"]
+    assert cfg.train["skip_blocks"] == [3, 5]
+    toml.write_text('out = "r"\n[train]\nteacher = "t96"\n')
+    assert build_config({}, toml).train["teacher"] == str(tmp_path / "t96")
+
+
 def test_package_defaults_cover_every_board():
     from facemask_edge.profile.boards import BOARDS
 
