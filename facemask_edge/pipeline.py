@@ -80,14 +80,20 @@ class PipelineConfig:
 # ---- configuration -----------------------------------------------------------------------------
 
 def board_defaults(board: str) -> dict:
-    """The board's entry of ``facemask_edge/defaults.json`` (``{}`` if none)."""
+    """The board's options from ``facemask_edge/defaults.json`` (``{}`` if none).
+
+    Only pipeline options are returned; the entry's record of where it came from
+    (``from_sweep``) is not one.
+    """
+    from dataclasses import fields
     from importlib import resources
 
     try:
         text = resources.files("facemask_edge").joinpath("defaults.json").read_text()
     except (FileNotFoundError, OSError):
         return {}
-    return json.loads(text).get("boards", {}).get(board, {})
+    entry = json.loads(text).get("boards", {}).get(board, {})
+    return {k: v for k, v in entry.items() if k in {f.name for f in fields(PipelineConfig)}}
 
 
 def demo_preset(out: Path) -> dict:

@@ -63,6 +63,9 @@ def test_package_defaults_cover_every_board():
     for b in BOARDS:
         d = board_defaults(b)
         assert {"arch", "size", "color"} <= set(d["train"]), b
+        # The packaged entry (with the sweep's record of where it came from) builds a config.
+        cfg = build_config({"out": "r", "board": b})
+        assert cfg.board == b and cfg.train["size"] == d["train"]["size"]
 
 
 def test_urls_and_keywords_in_toml_are_not_paths(tmp_path):
