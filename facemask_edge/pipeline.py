@@ -227,6 +227,11 @@ def _coerce_train(train: dict) -> None:
 
 
 
+#: Training options added after run folders existed: at these defaults they are left out of the
+#: train stage's key, so a run trained before the option existed stays up to date.
+_KEY_NEUTRAL_DEFAULTS = {"head": "avg"}
+
+
 def _key(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -522,6 +527,9 @@ class _Runner:
         cfg = self.cfg
         tc = asdict(cfg.train_config(self.data_path or ""))
         tc.pop("out")
+        for k, v in _KEY_NEUTRAL_DEFAULTS.items():
+            if tc.get(k) == v:
+                tc.pop(k)
         weights = tc.get("weights")
         if weights and weights not in ("imagenet", "none") and Path(weights).expanduser().is_file():
             tc["weights_sha256"] = sha256_file(Path(weights).expanduser())

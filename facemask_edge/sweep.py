@@ -54,7 +54,7 @@ class SweepPoint:
         t = self.train
         return {"name": self.name, "family": self.family, "arch": t.get("arch"), "alpha": t.get("alpha"),
                 "size": t["size"], "color": t["color"], "blocks": t.get("blocks"),
-                "skip_blocks": list(t.get("skip_blocks") or []) or None,
+                "skip_blocks": list(t.get("skip_blocks") or []) or None, "head": t.get("head", "avg"),
                 "weights": Path(t["weights"]).name if t.get("weights") not in (None, "imagenet", "none")
                 else t.get("weights")}
 
@@ -317,7 +317,7 @@ def recommend(rows: list[dict], latency_budget: dict | None = None, tolerance: f
         near = [r for r in ok if r["int8_val_accuracy"] >= best - tolerance]
         pick = min(near, key=lambda r: (r["arena_bytes"], r["macs"], -r["int8_val_accuracy"]))
         rec[b] = {"name": pick["name"],
-                  "train": {k: pick.get(k) for k in ("arch", "alpha", "size", "color", "blocks", "skip_blocks")},
+                  "train": {k: pick.get(k) for k in ("arch", "alpha", "size", "color", "blocks", "skip_blocks", "head")},
                   "weights": pick["weights"], "family": pick["family"],
                   "int8_val_accuracy": pick["int8_val_accuracy"],
                   "int8_test_accuracy": pick.get("int8_test_accuracy"),

@@ -246,3 +246,34 @@ def test_skip_blocks_drops_only_shape_keeping_blocks(tmp_path):
     for bad, msg in (((1,), "cannot be skipped"), ((3,), "cannot be skipped"), ((9,), "out of range")):
         with pytest.raises(ModelError, match=msg):
             build_model(ModelSpec(size=32, weights=str(src), skip_blocks=bad))
+
+
+def test_spatial_head_is_one_conv_over_the_map_and_runtimes_agree(tiny_backbone, tmp_path):
+    from facemask_edge._tf import keras
+    from facemask_edge.convert.converter import convert_keras
+    from facemask_edge.convert.runtimes import TFLiteRefRunner, TFLMRunner
+    from facemask_edge.convert.tflite_info import read_model
+    from facemask_edge.errors import ModelError
+    from facemask_edge.train.model import ModelSpec, build_model
+
+    k = keras()
+    model, _ = build_model(ModelSpec(size=32, weights=str(tiny_backbone), head="spatial"))
+    classes = model.get_layer("classes")
+    fmap = classes.input.shape[1:3]
+    assert tuple(classes.kernel_size) == tuple(fmap) and fmap[0] > 1  # as large as the feature map
+    assert not any(isinstance(la, k.layers.AveragePooling2D) for la in model.layers)
+    assert model.output.shape[1:] == (2,)
+    rng = np.random.RandomState(1)
+    xs = rng.randint(0, 256, size=(40, 32, 32, 3)).astype(np.float32)
+
+    def rep():
+        for x in xs[:20]:
+            yield [x[None] / 255.0]
+
+    data = convert_keras(model, rep)
+    ops = {op.name for op in read_model(data).ops}
+    assert "CONV_2D" in ops and "FULLY_CONNECTED" not in ops and "AVERAGE_POOL_2D" not in ops
+    q = (xs - 128).astype(np.int8)
+    assert (TFLMRunner(data).run_batch(q) == TFLiteRefRunner(data).run_batch(q)).all()
+    with pytest.raises(ModelError, match="unknown head"):
+        build_model(ModelSpec(size=32, weights=str(tiny_backbone), head="max"))

@@ -43,6 +43,8 @@ _STAGES = ("data", "train", "qat", "convert", "profile", "evaluate", "export", "
 @click.option("--cut", default=None, help="Or cut the backbone after this layer name.")
 @click.option("--skip-blocks", default=None, callback=lambda c, p, v: _int_list(v, "--skip-blocks"),
               help="Drop these stride-1 separable blocks of the backbone, e.g. 3,5.")
+@click.option("--head", type=click.Choice(["avg", "spatial"]), default=None,
+              help="Classifier: average-pool + 1x1 conv, or one conv over the whole feature map.")
 @click.option("--teacher", type=click.Path(file_okay=False, exists=True), multiple=True,
               help="Distil from this trained run (e.g. a 96 px model); repeat it for an ensemble of teachers.")
 @click.option("--seed", type=int, default=None)
@@ -77,7 +79,7 @@ _STAGES = ("data", "train", "qat", "convert", "profile", "evaluate", "export", "
 @click.option("--timeout", "validate_timeout", type=float, default=None,
               help="Seconds to wait for a board that does not answer.")
 def pipeline(data, out, board, config_file, port, demo, redo, weights, arch, alpha, size, color, blocks,
-             cut, skip_blocks, teacher, seed, batch_size, head_epochs, finetune_epochs, head_lr, finetune_lr, finetune_layers,
+             cut, skip_blocks, head, teacher, seed, batch_size, head_epochs, finetune_epochs, head_lr, finetune_lr, finetune_layers,
              patience, dropout, label_smoothing, augment, split, energy, qat_epochs, qat_lr,
              representative, quantization, compare_ptq, reference, validate_limit, sim, sim_baud, baud,
              validate_timeout):
@@ -97,7 +99,7 @@ def pipeline(data, out, board, config_file, port, demo, redo, weights, arch, alp
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
     train = dict(weights=weights, arch=arch, alpha=alpha, size=size, color=color, blocks=blocks,
-                 cut=cut, skip_blocks=skip_blocks, teacher=_teachers(teacher), seed=seed, batch_size=batch_size, head_epochs=head_epochs,
+                 cut=cut, skip_blocks=skip_blocks, head=head, teacher=_teachers(teacher), seed=seed, batch_size=batch_size, head_epochs=head_epochs,
                  finetune_epochs=finetune_epochs, head_lr=head_lr, finetune_lr=finetune_lr,
                  finetune_layers=finetune_layers, patience=patience, dropout=dropout,
                  label_smoothing=label_smoothing, augment=augment, split=split, energy=energy)

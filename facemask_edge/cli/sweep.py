@@ -72,6 +72,8 @@ def _family(v: str):
               help="Stride-1 blocks of the backbone file to drop, an axis: e.g. none,3,3+5.")
 @click.option("--only", callback=_csv(str), default=None,
               help="Keep just these configuration names (see --dry-run).")
+@click.option("--head", type=click.Choice(["avg", "spatial"]), default=None,
+              help="Classifier head of every configuration (default: avg).")
 @click.option("--teacher", type=click.Path(file_okay=False, exists=True), multiple=True,
               help="Distil every configuration from this trained run (e.g. a 96 px model); repeat it for an ensemble.")
 @click.option("--families", callback=_csv(_family), default=None,
@@ -95,7 +97,7 @@ def _family(v: str):
 @click.option("--write-defaults", is_flag=True,
               help="Write the recommendation into facemask_edge/defaults.json (the pipeline's --board defaults).")
 @click.option("--dry-run", is_flag=True, help="List the configurations and exit.")
-def sweep(data, out, weights, keras_weights, fast, sizes, colors, blocks, skips, only, teacher, families, limit, head_epochs,
+def sweep(data, out, weights, keras_weights, fast, sizes, colors, blocks, skips, only, head, teacher, families, limit, head_epochs,
           finetune_epochs, qat_epochs, seed, batch_size, max_latency, latency_estimate, reference, tolerance,
           write_defaults, dry_run):
     """Train, quantize and profile many configurations briefly; table, Pareto plots, a pick per board.
@@ -114,6 +116,9 @@ def sweep(data, out, weights, keras_weights, fast, sizes, colors, blocks, skips,
         if c not in ("rgb", "grayscale"):
             raise click.BadParameter(f"unknown colour {c!r} (use rgb, grayscale)", param_hint="--colors")
     points = build_grid(weights, keras_weights, fast, sizes, colors, blocks, families, skips, only)
+    if head:
+        for p in points:
+            p.train["head"] = head
     if limit:
         points = points[:limit]
     epochs = dict(FAST_EPOCHS if fast else FULL_EPOCHS)

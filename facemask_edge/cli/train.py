@@ -41,6 +41,9 @@ def _teachers(paths) -> str | list[str] | None:
 @click.option("--cut", default=None, help="Or cut the backbone after this layer name.")
 @click.option("--skip-blocks", default=None, callback=lambda c, p, v: _int_list(v, "--skip-blocks"),
               help="Drop these stride-1 separable blocks, e.g. 3,5 (fewer MACs; the rest keep their weights).")
+@click.option("--head", type=click.Choice(["avg", "spatial"]), default="avg", show_default=True,
+              help="Classifier: average-pool then 1x1 conv, or one conv over the whole feature map "
+                   "(keeps where features are; for small inputs).")
 @click.option("--split", "split", type=click.Choice(["stratified", "seed-notebook"]),
               default="stratified", show_default=True)
 @click.option("--seed", type=int, default=1337, show_default=True)
@@ -71,7 +74,7 @@ def _teachers(paths) -> str | list[str] | None:
               help="tf.distribute strategy; multiworker reads TF_CONFIG.")
 @click.option("--wandb", "use_wandb", is_flag=True, help="Log to Weights & Biases (offline mode).")
 @click.option("--no-energy", is_flag=True, help="Do not measure energy with CodeCarbon.")
-def train(data, out, arch, alpha, size, color, weights, blocks, cut, skip_blocks, split, seed, val_fraction,
+def train(data, out, arch, alpha, size, color, weights, blocks, cut, skip_blocks, head, split, seed, val_fraction,
           test_fraction, batch_size, head_epochs, finetune_epochs, head_lr, finetune_lr,
           finetune_layers, patience, dropout, label_smoothing, no_augment, freeze_bn, teacher,
           distill_alpha, distill_temperature, distribute, use_wandb, no_energy):
@@ -80,7 +83,7 @@ def train(data, out, arch, alpha, size, color, weights, blocks, cut, skip_blocks
     from facemask_edge.train.trainer import train as run_train
 
     cfg = TrainConfig(data=data, out=out, arch=arch, alpha=alpha, size=size, color=color,
-                      weights=weights, blocks=blocks, cut=cut, skip_blocks=skip_blocks,
+                      weights=weights, blocks=blocks, cut=cut, skip_blocks=skip_blocks, head=head,
                       dropout=dropout, split=split,
                       seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
                       batch_size=batch_size, head_epochs=head_epochs,

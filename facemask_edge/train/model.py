@@ -30,6 +30,9 @@ _INPUT_AFFINE = {
 }
 
 
+HEADS = ("avg", "spatial")
+
+
 @dataclass
 class ModelSpec:
     """Everything that defines the network (stored in ``config.json``)."""
@@ -44,6 +47,7 @@ class ModelSpec:
     skip_blocks: tuple[int, ...] = ()  # drop these stride-1 blocks (1-based), e.g. (3, 5)
     dropout: float = 0.2
     num_classes: int = 2
+    head: str = "avg"  # "avg": pool the map, 1x1 conv; "spatial": one conv over the whole map
 
     @property
     def channels(self) -> int:
@@ -260,10 +264,18 @@ def build_model(spec: ModelSpec):
     # RESHAPE + SOFTMAX, as TFLM's person-detection model ends) rather than a Dense layer:
     # int8 FULLY_CONNECTED rounds differently in TFLite's reference kernels and in tflite-micro
     # (1 LSB on about 1 % of facemask-dev test images), while CONV_2D agrees bit for bit.
+    # head "spatial" keeps where on the face a feature is (a mask covers the lower half): one
+    # convolution as large as the feature map (Flatten + Dense, as CONV_2D), for small maps.
     h, w = features.shape[1], features.shape[2]
-    y = k.layers.AveragePooling2D(pool_size=(h, w), name="pool")(features)
-    y = k.layers.Dropout(spec.dropout, name="dropout")(y)
-    y = k.layers.Conv2D(spec.num_classes, 1, name="classes")(y)
+    if spec.head not in HEADS:
+        raise ModelError(f"unknown head {spec.head!r}", f"use one of {', '.join(HEADS)}")
+    if spec.head == "spatial":
+        y = k.layers.Dropout(spec.dropout, name="dropout")(features)
+        y = k.layers.Conv2D(spec.num_classes, (h, w), padding="valid", name="classes")(y)
+    else:
+        y = k.layers.AveragePooling2D(pool_size=(h, w), name="pool")(features)
+        y = k.layers.Dropout(spec.dropout, name="dropout")(y)
+        y = k.layers.Conv2D(spec.num_classes, 1, name="classes")(y)
     y = k.layers.Reshape((spec.num_classes,), name="logits")(y)
     out = k.layers.Softmax(name="probs")(y)
     model = k.Model(inp, out, name=f"facemask_{spec.arch}")

@@ -37,6 +37,7 @@ class TrainConfig:
     blocks: int | None = None
     cut: str | None = None
     skip_blocks: list[int] | None = None  # drop these stride-1 backbone blocks (1-based)
+    head: str = "avg"  # "avg" (pool + 1x1 conv) or "spatial" (a conv over the whole feature map)
     dropout: float = 0.3
     split: str = "stratified"
     seed: int = 1337
@@ -271,7 +272,7 @@ def train(cfg: TrainConfig) -> dict:
     wandb.log_split(split_path)
 
     spec = ModelSpec(cfg.arch, cfg.alpha, cfg.size, cfg.color, cfg.weights, cfg.blocks, cfg.cut,
-                     tuple(cfg.skip_blocks or ()), cfg.dropout, nc)
+                     tuple(cfg.skip_blocks or ()), cfg.dropout, nc, cfg.head)
     history: dict[str, list[float]] = {}
     with strategy.scope():
         model, backbone = build_model(spec)
