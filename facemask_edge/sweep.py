@@ -83,7 +83,7 @@ def _short_color(c: str) -> str:
 
 def build_grid(weights: str | None = None, keras_weights: str | None = None, fast: bool = False,
                sizes=None, colors=None, blocks=None, families=None, skips=None,
-               only=None) -> list[SweepPoint]:
+               only=None, heads=None) -> list[SweepPoint]:
     """The configurations to try.
 
     Args:
@@ -95,7 +95,8 @@ def build_grid(weights: str | None = None, keras_weights: str | None = None, fas
         sizes, colors, blocks, families: override the grid's axes.
         skips: for the backbone file, tuples of stride-1 blocks to drop (``()``: none), e.g.
             ``[(), (3,), (3, 5)]``: an axis of its own.
-        only: keep just the configurations with these names.
+        only: keep just the configurations with these names (applied last).
+        heads: classifier heads, an axis (default ``["avg"]``); ``spatial`` names end in ``-sp``.
     """
     points: list[SweepPoint] = []
     full_sizes, full_colors = list(sizes or (64, 80, 96)), list(colors or ("rgb", "grayscale"))
@@ -136,6 +137,9 @@ def build_grid(weights: str | None = None, keras_weights: str | None = None, fas
     if not points:
         raise FacemaskError("the sweep has no configurations",
                             "pass --weights PATH (a backbone file) and/or --keras-weights imagenet|none")
+    if heads and list(heads) != ["avg"]:
+        points = [SweepPoint(p.name + ("-sp" if h == "spatial" else ""), {**p.train, "head": h}, p.family)
+                  for p in points for h in heads]
     if only:
         unknown = sorted(set(only) - {p.name for p in points})
         if unknown:

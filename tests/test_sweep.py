@@ -154,6 +154,9 @@ def test_grid_skips_axis_and_only(tiny_backbone):
     only = build_grid(str(tiny_backbone), None, sizes=[48, 64], colors=["rgb"], blocks=[6],
                       skips=[(), (3,)], only=["tiny-b6s3-64-rgb"])
     assert [p.name for p in only] == ["tiny-b6s3-64-rgb"]
+    both = build_grid(str(tiny_backbone), None, sizes=[48], colors=["rgb"], blocks=[6], heads=["avg", "spatial"])
+    assert [(p.name, p.describe()["head"]) for p in both] == [("tiny-b6-48-rgb", "avg"),
+                                                               ("tiny-b6-48-rgb-sp", "spatial")]
     with pytest.raises(FacemaskError, match="not in the grid: nope"):
         build_grid(str(tiny_backbone), None, only=["nope"])
 

@@ -72,8 +72,8 @@ def _family(v: str):
               help="Stride-1 blocks of the backbone file to drop, an axis: e.g. none,3,3+5.")
 @click.option("--only", callback=_csv(str), default=None,
               help="Keep just these configuration names (see --dry-run).")
-@click.option("--head", type=click.Choice(["avg", "spatial"]), default=None,
-              help="Classifier head of every configuration (default: avg).")
+@click.option("--heads", callback=_csv(str), default=None,
+              help="Classifier heads, an axis: avg,spatial (default: avg; spatial names end in -sp).")
 @click.option("--teacher", type=click.Path(file_okay=False, exists=True), multiple=True,
               help="Distil every configuration from this trained run (e.g. a 96 px model); repeat it for an ensemble.")
 @click.option("--families", callback=_csv(_family), default=None,
@@ -97,7 +97,7 @@ def _family(v: str):
 @click.option("--write-defaults", is_flag=True,
               help="Write the recommendation into facemask_edge/defaults.json (the pipeline's --board defaults).")
 @click.option("--dry-run", is_flag=True, help="List the configurations and exit.")
-def sweep(data, out, weights, keras_weights, fast, sizes, colors, blocks, skips, only, head, teacher, families, limit, head_epochs,
+def sweep(data, out, weights, keras_weights, fast, sizes, colors, blocks, skips, only, heads, teacher, families, limit, head_epochs,
           finetune_epochs, qat_epochs, seed, batch_size, max_latency, latency_estimate, reference, tolerance,
           write_defaults, dry_run):
     """Train, quantize and profile many configurations briefly; table, Pareto plots, a pick per board.
@@ -115,10 +115,10 @@ def sweep(data, out, weights, keras_weights, fast, sizes, colors, blocks, skips,
     for c in colors or ():
         if c not in ("rgb", "grayscale"):
             raise click.BadParameter(f"unknown colour {c!r} (use rgb, grayscale)", param_hint="--colors")
-    points = build_grid(weights, keras_weights, fast, sizes, colors, blocks, families, skips, only)
-    if head:
-        for p in points:
-            p.train["head"] = head
+    for h in heads or ():
+        if h not in ("avg", "spatial"):
+            raise click.BadParameter(f"unknown head {h!r} (use avg, spatial)", param_hint="--heads")
+    points = build_grid(weights, keras_weights, fast, sizes, colors, blocks, families, skips, only, heads)
     if limit:
         points = points[:limit]
     epochs = dict(FAST_EPOCHS if fast else FULL_EPOCHS)
