@@ -14,16 +14,21 @@ import os
 import sys
 import tempfile
 
-__all__ = ["tf", "keras", "quiet_import"]
+__all__ = ["tf", "keras", "quiet_import", "quiet_native"]
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 @contextlib.contextmanager
-def quiet_import():
-    """Hold C-level stderr while heavy native modules import; replay it if the import fails."""
-    if os.environ.get("FACEMASK_EDGE_TF_LOGS") or "tensorflow" in sys.modules:
+def quiet_native():
+    """Hold C-level stderr (fd 2) during the block; replay it if the block raises.
+
+    For TensorFlow's native chatter (start-up notices, the converter's ``fully_quantize: 0 ...``
+    line) that Python's logging and warnings filters cannot reach. ``FACEMASK_EDGE_TF_LOGS=1``
+    lets everything through.
+    """
+    if os.environ.get("FACEMASK_EDGE_TF_LOGS"):
         yield
         return
     sys.stderr.flush()
@@ -41,6 +46,16 @@ def quiet_import():
             if not ok:
                 tmp.seek(0)
                 sys.stderr.write(tmp.read().decode(errors="replace"))
+
+
+@contextlib.contextmanager
+def quiet_import():
+    """Hold C-level stderr while heavy native modules import; replay it if the import fails."""
+    if "tensorflow" in sys.modules:
+        yield
+        return
+    with quiet_native():
+        yield
 
 
 def tf():

@@ -46,7 +46,9 @@ def test_convert_gives_full_int8_with_exact_input_quantization(tiny_run):
     assert card["flatbuffer_bytes"] == len(data) and card["labels"] == ["with_mask", "without_mask"]
     assert card["macs"] == sum(layer["macs"] for layer in card["layers"]) > 0
     assert {o["name"] for o in card["ops"]} >= {"CONV_2D", "DEPTHWISE_CONV_2D", "RESHAPE", "SOFTMAX"}
-    assert "FULLY_CONNECTED" not in {o["name"] for o in card["ops"]}  # the head is a 1x1 conv
+    # The head is a 1x1 conv and one constant reshape: no FULLY_CONNECTED, no dynamic-shape ops.
+    assert {o["name"] for o in card["ops"]} == {"CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "RESHAPE",
+                                               "SOFTMAX"}
     assert "tensorflow" in card["versions"] and len(card["sha256"]) == 64
 
 
@@ -272,7 +274,7 @@ def test_spatial_head_is_one_conv_over_the_map_and_runtimes_agree(tiny_backbone,
 
     data = convert_keras(model, rep)
     ops = {op.name for op in read_model(data).ops}
-    assert "CONV_2D" in ops and "FULLY_CONNECTED" not in ops and "AVERAGE_POOL_2D" not in ops
+    assert ops == {"CONV_2D", "DEPTHWISE_CONV_2D", "RESHAPE", "SOFTMAX"}
     q = (xs - 128).astype(np.int8)
     assert (TFLMRunner(data).run_batch(q) == TFLiteRefRunner(data).run_batch(q)).all()
     with pytest.raises(ModelError, match="unknown head"):

@@ -60,8 +60,17 @@ def convert_keras(model, representative=None) -> bytes:
     conv.target_spec.supported_ops = [T.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = T.int8
     conv.inference_output_type = T.int8
+    import warnings
+
+    from facemask_edge._tf import quiet_native
+
     try:
-        return bytes(conv.convert())
+        # The converter prints "fully_quantize: 0, inference_type: 6 ..." from C++ and warns
+        # "Statistics for quantized inputs were expected" (the int8 input's statistics come from
+        # the representative set); both are noise here and are replayed only on failure.
+        with quiet_native(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+            return bytes(conv.convert())
     except Exception as exc:
         msg = str(exc).strip().splitlines()
         detail = next((m for m in msg if "error" in m.lower()), msg[0] if msg else type(exc).__name__)

@@ -276,7 +276,9 @@ def build_model(spec: ModelSpec):
         y = k.layers.AveragePooling2D(pool_size=(h, w), name="pool")(features)
         y = k.layers.Dropout(spec.dropout, name="dropout")(y)
         y = k.layers.Conv2D(spec.num_classes, 1, name="classes")(y)
-    y = k.layers.Reshape((spec.num_classes,), name="logits")(y)
+    # Flatten, not Reshape((n,)): Keras' Reshape keeps the batch axis dynamic, which TFLite turns
+    # into SHAPE + STRIDED_SLICE + PACK before the RESHAPE; Flatten gives one constant RESHAPE.
+    y = k.layers.Flatten(name="logits")(y)
     out = k.layers.Softmax(name="probs")(y)
     model = k.Model(inp, out, name=f"facemask_{spec.arch}")
     return model, names
