@@ -6,6 +6,7 @@ import click
 
 from facemask_edge.cli.train import _int_list, _teachers
 from facemask_edge.profile.boards import BOARDS
+from facemask_edge.train.model import HEADS
 
 __all__ = ["pipeline"]
 
@@ -41,9 +42,9 @@ _STAGES = ("data", "train", "qat", "convert", "profile", "evaluate", "export", "
 @click.option("--color", type=click.Choice(["rgb", "grayscale"]), default=None)
 @click.option("--blocks", type=int, default=None, help="Keep the first N depthwise-separable blocks.")
 @click.option("--cut", default=None, help="Or cut the backbone after this layer name.")
-@click.option("--skip-blocks", default=None, callback=lambda c, p, v: _int_list(v, "--skip-blocks"),
+@click.option("--skip-blocks", default=None, callback=_int_list,
               help="Drop these stride-1 separable blocks of the backbone, e.g. 3,5.")
-@click.option("--head", type=click.Choice(["avg", "spatial"]), default=None,
+@click.option("--head", type=click.Choice(HEADS), default=None,
               help="Classifier: average-pool + 1x1 conv, or one conv over the whole feature map.")
 @click.option("--teacher", type=click.Path(file_okay=False, exists=True), multiple=True,
               help="Distil from this trained run (e.g. a 96 px model); repeat it for an ensemble of teachers.")

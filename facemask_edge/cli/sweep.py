@@ -115,9 +115,11 @@ def sweep(data, out, weights, keras_weights, fast, sizes, colors, blocks, skips,
     for c in colors or ():
         if c not in ("rgb", "grayscale"):
             raise click.BadParameter(f"unknown colour {c!r} (use rgb, grayscale)", param_hint="--colors")
+    from facemask_edge.train.model import HEADS
+
     for h in heads or ():
-        if h not in ("avg", "spatial"):
-            raise click.BadParameter(f"unknown head {h!r} (use avg, spatial)", param_hint="--heads")
+        if h not in HEADS:
+            raise click.BadParameter(f"unknown head {h!r} (use {', '.join(HEADS)})", param_hint="--heads")
     points = build_grid(weights, keras_weights, fast, sizes, colors, blocks, families, skips, only, heads)
     if limit:
         points = points[:limit]

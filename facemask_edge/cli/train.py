@@ -5,16 +5,17 @@ from __future__ import annotations
 import click
 
 from facemask_edge.cli._common import data_option, echo_json_summary
+from facemask_edge.train.model import HEADS
 
 __all__ = ["train"]
 
 
-def _int_list(value: str | None, name: str) -> list[int] | None:
+def _int_list(ctx, param, value: str | None) -> list[int] | None:
+    """Click callback: ``3,5`` -> ``[3, 5]`` (block numbers)."""
     try:
         return [int(b) for b in value.split(",")] if value else None
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of block numbers (e.g. 3,5)",
-                                 param_hint=name) from None
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of block numbers (e.g. 3,5)") from None
 
 
 def _teachers(paths) -> str | list[str] | None:
@@ -39,9 +40,9 @@ def _teachers(paths) -> str | list[str] | None:
 @click.option("--blocks", type=int, default=None,
               help="Keep only the first N depthwise-separable blocks of the backbone.")
 @click.option("--cut", default=None, help="Or cut the backbone after this layer name.")
-@click.option("--skip-blocks", default=None, callback=lambda c, p, v: _int_list(v, "--skip-blocks"),
+@click.option("--skip-blocks", default=None, callback=_int_list,
               help="Drop these stride-1 separable blocks, e.g. 3,5 (fewer MACs; the rest keep their weights).")
-@click.option("--head", type=click.Choice(["avg", "spatial"]), default="avg", show_default=True,
+@click.option("--head", type=click.Choice(HEADS), default="avg", show_default=True,
               help="Classifier: average-pool then 1x1 conv, or one conv over the whole feature map "
                    "(keeps where features are; for small inputs).")
 @click.option("--split", "split", type=click.Choice(["stratified", "seed-notebook"]),

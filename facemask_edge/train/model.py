@@ -185,8 +185,9 @@ def _rebuild(sub, size: int, channels: int, input_tensor, affine=None, bypass=fr
     """Re-create ``sub``'s layers on a new input (other size or channel count), keeping weights.
 
     Each layer is re-made from its config and called on the mapped inputs, so the layers sit
-    flat in the new model's graph; layers named in ``bypass`` pass their input through. The first convolution of an RGB backbone used on grayscale
-    input gets its kernel summed over the colour axis: the same response to a gray image.
+    flat in the new model's graph; layers named in ``bypass`` pass their input through. The first
+    convolution of an RGB backbone used on grayscale input gets its kernel summed over the colour
+    axis: the same response to a gray image.
     """
     k = keras()
     tensors = {sub.layers[0].name: input_tensor}
