@@ -227,7 +227,10 @@ class BoardSimulator:
         self.camera_every = camera_every
         self.camera_frames = camera_frames
         self.stats = SimStats()
+        # One fault stream per direction: the receiver and transmitter threads never draw from
+        # the same generator, so a seed gives the same faults whatever the thread timing.
         self._rng = np.random.RandomState(self.faults.seed)
+        self._tx_rng = np.random.RandomState(self.faults.seed + 1)
         self._rx = bytearray()
         self._rx_cond = threading.Condition()
         self._rx_limit = fr.RX_WINDOW + 256 if self.baud else 4 * fr.RX_WINDOW
@@ -327,18 +330,18 @@ class BoardSimulator:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def _fate(self) -> str:
-        r = self._rng.random_sample()
+    def _fate(self, rng) -> str:
+        r = rng.random_sample()
         if r < self.faults.drop:
             return "drop"
         if r < self.faults.drop + self.faults.corrupt:
             return "corrupt"
         return "ok"
 
-    def _corrupt(self, seg: bytes) -> bytes:
+    def _corrupt(self, seg: bytes, rng) -> bytes:
         b = bytearray(seg)
-        i = self._rng.randint(len(b))
-        b[i] ^= int(self._rng.randint(1, 256))
+        i = rng.randint(len(b))
+        b[i] ^= int(rng.randint(1, 256))
         return bytes(b)
 
     def _rx_loop(self) -> None:
@@ -380,13 +383,13 @@ class BoardSimulator:
                 seg = bytes(pending[:z])
                 del pending[:z + 1]
                 if seg:
-                    fate = self._fate()
+                    fate = self._fate(self._rng)
                     if fate == "drop":
                         self.stats.dropped_in += 1
                         seg = b""
                     elif fate == "corrupt":
                         self.stats.corrupted_in += 1
-                        seg = self._corrupt(seg)
+                        seg = self._corrupt(seg, self._rng)
                 out += seg + b"\x00"
             if len(pending) > 2 * fr.MAX_BODY + 64:  # not frames: pass through
                 out += pending
@@ -482,13 +485,13 @@ class BoardSimulator:
 
     def _send_frame(self, data: bytes) -> None:
         if self.faults.drop or self.faults.corrupt:
-            fate = self._fate()
+            fate = self._fate(self._tx_rng)
             if fate == "drop":
                 self.stats.dropped_out += 1
                 return
             if fate == "corrupt":
                 self.stats.corrupted_out += 1
-                data = b"\x00" + self._corrupt(data[1:-1]) + b"\x00"
+                data = b"\x00" + self._corrupt(data[1:-1], self._tx_rng) + b"\x00"
         self._write(data)
 
     def _write(self, data: bytes, text: bool = False) -> None:
