@@ -213,7 +213,7 @@ def demo_cfg(run: Path, **options):
 
 @pytest.mark.slow
 def test_interrupted_pipeline_continues(demo_run, monkeypatch):
-    from facemask_edge import pipeline as pl
+    from facemask_edge.pipeline import run as pl
 
     calls = []
 

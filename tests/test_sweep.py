@@ -79,7 +79,7 @@ def test_write_defaults_updates_the_model_and_keeps_the_rest(tmp_path):
 
 
 def test_pipeline_reads_board_defaults(monkeypatch, tmp_path):
-    from facemask_edge import pipeline
+    from facemask_edge.pipeline import config as pipeline
 
     monkeypatch.setattr(pipeline, "board_defaults",
                         lambda b: {"train": {"size": 72, "blocks": 4}, "qat_epochs": 6} if b == "esp32cam" else {})
