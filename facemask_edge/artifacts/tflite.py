@@ -18,11 +18,12 @@ The field numbers follow ``tensorflow/lite/schema/schema.fbs`` (schema version 3
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import struct
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from facemask_edge.errors import ConversionError, ModelError
@@ -292,14 +293,20 @@ class Subgraph:
 @dataclass(frozen=True)
 class TfliteModel:
     """A validated ``.tflite``. Tensors, operators, inputs and outputs are the main (first)
-    subgraph's; op uses and operator codes cover every subgraph."""
+    subgraph's; op uses and operator codes cover every subgraph. ``data`` holds the bytes that
+    were validated: hand those (not a second read of the file) to TFLM or the exporter."""
 
+    data: bytes = field(repr=False, compare=False)
     schema_version: int
     flatbuffer_bytes: int
     description: str
     operator_codes: tuple[OperatorCode, ...]
     subgraphs: tuple[Subgraph, ...]
     buffer_count: int
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
 
     @property
     def tensors(self) -> tuple[Tensor, ...]:
@@ -560,7 +567,7 @@ def _parse(data: bytes) -> TfliteModel:
     subgraphs = tuple(_subgraph(i, t, codes, buffers) for i, t in enumerate(subgraph_tables))
     if not subgraphs[0].inputs or not subgraphs[0].outputs:
         raise _Invalid("the main subgraph has no inputs or no outputs")
-    return TfliteModel(schema_version=version, flatbuffer_bytes=n, description=description,
+    return TfliteModel(data=data, schema_version=version, flatbuffer_bytes=n, description=description,
                        operator_codes=codes, subgraphs=subgraphs, buffer_count=len(buffers))
 
 
@@ -651,8 +658,8 @@ def _subgraph(index: int, t: _Table, codes: tuple[OperatorCode, ...],
               buffers: tuple[int, ...]) -> Subgraph:
     tensors = tuple(_tensor(i, tt, buffers) for i, tt in enumerate(t.tables(0, f"{t.what} tensor")))
     io = []
-    for field, what in ((1, "input"), (2, "output")):
-        indices = t.scalars(field, "i", f"{t.what} {what}s")
+    for slot, what in ((1, "input"), (2, "output")):
+        indices = t.scalars(slot, "i", f"{t.what} {what}s")
         for j in indices:
             _check_index(j, len(tensors), f"{t.what} {what}")
         io.append(tuple(tensors[j] for j in indices))
