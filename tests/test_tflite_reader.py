@@ -14,6 +14,7 @@ import struct
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -215,8 +216,8 @@ class _Builder:
 
 
 def _model(*, version=3, opcode_index=0, op_inputs=(0,), op_outputs=(1,), sub_inputs=(0,),
-           sub_outputs=(1,), tensor_buffer=0, subgraphs=True, shape=(1, 4), code=3,
-           scales=None) -> bytes:
+           sub_outputs=(1,), tensor_buffer=0, subgraphs=True, shape=(1, 4), out_shape=None,
+           code=BUILTIN_OPS.index("RELU"), scales=None, zero_points=None) -> bytes:
     b = _Builder()
     buffers = b.offsets([b.table([]), b.table([])])
     tensors = []
@@ -224,9 +225,10 @@ def _model(*, version=3, opcode_index=0, op_inputs=(0,), op_outputs=(1,), sub_in
         q = None
         if scales is not None and i == 0:
             q = b.table([None, None, ("off", b.vector("f", scales)),
-                         ("off", b.vector("q", [0] * len(scales)))])
+                         ("off", b.vector("q", [0] * len(scales) if zero_points is None
+                                          else zero_points))])
         name = b.string(f"t{i}")
-        sh = b.vector("i", shape)
+        sh = b.vector("i", out_shape if i == 1 and out_shape is not None else shape)
         tensors.append(b.table([("off", sh), ("b", 9), ("I", tensor_buffer), ("off", name),
                                 ("off", q) if q else None]))
     tensors_v = b.offsets(tensors)
@@ -244,10 +246,10 @@ def _model(*, version=3, opcode_index=0, op_inputs=(0,), op_outputs=(1,), sub_in
 
 def test_builder_makes_a_model_the_reader_and_tflite_bindings_accept():
     m = read_tflite(_model())
-    assert m.op_names == ("CONV_2D",) and m.inputs[0].shape == (1, 4) and m.inputs[0].dtype == "int8"
+    assert m.op_names == ("RELU",) and m.inputs[0].shape == (1, 4) and m.inputs[0].dtype == "int8"
     schema = pytest.importorskip("tflite_micro.tensorflow.lite.micro.python.schema_py_generated")
     fb = schema.Model.GetRootAs(_model(), 0)
-    assert fb.Subgraphs(0).Tensors(1).Name() == b"t1" and fb.OperatorCodes(0).BuiltinCode() == 3
+    assert fb.Subgraphs(0).Tensors(1).Name() == b"t1" and fb.OperatorCodes(0).BuiltinCode() == 19
 
 
 @pytest.mark.parametrize("kwargs, words", [
@@ -262,6 +264,15 @@ def test_builder_makes_a_model_the_reader_and_tflite_bindings_accept():
     (dict(shape=(1, -4)), "shape [1, -4]"),
     (dict(code=250), "builtin operator 250"),
     (dict(scales=(0.5, 0.25, 0.1)), "3 scales for dimension 0"),
+    # What TFLM's kernels take for granted (each of these crashed the TFLM runtime in a fuzz).
+    (dict(op_inputs=(-1,)), "(RELU) lacks its first input"),
+    (dict(op_outputs=(-1,)), "lacks its first input or an output"),
+    (dict(out_shape=(1, 5)), "(RELU) changes the shape"),
+    (dict(code=BUILTIN_OPS.index("CONV_2D")), "(CONV_2D) has no options"),
+    (dict(scales=(0.5,), zero_points=()), "1 scales but 0 zero points"),
+    (dict(scales=(0.0,)), "scale that is not a positive number"),
+    (dict(scales=(float("nan"),)), "scale that is not a positive number"),
+    (dict(scales=(0.5,), zero_points=(1000,)), "zero point outside"),
 ])
 def test_valid_flatbuffers_that_are_not_usable_models(kwargs, words):
     assert words in _expect_invalid(_model(**kwargs)).message
@@ -298,7 +309,8 @@ def _check_outcome(data: bytes, what: str) -> bool:
         assert exc.hint, what
         return False
     except Exception as exc:  # noqa: BLE001 - the point of the fuzz
-        pytest.fail(f"{what}: {type(exc).__name__}: {exc}")
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        pytest.fail(f"{what}: {type(exc).__name__}: {exc} at {where.name}:{where.lineno}")
     assert isinstance(m, TfliteModel)
     m.macs, m.params, m.op_versions(), m.op_uses, m.used_codes, m.unused_codes, m.custom_ops
     for op in m.operators:

@@ -11,7 +11,12 @@ every offset and length in the file, so a truncated or damaged model fails deep 
 ``UnicodeDecodeError`` (or builds huge arrays from a length field), and they come with
 ``tflite_micro``, whose import loads the TFLM runtime. This module reads only the fields we use,
 with ``struct`` alone, and checks every offset, vector length and index against the file before
-using it, so that whatever it accepts is structurally safe to hand to TFLM.
+using it. TFLM itself trusts the file (no flatbuffer verifier on the boards or in its Python
+runtime, which runs in-process in ``board-sim``): a tensor index of -1 where an input is required,
+a weight buffer shorter than its shape or a stride of 0 crash the process. So the reader also
+checks what the kernels our boards run take for granted: required tensors present, constant data
+as long as its shape, the shapes of the convolution, pooling, dense and element-wise ops
+consistent, and their strides, dilations and filter sizes positive.
 
 The field numbers follow ``tensorflow/lite/schema/schema.fbs`` (schema version 3).
 """
@@ -188,6 +193,11 @@ RESOLVER_METHODS: dict[str, str] = {
 _SCHEMA_VERSION = 3  # TFLM refuses any other
 _IDENTIFIER = b"TFL3"
 _MAX_BYTES = 1 << 31  # 32-bit flatbuffer offsets: a flatbuffer is smaller than 2 GiB
+# Bits per element of the types whose constant data has a fixed size (strings and handles do not).
+_BITS = {"float32": 32, "float16": 16, "int32": 32, "uint8": 8, "int64": 64, "bool": 8, "int16": 16,
+         "complex64": 64, "int8": 8, "float64": 64, "complex128": 128, "uint64": 64, "uint32": 32,
+         "uint16": 16, "int4": 4, "bfloat16": 16, "int2": 2, "uint4": 4, "float8_e4m3fn": 8,
+         "float8_e5m2": 8}
 _DEFAULT_HINT = ("re-run `facemask-edge convert RUN_DIR` to write it again, or pass an int8 "
                  ".tflite written by the TFLite converter")
 
@@ -564,7 +574,11 @@ def _parse(data: bytes) -> TfliteModel:
         for k in (0, 1):
             for m in t.tables(k, f"{t.what} tensor map"):
                 m.string(0, f"{m.what} name")
-    subgraphs = tuple(_subgraph(i, t, codes, buffers) for i, t in enumerate(subgraph_tables))
+    # TFLM's compression stores constants bit-packed, described by this metadata entry.
+    compressed = any(t.string(0, f"{t.what} name") == "COMPRESSION_METADATA"
+                     for t in root.tables(6, "metadata"))
+    subgraphs = tuple(_subgraph(i, t, codes, buffers, compressed)
+                      for i, t in enumerate(subgraph_tables))
     if not subgraphs[0].inputs or not subgraphs[0].outputs:
         raise _Invalid("the main subgraph has no inputs or no outputs")
     return TfliteModel(data=data, schema_version=version, flatbuffer_bytes=n, description=description,
@@ -605,15 +619,17 @@ def _buffer_bytes(t: _Table, file_bytes: int) -> int:
     return size
 
 
-def _tensor(index: int, t: _Table, buffers: tuple[int, ...]) -> Tensor:
+def _tensor(index: int, t: _Table, buffers: tuple[int, ...], compressed: bool) -> Tensor:
     shape = t.scalars(0, "i", f"{t.what} shape")
     if any(d < 0 for d in shape):
         raise _Invalid(f"{t.what} has shape {list(shape)}")
     type_code = t.scalar(1, "b", 0)
     if type_code not in DTYPES:
         raise _Invalid(f"{t.what} has type code {type_code}, which TFLite does not define")
+    dtype = DTYPES[type_code]
     buffer = t.scalar(2, "I", 0)
     _check_index(buffer, len(buffers), f"{t.what} buffer")
+    data_bytes = buffers[buffer]
     name = t.string(3, f"{t.what} name") or ""
     scales: tuple = ()
     zero_points: tuple = ()
@@ -623,15 +639,31 @@ def _tensor(index: int, t: _Table, buffers: tuple[int, ...]) -> Tensor:
         scales = q.scalars(2, "f", f"{q.what} scales")
         zero_points = q.scalars(3, "q", f"{q.what} zero points")
         qdim = q.scalar(6, "i", 0)
-        if scales and zero_points and len(scales) != len(zero_points):
+        # TFLM reads one zero point per scale, and derives fixed-point multipliers from scales.
+        if len(scales) != len(zero_points):
             raise _Invalid(f"{t.what} has {len(scales)} scales but {len(zero_points)} zero points")
+        # Kernels divide by activation scales; a weight channel of zeros may have scale 0.
+        low_scale = 0.0 if data_bytes else 1e-30
+        if not all(low_scale <= s < 1e30 for s in scales):  # also false for NaN
+            raise _Invalid(f"{t.what} has a quantization scale that is not a positive number")
+        bits = _BITS.get(dtype, 64)
+        low = 0 if dtype.startswith("u") else -(1 << (bits - 1))
+        if bits <= 16 and not all(low <= z < low + (1 << bits) for z in zero_points):
+            raise _Invalid(f"{t.what} has a zero point outside its type's range")
         # Per-channel quantization: TFLM indexes the scales by the channel of this dimension.
         if len(scales) > 1 and not (0 <= qdim < len(shape) and shape[qdim] == len(scales)):
             raise _Invalid(f"{t.what} has {len(scales)} scales for dimension {qdim} of "
                            f"shape {list(shape)}")
-    return Tensor(index=index, name=name, shape=tuple(shape), dtype=DTYPES[type_code],
+    # Kernels read constants by their shape: data shorter than that is read past its end.
+    sparse = t.table(6, f"{t.what} sparsity") is not None
+    if data_bytes and dtype in _BITS and not sparse and not compressed:
+        want = (math.prod(shape) * _BITS[dtype] + 7) // 8
+        if data_bytes != want:
+            raise _Invalid(f"{t.what} ({dtype} {list(shape)}) holds {data_bytes} bytes of data, "
+                           f"not {want}")
+    return Tensor(index=index, name=name, shape=tuple(shape), dtype=dtype,
                   scales=tuple(float(s) for s in scales), zero_points=tuple(zero_points),
-                  quantized_dimension=qdim, buffer=buffer, data_bytes=buffers[buffer])
+                  quantized_dimension=qdim, buffer=buffer, data_bytes=data_bytes)
 
 
 def _operator(index: int, t: _Table, codes: tuple[OperatorCode, ...],
@@ -643,20 +675,26 @@ def _operator(index: int, t: _Table, codes: tuple[OperatorCode, ...],
     for j in inputs + outputs + t.scalars(8, "i", f"{t.what} intermediates"):
         _check_index(j, len(tensors), f"{t.what} tensor", optional=True)
     # TFLM parses the options through their offsets: the tables must at least lie in the file.
-    t.table(4, f"{t.what} options")
+    options = t.table(4, f"{t.what} options")
     t.table(12, f"{t.what} options")
     t.vector_bytes(5, f"{t.what} custom options")
     t.scalars(7, "b", f"{t.what} mutating inputs")
     code = codes[opcode]
     ins = [tensors[j] if j >= 0 else None for j in inputs]
     outs = [tensors[j] if j >= 0 else None for j in outputs]
+    what = f"{t.what} ({code.name})"
+    if not outs or None in outs or (ins and ins[0] is None):
+        raise _Invalid(f"{what} lacks its first input or an output")
+    _check_options(code.name, t.scalar(3, "B", 0), options, what)
+    _check_shapes(code.name, ins, outs, what)
     return Operator(index=index, name=code.name, version=code.version, opcode_index=opcode,
                     inputs=tuple(inputs), outputs=tuple(outputs), macs=_macs(code.name, ins, outs))
 
 
 def _subgraph(index: int, t: _Table, codes: tuple[OperatorCode, ...],
-              buffers: tuple[int, ...]) -> Subgraph:
-    tensors = tuple(_tensor(i, tt, buffers) for i, tt in enumerate(t.tables(0, f"{t.what} tensor")))
+              buffers: tuple[int, ...], compressed: bool) -> Subgraph:
+    tensors = tuple(_tensor(i, tt, buffers, compressed)
+                    for i, tt in enumerate(t.tables(0, f"{t.what} tensor")))
     io = []
     for slot, what in ((1, "input"), (2, "output")):
         indices = t.scalars(slot, "i", f"{t.what} {what}s")
@@ -667,6 +705,79 @@ def _subgraph(index: int, t: _Table, codes: tuple[OperatorCode, ...],
                       for i, ot in enumerate(t.tables(3, f"{t.what} operator")))
     name = t.string(4, f"{t.what} name") or ""
     return Subgraph(name=name, tensors=tensors, operators=operators, inputs=io[0], outputs=io[1])
+
+
+# op -> (BuiltinOptions type, {field: (format, what)} that must be >= 1). Without the options
+# TFLM leaves strides at 0 and divides by them.
+_POSITIVE_OPTIONS = {
+    "CONV_2D": (1, {1: "stride", 2: "stride", 4: "dilation", 5: "dilation"}),
+    "DEPTHWISE_CONV_2D": (2, {1: "stride", 2: "stride", 3: "depth multiplier", 5: "dilation",
+                              6: "dilation"}),
+    "AVERAGE_POOL_2D": (5, {1: "stride", 2: "stride", 3: "filter size", 4: "filter size"}),
+    "MAX_POOL_2D": (5, {1: "stride", 2: "stride", 3: "filter size", 4: "filter size"}),
+}
+_DEFAULT_ONE = {("CONV_2D", 4), ("CONV_2D", 5), ("DEPTHWISE_CONV_2D", 5), ("DEPTHWISE_CONV_2D", 6)}
+_SAME_SHAPE_OPS = {"SOFTMAX", "RELU", "RELU6", "LOGISTIC", "TANH", "HARD_SWISH", "LEAKY_RELU",
+                   "QUANTIZE", "DEQUANTIZE", "ABS", "NEG", "ELU", "PRELU"}
+_SHAPE_CHECKED = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D",
+                  "MAX_POOL_2D", "RESHAPE", "ADD", "SUB", "MUL", *_SAME_SHAPE_OPS}
+
+
+def _check_options(name: str, options_type: int, options: _Table | None, what: str) -> None:
+    if name not in _POSITIVE_OPTIONS:
+        return
+    want_type, fields = _POSITIVE_OPTIONS[name]
+    if options is None or options_type != want_type:
+        raise _Invalid(f"{what} has no options (strides, filter size)")
+    for field_index, meaning in fields.items():
+        value = options.scalar(field_index, "i", 1 if (name, field_index) in _DEFAULT_ONE else 0)
+        if value < 1:
+            raise _Invalid(f"{what} has {meaning} {value}")
+    if options.scalar(0, "b", 0) not in (0, 1):  # padding: SAME or VALID
+        raise _Invalid(f"{what} has an unknown padding")
+
+
+def _check_shapes(name: str, ins: list[Tensor | None], outs: list[Tensor], what: str) -> None:
+    """The shape relations the board kernels rely on without checking them."""
+    def need(ok: bool, problem: str) -> None:
+        if not ok:
+            shapes = ", ".join(str(list(t.shape)) if t else "-" for t in ins)
+            raise _Invalid(f"{what} {problem} (inputs {shapes} -> output {list(outs[0].shape)})")
+
+    y = outs[0].shape
+    if not ins:  # some ops take none (VAR_HANDLE); none of those checked below
+        need(name not in _SHAPE_CHECKED, "has no inputs")
+        return
+    if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        need(len(ins) >= 2 and ins[1] is not None, "has no filter")
+        x, w = ins[0].shape, ins[1].shape
+        need(len(x) == len(w) == len(y) == 4 and x[0] == y[0], "has shapes that are not 4-D images")
+        if name == "CONV_2D":  # filter [O, kh, kw, I]; I divides the input channels (groups)
+            need(w[3] > 0 and x[3] % w[3] == 0 and y[3] == w[0], "has mismatched channels")
+        else:  # filter [1, kh, kw, C]
+            need(y[3] == w[3], "has mismatched channels")
+        # Unlike FULLY_CONNECTED, TFLM's convolutions do not take an absent (-1) bias.
+        need(None not in ins, "has an absent input")
+        need(len(ins) < 3 or ins[2].elements == y[3], "has a bias of the wrong size")
+    elif name == "FULLY_CONNECTED":
+        need(len(ins) >= 2 and ins[1] is not None and len(ins[1].shape) == 2, "has no 2-D weights")
+        o, i = ins[1].shape
+        n = ins[0].elements
+        need(i > 0 and n % i == 0 and outs[0].elements == n // i * o, "has mismatched sizes")
+        need(len(ins) < 3 or ins[2] is None or ins[2].elements == o, "has a bias of the wrong size")
+    elif name in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
+        x = ins[0].shape
+        need(len(x) == len(y) == 4 and x[0] == y[0] and x[3] == y[3], "has mismatched shapes")
+    elif name in _SAME_SHAPE_OPS:
+        need(ins[0].shape == y, "changes the shape")
+    elif name == "RESHAPE":
+        need(ins[0].elements == outs[0].elements, "changes the number of elements")
+    elif name in ("ADD", "SUB", "MUL"):  # inputs broadcast to the output
+        need(len(ins) == 2 and ins[1] is not None, "needs two inputs")
+        for t in ins:
+            s = t.shape
+            need(len(s) <= len(y) and all(a in (1, b) for a, b in zip(reversed(s), reversed(y))),
+                 "has inputs that do not broadcast to the output")
 
 
 def _macs(name: str, ins: list[Tensor | None], outs: list[Tensor | None]) -> int:
