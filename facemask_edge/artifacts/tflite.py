@@ -724,6 +724,11 @@ _SHAPE_CHECKED = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_PO
 
 
 def _check_options(name: str, options_type: int, options: _Table | None, what: str) -> None:
+    if name == "SOFTMAX":  # TFLM derives a fixed-point multiplier from beta
+        beta = options.scalar(0, "f", 0.0) if options is not None and options_type == 9 else 0.0
+        if not 1e-6 < beta < 1e6:
+            raise _Invalid(f"{what} has beta {beta}")
+        return
     if name not in _POSITIVE_OPTIONS:
         return
     want_type, fields = _POSITIVE_OPTIONS[name]
