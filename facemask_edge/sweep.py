@@ -337,13 +337,14 @@ def recommend(rows: list[dict], latency_budget: dict | None = None, tolerance: f
 
 def _measure_reference(path: Path) -> dict:
     from facemask_edge.convert.runtimes import measure_arena
-    from facemask_edge.convert.tflite_info import read_model
+    from facemask_edge.artifacts.tflite import read_tflite
 
     if not path.is_file():
         raise FacemaskError(f"reference model {path} not found", "pass --reference PATH to an int8 .tflite")
-    data = path.read_bytes()
-    return {"model": path.name, "arena_bytes": measure_arena(data)["total"], "flatbuffer_bytes": len(data),
-            "macs": read_model(data).macs}
+    info = read_tflite(path, hint="pass --reference PATH to an int8 .tflite")
+    return {"model": path.name, "arena_bytes": measure_arena(info.data)["total"],
+            "flatbuffer_bytes": info.flatbuffer_bytes,
+            "macs": info.macs}
 
 
 def write_defaults(rec: dict, path: Path | None = None, source: str = "") -> Path:

@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _ei_helpers import tiny_int8_run  # noqa: E402
 from ei_server import EIServer  # noqa: E402
 
+from facemask_edge.artifacts.tflite import Tensor  # noqa: E402
 from facemask_edge.cli import cli  # noqa: E402
 from facemask_edge.edge_impulse.model import _scaling, comparison_lines, load_run_model  # noqa
 from facemask_edge.errors import EdgeImpulseError, ModelError  # noqa: E402
@@ -171,15 +172,22 @@ def test_run_problems_fail_before_the_network(tmp_path, model_run, key):
         load_run_model(run)
 
 
+def _input(dtype: str, scale: float | None, zero_point: int | None) -> Tensor:
+    return Tensor(index=0, name="input", shape=(1, 24, 24, 3), dtype=dtype,
+                  scales=() if scale is None else (scale,),
+                  zero_points=() if zero_point is None else (zero_point,),
+                  quantized_dimension=0, buffer=0, data_bytes=0)
+
+
 def test_input_scaling_from_quantization():
     p = Path("m.tflite")
-    assert _scaling({"dtype": "int8", "scale": 1 / 255, "zero_point": -128}, p) == "0..1"
-    assert _scaling({"dtype": "int8", "scale": 1.0, "zero_point": -128}, p) == "0..255"
-    assert _scaling({"dtype": "uint8", "scale": 1 / 255, "zero_point": 0}, p) == "0..1"
+    assert _scaling(_input("int8", 1 / 255, -128), p) == "0..1"
+    assert _scaling(_input("int8", 1.0, -128), p) == "0..255"
+    assert _scaling(_input("uint8", 1 / 255, 0), p) == "0..1"
     with pytest.raises(ModelError, match="covers"):
-        _scaling({"dtype": "int8", "scale": 2 / 255, "zero_point": 0}, p)
+        _scaling(_input("int8", 2 / 255, 0), p)
     with pytest.raises(ModelError, match="not a quantized"):
-        _scaling({"dtype": "float32", "scale": None, "zero_point": None}, p)
+        _scaling(_input("float32", None, None), p)
 
 
 def test_comparison_without_a_device_uses_the_device_table():

@@ -18,7 +18,7 @@ from facemask_edge.cli import main as cli_main
 from facemask_edge.errors import BudgetError, ConversionError, ModelError
 from facemask_edge.export import export_run
 from facemask_edge.export.exporter import load_converted_run
-from facemask_edge.export.tflite_info import RESOLVER_METHODS, read_tflite
+from facemask_edge.artifacts.tflite import RESOLVER_METHODS, read_tflite
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning"),
               pytest.mark.filterwarnings("ignore:Statistics for quantized inputs:UserWarning")]
@@ -101,7 +101,7 @@ def make_run(root: Path, model: bytes, labels, color: str, name: str = "run1") -
         "output": {"shape": list(out.shape), "dtype": "int8", "scale": out.scale,
                    "zero_point": out.zero_point},
         "labels": list(labels),
-        "ops": [{"name": o.name, "version": o.version, "count": o.count} for o in info.ops],
+        "ops": [{"name": o.name, "version": o.version, "count": o.count} for o in info.op_uses],
         "arena_bytes": _arena_bytes(model), "run": name, "versions": {},
     }
     (run / "model_card.json").write_text(json.dumps(card, indent=2))
@@ -341,7 +341,7 @@ def test_not_a_tflite_and_wrong_quantization(runs, models, tmp_path):
     card = json.loads((run / "model_card.json").read_text())
     card["sha256"] = hashlib.sha256(b"\x00" * 64).hexdigest()
     (run / "model_card.json").write_text(json.dumps(card))
-    with pytest.raises(ModelError, match="not a TFLite flatbuffer"):
+    with pytest.raises(ModelError, match="model_int8.tflite is not a valid TFLite model"):
         load_converted_run(run)
     # A card that promises another input size than the flatbuffer has.
     run2 = tmp_path / "r2"

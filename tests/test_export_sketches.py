@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from facemask_edge.export import export_run
-from facemask_edge.export.tflite_info import RESOLVER_METHODS
+from facemask_edge.artifacts.tflite import RESOLVER_METHODS
 
 
 # Declarations only, with the signatures of the real headers (Arduino core, Arduino_OV767X 0.0.2,

@@ -33,13 +33,13 @@ def test_train_writes_the_run_folder(tiny_trained_run):
 def test_convert_gives_full_int8_with_exact_input_quantization(tiny_run):
     from facemask_edge.convert.compat import incompatibilities
     from facemask_edge.convert.runtimes import measure_arena
-    from facemask_edge.convert.tflite_info import read_model
+    from facemask_edge.artifacts.tflite import read_tflite
 
     data = (tiny_run / "model_int8.tflite").read_bytes()
-    info = read_model(data)
-    tin, tout = info.tensors[info.inputs[0]], info.tensors[info.outputs[0]]
+    info = read_tflite(data)
+    tin, tout = info.inputs[0], info.outputs[0]
     assert tin.dtype == tout.dtype == "int8"
-    assert tin.scale[0] == pytest.approx(1 / 255, abs=1e-9) and tin.zero_point[0] == -128
+    assert tin.scale == pytest.approx(1 / 255, abs=1e-9) and tin.zero_point == -128
     assert incompatibilities(info) == []
     card = json.loads((tiny_run / "model_card.json").read_text())
     assert card["arena_bytes"] == measure_arena(data)["total"]
@@ -102,9 +102,9 @@ def _float_model_bytes(with_resize: bool) -> bytes:
 
 def test_float_ops_are_refused_naming_the_layer():
     from facemask_edge.convert.compat import check_compatible, incompatibilities
-    from facemask_edge.convert.tflite_info import read_model
+    from facemask_edge.artifacts.tflite import read_tflite
 
-    info = read_model(_float_model_bytes(True))
+    info = read_tflite(_float_model_bytes(True))
     problems = incompatibilities(info)
     assert any("RESIZE_BILINEAR" in p and "'upsample'" in p and "float32" in p for p in problems)
     with pytest.raises(ConversionError, match=r"op 0 CONV_2D \(from layer 'conv'\).*\(\+\d+ more\)"):
@@ -114,7 +114,7 @@ def test_float_ops_are_refused_naming_the_layer():
 def test_float_io_quantize_is_refused():
     from facemask_edge._tf import keras, tf
     from facemask_edge.convert.compat import incompatibilities
-    from facemask_edge.convert.tflite_info import read_model
+    from facemask_edge.artifacts.tflite import read_tflite
 
     k = keras()
     inp = k.Input((8, 8, 3))
@@ -123,7 +123,7 @@ def test_float_io_quantize_is_refused():
     conv.optimizations = [tf().lite.Optimize.DEFAULT]
     conv.representative_dataset = lambda: ([np.random.rand(1, 8, 8, 3).astype(np.float32)]
                                            for _ in range(4))
-    problems = incompatibilities(read_model(conv.convert()))  # float input and output kept
+    problems = incompatibilities(read_tflite(conv.convert()))  # float input and output kept
     assert any("QUANTIZE" in p and "float input" in p for p in problems)
     assert any("DEQUANTIZE" in p for p in problems)
 
@@ -131,7 +131,7 @@ def test_float_io_quantize_is_refused():
 def test_wrong_input_range_is_refused():
     from facemask_edge._tf import keras
     from facemask_edge.convert.converter import check_input_quantization, convert_keras
-    from facemask_edge.convert.tflite_info import read_model
+    from facemask_edge.artifacts.tflite import read_tflite
 
     k = keras()
     inp = k.Input((8, 8, 3))
@@ -139,7 +139,7 @@ def test_wrong_input_range_is_refused():
     data = convert_keras(model, lambda: ([np.random.rand(1, 8, 8, 3).astype(np.float32) * 2]
                                          for _ in range(8)))
     with pytest.raises(ConversionError, match="scale 1/255"):
-        check_input_quantization(read_model(data))
+        check_input_quantization(read_tflite(data))
 
 
 def test_unquantizable_host_only_arch_gets_a_message(tmp_path):
@@ -254,7 +254,7 @@ def test_spatial_head_is_one_conv_over_the_map_and_runtimes_agree(tiny_backbone,
     from facemask_edge._tf import keras
     from facemask_edge.convert.converter import convert_keras
     from facemask_edge.convert.runtimes import TFLiteRefRunner, TFLMRunner
-    from facemask_edge.convert.tflite_info import read_model
+    from facemask_edge.artifacts.tflite import read_tflite
     from facemask_edge.errors import ModelError
     from facemask_edge.train.model import ModelSpec, build_model
 
@@ -273,7 +273,7 @@ def test_spatial_head_is_one_conv_over_the_map_and_runtimes_agree(tiny_backbone,
             yield [x[None] / 255.0]
 
     data = convert_keras(model, rep)
-    ops = {op.name for op in read_model(data).ops}
+    ops = set(read_tflite(data).op_names)
     assert ops == {"CONV_2D", "DEPTHWISE_CONV_2D", "RESHAPE", "SOFTMAX"}
     q = (xs - 128).astype(np.int8)
     assert (TFLMRunner(data).run_batch(q) == TFLiteRefRunner(data).run_batch(q)).all()

@@ -1,14 +1,13 @@
 """Will the boards run it? Every op must be int8 and have a TFLM kernel.
 
 The list is tflite-micro's ``MicroMutableOpResolver`` (``Add...()`` methods), the same table the
-firmware's generated op resolver is written from (``facemask_edge.export.tflite_info``).
+firmware's generated op resolver is written from (``facemask_edge.artifacts.tflite``).
 """
 
 from __future__ import annotations
 
-from facemask_edge.convert.tflite_info import ModelInfo
+from facemask_edge.artifacts.tflite import RESOLVER_METHODS, TfliteModel
 from facemask_edge.errors import ConversionError
-from facemask_edge.export.tflite_info import RESOLVER_METHODS
 
 __all__ = ["TFLM_OPS", "check_compatible", "incompatibilities"]
 
@@ -20,10 +19,10 @@ _INT32_OK = {"RESHAPE", "SHAPE", "STRIDED_SLICE", "GATHER", "PACK", "FILL", "EXP
              "ARG_MAX", "ARG_MIN", "CAST"}
 
 
-def incompatibilities(info: ModelInfo) -> list[str]:
+def incompatibilities(info: TfliteModel) -> list[str]:
     """Every reason the model would not run int8 on a board, one line each, naming the layer."""
     problems = []
-    for op in info.ops:
+    for op in info.operators:
         where = f"op {op.index} {op.name} (from layer {info.layer_name(op)!r})"
         if op.name not in TFLM_OPS:
             problems.append(f"{where} has no TFLM kernel")
@@ -45,14 +44,13 @@ def incompatibilities(info: ModelInfo) -> list[str]:
             else:
                 problems.append(f"{where} uses {t.dtype} tensor {t.name!r}: not int8")
             break
-    for j, kind in [(i, "input") for i in info.inputs] + [(o, "output") for o in info.outputs]:
-        t = info.tensors[j]
+    for t, kind in [(i, "input") for i in info.inputs] + [(o, "output") for o in info.outputs]:
         if t.dtype != "int8":
             problems.append(f"model {kind} {t.name!r} is {t.dtype}, not int8")
     return problems
 
 
-def check_compatible(info: ModelInfo) -> None:
+def check_compatible(info: TfliteModel) -> None:
     """Raise ``ConversionError`` naming the first offending op and layer (and how many more)."""
     problems = incompatibilities(info)
     if problems:

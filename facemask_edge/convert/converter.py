@@ -17,7 +17,7 @@ import numpy as np
 
 from facemask_edge.convert.compat import check_compatible
 from facemask_edge.convert.runtimes import measure_arena
-from facemask_edge.convert.tflite_info import read_model
+from facemask_edge.artifacts.tflite import TfliteModel, read_tflite
 from facemask_edge.errors import ConversionError, ModelError
 from facemask_edge.progress import log
 
@@ -26,6 +26,8 @@ __all__ = ["convert_keras", "convert_run", "select_best", "model_card", "check_i
 
 INPUT_SCALE = 1.0 / 255.0
 INPUT_ZERO_POINT = -128
+# The converter's own output refused by the reader is a bug, not a user's mistake.
+_OWN_OUTPUT_HINT = "report it: the TFLite converter wrote a model the reader refuses"
 
 
 def _representative(images: np.ndarray, n: int, seed: int):
@@ -78,12 +80,12 @@ def convert_keras(model, representative=None) -> bytes:
                               "every layer must be quantizable to int8 (see --verbose)") from exc
 
 
-def check_input_quantization(info) -> None:
+def check_input_quantization(info: TfliteModel) -> None:
     """Fail unless the input is int8 with scale 1/255 and zero point -128."""
-    t = info.tensors[info.inputs[0]]
-    if t.dtype != "int8" or not t.scale or not t.zero_point:
+    t = info.inputs[0]
+    if t.dtype != "int8" or t.scale is None or t.zero_point is None:
         raise ConversionError(f"model input is {t.dtype} without int8 quantization")
-    scale, zp = t.scale[0], t.zero_point[0]
+    scale, zp = t.scale, t.zero_point
     if abs(scale - INPUT_SCALE) > 1e-9 or zp != INPUT_ZERO_POINT:
         raise ConversionError(
             f"input quantization is scale {scale:.8g}, zero point {zp}; the firmware needs "
@@ -106,8 +108,8 @@ def model_card(data: bytes, labels: list[str], color: str, quantization: str,
                run_dir: Path | None, keras_params: int | None = None,
                arena: dict | None = None) -> dict:
     """Describe an int8 model: I/O quantization, ops and versions, size, MACs, arena, hashes."""
-    info = read_model(data)
-    tin, tout = info.tensors[info.inputs[0]], info.tensors[info.outputs[0]]
+    info = read_tflite(data, name="the converted model", hint=_OWN_OUTPUT_HINT)
+    tin, tout = info.inputs[0], info.outputs[0]
     arena = arena or measure_arena(data)
     return {
         "schema": 1,
@@ -115,20 +117,19 @@ def model_card(data: bytes, labels: list[str], color: str, quantization: str,
         "sha256": hashlib.sha256(data).hexdigest(),
         "flatbuffer_bytes": len(data),
         "quantization": quantization,
-        "input": {"shape": tin.shape, "dtype": tin.dtype, "scale": tin.scale[0] if tin.scale else None,
-                  "zero_point": tin.zero_point[0] if tin.zero_point else None,
-                  "size": tin.shape[1], "color": color},
-        "output": {"shape": tout.shape, "dtype": tout.dtype,
-                   "scale": tout.scale[0] if tout.scale else None,
-                   "zero_point": tout.zero_point[0] if tout.zero_point else None},
+        "input": {"shape": list(tin.shape), "dtype": tin.dtype, "scale": tin.scale,
+                  "zero_point": tin.zero_point, "size": tin.shape[1], "color": color},
+        "output": {"shape": list(tout.shape), "dtype": tout.dtype, "scale": tout.scale,
+                   "zero_point": tout.zero_point},
         "labels": labels,
         "ops": info.op_versions(),
         "params": keras_params if keras_params is not None else info.params,
         "weights_elements": info.params,
         "macs": info.macs,
         "layers": [{"index": op.index, "op": op.name, "layer": info.layer_name(op),
-                    "output_shape": info.tensors[op.outputs[0]].shape if op.outputs else [],
-                    "macs": op.macs} for op in info.ops],
+                    "output_shape": list(info.tensors[op.outputs[0]].shape)
+                    if op.outputs and op.outputs[0] >= 0 else [],
+                    "macs": op.macs} for op in info.operators],
         "arena_bytes": arena["total"],
         "arena_detail": arena,
         "arena_note": "measured by tflite-micro's RecordingMicroAllocator on the 64-bit host; "
@@ -226,7 +227,7 @@ def convert_run(run_dir: Path, qat: bool | None = None, representative: int = 30
         representative, 50), cfg.get("seed", 0))
     log(f"converting {'QAT' if qat else 'float (post-training quantization)'} model to full int8")
     tflite = convert_keras(model, rep)
-    info = read_model(tflite)
+    info = read_tflite(tflite, name="the converted model", hint=_OWN_OUTPUT_HINT)
     check_input_quantization(info)
     check_compatible(info)
     params = int(keras().models.load_model(run_dir / "model.keras", compile=False).count_params()) \

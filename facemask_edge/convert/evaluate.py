@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facemask_edge.artifacts.tflite import read_tflite
 from facemask_edge.data.preprocess import to_int8
 from facemask_edge.errors import FacemaskError
 from facemask_edge.progress import log, progress
@@ -46,6 +47,11 @@ def evaluate_run(run_dir: Path, data: str | None = None, out: Path | None = None
     from facemask_edge.runs import write_json
 
     run_dir = Path(run_dir)
+    # Every int8 model of the run goes through the reader before any work: a damaged file is
+    # one error line, not a crash in a runtime after the images are decoded.
+    for name in ("model_int8.tflite", "model_int8_ptq.tflite", "model_int8_qat.tflite"):
+        if (run_dir / name).exists():
+            read_tflite(run_dir / name, hint=f"re-run `facemask-edge convert {run_dir}` to write it again")
     out = Path(out) if out else run_dir / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     x, y, classes, what, paths = _eval_set(run_dir, data)

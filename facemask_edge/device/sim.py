@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facemask_edge.artifacts.tflite import read_tflite
 from facemask_edge.device import framing as fr
 from facemask_edge.device.board import DeviceInfo, make_engine
 from facemask_edge.errors import BudgetError, FacemaskError, ModelError
@@ -134,7 +135,7 @@ def load_run_model(run_dir: str | Path) -> tuple[bytes, dict]:
     """``model_int8.tflite`` bytes and ``model_card.json`` of a converted run.
 
     Raises:
-        ModelError: the run has not been converted.
+        ModelError: the run has not been converted, or its model is not a valid TFLite model.
     """
     run_dir = Path(run_dir)
     card_path = run_dir / "model_card.json"
@@ -144,7 +145,8 @@ def load_run_model(run_dir: str | Path) -> tuple[bytes, dict]:
     model_path = run_dir / card.get("model", "model_int8.tflite")
     if not model_path.exists():
         raise ModelError(f"{model_path} not found", f"convert the run first: facemask-edge convert {run_dir}")
-    return model_path.read_bytes(), card
+    info = read_tflite(model_path, hint=f"re-run `facemask-edge convert {run_dir}` to write it again")
+    return info.data, card
 
 
 class _Model:
@@ -218,6 +220,8 @@ class BoardSimulator:
 
     def __init__(self, model: bytes, card: dict, board=None, baud: int = 0, faults: Faults | None = None,
                  engine: str = "auto", camera_every: float = 0.0, camera_frames=None):
+        # TFLM trusts every offset in a flatbuffer and runs in this process: check it first.
+        read_tflite(model, name="the simulated board's model")
         self.model_bytes = model
         self.card = card
         self.board = board

@@ -17,6 +17,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from facemask_edge.artifacts.tflite import Tensor, read_tflite
 from facemask_edge.edge_impulse.config import KEY_HINT, EIConfig, sdk_settings, unreachable
 from facemask_edge.edge_impulse.redact import redact, sanitized
 from facemask_edge.errors import EdgeImpulseError, ModelError
@@ -43,33 +44,13 @@ class RunModel:
     sha256: str
 
 
-def _io_quantization(path: Path) -> tuple[dict, dict]:
-    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
-
-    buf = path.read_bytes()
-    if len(buf) < 8 or buf[4:8] != b"TFL3":
-        raise ModelError(f"{path} is not a TFLite model", "re-run facemask-edge convert")
-    g = schema.Model.GetRootAs(buf, 0).Subgraphs(0)
-
-    def tensor(i):
-        t = g.Tensors(i)
-        q = t.Quantization()
-        return {"shape": [int(v) for v in t.ShapeAsNumpy()],
-                "dtype": {9: "int8", 3: "uint8", 0: "float32"}.get(t.Type(), str(t.Type())),
-                "scale": float(q.ScaleAsNumpy()[0]) if q is not None and q.ScaleLength() else None,
-                "zero_point": int(q.ZeroPointAsNumpy()[0]) if q is not None and q.ZeroPointLength()
-                else None}
-
-    return tensor(g.Inputs(0)), tensor(g.Outputs(0))
-
-
-def _scaling(inp: dict, path: Path) -> str:
-    if inp["dtype"] not in ("int8", "uint8") or inp["scale"] is None:
-        raise ModelError(f"{path.name} has a {inp['dtype']} input, not a quantized int8 one",
+def _scaling(inp: Tensor, path: Path) -> str:
+    if inp.dtype not in ("int8", "uint8") or inp.scale is None or inp.zero_point is None:
+        raise ModelError(f"{path.name} has a {inp.dtype} input, not a quantized int8 one",
                          "convert the run to full int8: facemask-edge convert RUN_DIR")
-    qmin = -128 if inp["dtype"] == "int8" else 0
-    lo = inp["scale"] * (qmin - inp["zero_point"])
-    hi = inp["scale"] * (qmin + 255 - inp["zero_point"])
+    qmin = -128 if inp.dtype == "int8" else 0
+    lo = inp.scale * (qmin - inp.zero_point)
+    hi = inp.scale * (qmin + 255 - inp.zero_point)
     if abs(lo) < 1e-3 and abs(hi - 1.0) < 1e-2:
         return "0..1"
     if abs(lo) < 0.5 and abs(hi - 255.0) < 2.5:
@@ -89,6 +70,7 @@ def load_run_model(run_dir: str | Path) -> RunModel:
     if not path.is_file():
         raise ModelError(f"no model_int8.tflite in {run}", "convert the run first: "
                                                           "facemask-edge convert RUN_DIR")
+    info = read_tflite(path, hint=f"re-run `facemask-edge convert {run}` to write it again")
     card = {}
     if (run / "model_card.json").is_file():
         try:
@@ -101,13 +83,12 @@ def load_run_model(run_dir: str | Path) -> RunModel:
         labels = list(card.get("labels") or [])
     if not labels:
         raise ModelError(f"no labels for {path}", f"{run} needs labels.txt (one class per line)")
-    inp, out = _io_quantization(path)
-    classes = out["shape"][-1] if out["shape"] else 0
+    inp, out = info.inputs[0], info.outputs[0]
+    classes = out.shape[-1] if out.shape else 0
     if classes != len(labels):
         raise ModelError(f"{path.name} has {classes} outputs but labels.txt lists {len(labels)} "
                          "classes", "use the labels.txt of the run that made the model")
-    return RunModel(run, path, labels, _scaling(inp, path), inp["shape"], classes,
-                    hashlib.sha256(path.read_bytes()).hexdigest())
+    return RunModel(run, path, labels, _scaling(inp, path), list(inp.shape), classes, info.sha256)
 
 
 def our_figures(run_dir: Path) -> dict[str, dict]:

@@ -14,7 +14,6 @@ A sketch folder looks like this once exported (``src/`` is written by the export
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import zipfile
@@ -25,7 +24,7 @@ from facemask_edge import __version__
 from facemask_edge.errors import BudgetError, ConversionError, FacemaskError, ModelError
 from facemask_edge.export import generate
 from facemask_edge.export.host import firmware_dir
-from facemask_edge.export.tflite_info import TfliteInfo, read_tflite
+from facemask_edge.artifacts.tflite import TfliteModel, read_tflite
 from facemask_edge.profile.boards import Board, get_board
 
 __all__ = ["FORMATS", "LIBRARIES", "ExportResult", "Budget", "load_converted_run", "check_budget",
@@ -79,7 +78,7 @@ class _Run:
     model: bytes
     sha256: str
     card: dict
-    info: TfliteInfo
+    info: TfliteModel
 
 
 def load_converted_run(run_dir: str | Path) -> _Run:
@@ -94,8 +93,11 @@ def load_converted_run(run_dir: str | Path) -> _Run:
     for p in (tflite, card_path):
         if not p.is_file():
             raise ModelError(f"{p} not found", f"run `facemask-edge convert {run}` first")
-    model = tflite.read_bytes()
-    sha = hashlib.sha256(model).hexdigest()
+    info = read_tflite(tflite, hint=f"re-run `facemask-edge convert {run}` to write it again")
+    if info.custom_ops:
+        raise ConversionError(f"the model uses custom ops ({', '.join(info.custom_ops)})",
+                              "convert with builtin ops only: boards have no custom kernels")
+    model, sha = info.data, info.sha256
     try:
         card = json.loads(card_path.read_text())
         labels = [str(x) for x in card["labels"]]
@@ -106,7 +108,6 @@ def load_converted_run(run_dir: str | Path) -> _Run:
     if card.get("sha256") and card["sha256"] != sha:
         raise ModelError("model_card.json describes another model_int8.tflite (sha256 differs)",
                          f"re-run `facemask-edge convert {run}`")
-    info = read_tflite(model)
     if len(info.inputs) != 1 or len(info.outputs) != 1:
         raise ConversionError(f"the model has {len(info.inputs)} inputs and {len(info.outputs)} outputs",
                               "the firmware runs one image in, one score vector out")

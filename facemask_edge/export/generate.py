@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from facemask_edge import __version__
-from facemask_edge.export.tflite_info import TfliteInfo, resolver_method
+from facemask_edge.artifacts.tflite import TfliteModel, resolver_method
 from facemask_edge.profile.boards import Board
 
 __all__ = [
@@ -102,7 +102,7 @@ def led_mask(label: str, index: int) -> int:
     return (4, 5, 6, 7)[index % 4]
 
 
-def model_settings_h(card: dict, info: TfliteInfo, board: Board, *, sha256: str, run: str,
+def model_settings_h(card: dict, info: TfliteModel, board: Board, *, sha256: str, run: str,
                      model_bytes: int, arena_bytes: int, arena_size: int, budget_source: str) -> str:
     """``model_settings.h``: everything the sketch shares with training, generated."""
     inp, out = info.inputs[0], info.outputs[0]
@@ -159,19 +159,19 @@ def model_settings_h(card: dict, info: TfliteInfo, board: Board, *, sha256: str,
     return "".join(rows)
 
 
-def model_ops_h(info: TfliteInfo, sha256: str) -> str:
+def model_ops_h(info: TfliteModel, sha256: str) -> str:
     """``model_ops.h``: a ``MicroMutableOpResolver`` with exactly the model's builtin ops."""
     g = _guard("model_ops.h")
-    listing = "".join(f"//   {op.name} (version {op.version}, used {op.count}x)\n" for op in info.ops)
+    listing = "".join(f"//   {op.name} (version {op.version}, used {op.count}x)\n" for op in info.op_uses)
     adds = "".join(f"  if (resolver.{resolver_method(op.name)}() != kTfLiteOk) return kTfLiteError;\n"
-                   for op in info.ops)
+                   for op in info.op_uses)
     return (
         _HEADER.format(version=__version__)
         + f"// Operators of model_int8.tflite (sha256 {sha256}), read from the flatbuffer:\n"
         + listing
         + f"#ifndef {g}\n#define {g}\n\n"
         '#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"\n\n'
-        f"#define FE_MODEL_OP_COUNT {len(info.ops)}\n\n"
+        f"#define FE_MODEL_OP_COUNT {len(info.op_uses)}\n\n"
         "typedef tflite::MicroMutableOpResolver<FE_MODEL_OP_COUNT> FeOpResolver;\n\n"
         "// Register every operator the model uses, and nothing else.\n"
         "inline TfLiteStatus fe_register_ops(FeOpResolver &resolver) {\n"

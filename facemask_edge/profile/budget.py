@@ -15,7 +15,7 @@ import hashlib
 from pathlib import Path
 
 from facemask_edge.convert.runtimes import measure_arena
-from facemask_edge.convert.tflite_info import read_model
+from facemask_edge.artifacts.tflite import read_tflite
 from facemask_edge.profile.boards import Board, get_board
 
 __all__ = ["ARENA_MARGIN", "arena_with_margin", "profile_model", "profile_table"]
@@ -41,8 +41,9 @@ def profile_model(model: str | Path | bytes, board: str | Board, arena: int | No
         ``latency_ms`` ``[low, high]`` and the constants used.
     """
     b = board if isinstance(board, Board) else get_board(board)
-    data = Path(model).read_bytes() if isinstance(model, (str, Path)) else bytes(model)
-    info = read_model(data)
+    # Read and check the file before anything else runs it (TFLM trusts every offset in it).
+    info = read_tflite(model)
+    data = info.data
     arena = arena if arena is not None else measure_arena(data)["total"]
     arena_m = arena_with_margin(arena)
     frame = b.frame_bytes
