@@ -403,9 +403,9 @@ class BoardSession:
         return stall + self.info.input_bytes / self._rate()
 
     def _gave_up(self, why: str, done: int, resets: int) -> DeviceTimeout:
-        so_far = f"{done} image(s) finished in this session" if done else "no image finished"
+        so_far = f"{done} image(s) finished before that, " if done else ""
         return DeviceTimeout(
-            f"board on {self.name} answered the handshake but {why} ({so_far}, "
+            f"board on {self.name} answered the handshake but {why} ({so_far}"
             f"{resets} re-handshake(s), {self.stats.timeouts} timeout(s))",
             "reset the board and check its serial output; for a board that is merely slow raise "
             "--stall-timeout (FACEMASK_EDGE_STALL_TIMEOUT) or --timeout")
