@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,16 +12,47 @@ import numpy as np
 
 from facemask_edge.errors import DataError, FacemaskError
 
-__all__ = ["RunData", "load_config", "load_labels", "load_run_data", "write_json", "read_json",
-           "sha256_file"]
+__all__ = ["RunData", "load_config", "load_labels", "load_run_data", "write_json", "write_atomic",
+           "read_json", "sha256_file"]
+
+
+def write_atomic(path: Path, data: bytes | str) -> Path:
+    """Replace ``path`` with ``data`` so that a kill or a power cut leaves the old file or the
+    new one, never half of one: a temporary file in the same folder, fsynced, renamed over
+    ``path``, then the folder fsynced so the rename itself is on disk."""
+    path = Path(path)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot fsync a directory; the rename is still atomic
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_json(path: Path, data) -> Path:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=_default))
-    tmp.replace(path)
-    return path
+    """Write JSON state atomically (:func:`write_atomic`)."""
+    return write_atomic(path, json.dumps(data, indent=1, default=_default))
 
 
 def _default(o):

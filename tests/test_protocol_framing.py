@@ -7,6 +7,7 @@ import random
 import pytest
 
 from facemask_edge.device import framing as fr
+from facemask_edge.errors import ProtocolError
 
 
 def test_crc32_check_value():
@@ -40,7 +41,7 @@ def test_cobs_roundtrip_random():
 
 
 def test_cobs_decode_rejects_truncated():
-    with pytest.raises(ValueError):
+    with pytest.raises(ProtocolError):
         fr.cobs_decode(b"\x05\x11\x22")
 
 
@@ -100,9 +101,9 @@ def test_info_roundtrip_and_malformed_messages():
     frame = fr.decode_frame(fr.encode_info(4, info)[1:-1])
     assert fr.parse_board_message(frame) == info
     assert info.input_bytes == 96 * 96 * 3
-    with pytest.raises(ValueError):
+    with pytest.raises(ProtocolError):
         fr.parse_board_message(fr.Frame(fr.Msg.ACK, 0, b"\x01\x02"))
-    with pytest.raises(ValueError):
+    with pytest.raises(ProtocolError):
         fr.parse_board_message(fr.Frame(fr.Msg.RESULT, 0, bytes([1, 0, 0, 5, 0, 0, 0, 0, 1])))
     assert fr.parse_board_message(fr.Frame(0x99, 0, b"")) is None
 

@@ -132,10 +132,12 @@ def test_other_results_are_not_mixed_in(run, vset, tmp_path):
 
 def test_a_line_cut_by_a_kill_is_dropped(tmp_path):
     path = tmp_path / "results.jsonl"
-    path.write_text('{"kind":"header","n":2}\n{"kind":"image","i":0,"key":"a"}\n{"kind":"ima')
+    rec = ('{"kind":"image","i":0,"key":"a","label":0,"board":{"label":0,"scores":[1],"us":5},'
+           '"host":{"label":0,"scores":[1]}}')
+    path.write_text('{"kind":"header","n":2}\n' + rec + '\n{"kind":"ima')
     header, records, _ = read_results(path)
     assert header["n"] == 2 and list(records) == [0]
-    assert path.read_text().endswith('"key":"a"}\n')
+    assert path.read_text().endswith('"scores":[1]}}\n')
 
 
 def test_data_folder_validates_every_image(run, tmp_path):

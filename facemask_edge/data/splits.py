@@ -105,9 +105,9 @@ def make_split(ds: Dataset, scheme: str = "stratified", seed: int = 1337,
 
 
 def save_split(split: dict, run_dir: Path) -> Path:
-    path = Path(run_dir) / "split.json"
-    path.write_text(json.dumps(split, indent=1))
-    return path
+    from facemask_edge.runs import write_json
+
+    return write_json(Path(run_dir) / "split.json", split)
 
 
 def load_split(run_dir: Path) -> dict:

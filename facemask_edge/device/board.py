@@ -10,17 +10,15 @@ them the same random byte streams and compares every byte they answer.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
-import shutil
 import struct
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
 from facemask_edge.device import framing as fr
-from facemask_edge.errors import ToolMissing
+from facemask_edge.errors import FacemaskError
+from facemask_edge.native.build import build_c_library, load_library
 
 __all__ = ["DeviceInfo", "BoardEngine", "PyBoardProtocol", "CBoardProtocol", "make_engine",
            "firmware_dir", "build_c_library", "RESULT_HISTORY"]
@@ -87,7 +85,7 @@ class PyBoardProtocol:
         self.input_bytes = info.input_bytes
         self.input = bytearray(self.input_bytes)
         self.baud = 0
-        self.error = 0
+        self.error = self._info_error()
         self._session = False
         self._segment = bytearray()
         self.last_seq = 0
@@ -97,13 +95,17 @@ class PyBoardProtocol:
     # -- public API (mirrors fe_protocol.h) --
 
     def set_error(self, code: int) -> None:
-        self.error = int(code)
+        self.error = int(code) or self._info_error()
 
     def set_baud(self, baud: int) -> None:
         self.baud = int(baud)
 
     def in_session(self) -> bool:
         return self._session
+
+    def _info_error(self) -> int:
+        # fe_result_t keeps MAX_CLASSES scores: like fe_protocol_init, refuse to serve more.
+        return 0 if 1 <= self.info.num_classes <= fr.MAX_CLASSES else fr.Err.MODEL_INIT
 
     def feed(self, data: bytes) -> None:
         for piece in _split_keep(data):
@@ -153,7 +155,7 @@ class PyBoardProtocol:
     def _end_frame(self, segment: bytes) -> None:
         try:
             raw = fr.cobs_decode(segment)
-        except ValueError:
+        except fr.ProtocolError:
             raw = None
         if raw is not None and not raw:
             return  # empty frame between two delimiters
@@ -196,7 +198,7 @@ class PyBoardProtocol:
         self.write(fr.encode_info(seq, fr.Info(
             status=self.error, version=fr.PROTOCOL_VERSION, max_body=fr.MAX_BODY,
             rx_window=fr.RX_WINDOW, baud=self.baud, width=d.input_width, height=d.input_height,
-            channels=d.input_channels, classes=d.num_classes, arena_bytes=d.arena_bytes,
+            channels=d.input_channels, classes=d.num_classes & 0xFF, arena_bytes=d.arena_bytes,
             free_ram_bytes=d.free_ram_bytes, board=d.board, firmware=d.firmware_version,
             model_sha256=d.model_sha256)))
 
@@ -240,7 +242,7 @@ class PyBoardProtocol:
         self.expected = 0
         if code != 0:
             return self._error(seq, code, "invoke failed")
-        k = self.info.num_classes
+        k = min(self.info.num_classes, fr.MAX_CLASSES)
         scores = tuple(int(s) for s in scores[:k])
         label = max(range(k), key=lambda i: (scores[i], -i))
         r = _Stored(self.image_id, label, int(micros) & 0xFFFFFFFF, scores)
@@ -290,50 +292,6 @@ _INFER = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c
                           ctypes.POINTER(ctypes.c_int8), ctypes.POINTER(ctypes.c_uint32))
 
 
-def _cache_root() -> Path:
-    from facemask_edge.data.ingest import cache_dir
-
-    return cache_dir() / "native"
-
-
-def build_c_library(out_dir: Path | None = None, compiler: str | None = None) -> Path:
-    """Compile ``fe_protocol.c`` (and the simulator shim) into a shared library, once.
-
-    The library is cached under the user cache, keyed by the sources' hash.
-
-    Raises:
-        ToolMissing: no C compiler, or the sources are not there (installed without firmware/).
-    """
-    fw = firmware_dir()
-    sources = [fw / "common" / "fe_protocol.c", fw / "host" / "sim_shim.c"]
-    header = fw / "common" / "fe_protocol.h"
-    if not all(p.exists() for p in sources + [header]):
-        raise ToolMissing(f"protocol C sources not found under {fw}",
-                          "run from a source checkout, or use --engine python")
-    cc = compiler or os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if not cc:
-        raise ToolMissing("no C compiler (cc/gcc) to build the firmware protocol code",
-                          "install gcc, or use --engine python")
-    h = hashlib.sha256()
-    for p in sources + [header]:
-        h.update(p.read_bytes())
-    out_dir = Path(out_dir) if out_dir else _cache_root()
-    lib = out_dir / f"fe_protocol_{h.hexdigest()[:16]}.so"
-    if lib.exists():
-        return lib
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = lib.with_suffix(f".{os.getpid()}.tmp")
-    cmd = [cc, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
-           "-I", str(fw / "common"), *map(str, sources), "-o", str(tmp)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        first = (proc.stderr.strip().splitlines() or ["?"])[0]
-        raise ToolMissing(f"compiling the protocol C code failed: {first}",
-                          "use --engine python")
-    tmp.replace(lib)
-    return lib
-
-
 class CBoardProtocol:
     """The firmware's C protocol handler (``fe_protocol.c``), driven from Python through ctypes.
 
@@ -341,7 +299,8 @@ class CBoardProtocol:
     """
 
     def __init__(self, info: DeviceInfo, write: WriteFn, infer: InferFn, library: Path | None = None):
-        self._lib = ctypes.CDLL(str(library or build_c_library()))
+        # Loaded only from a private build folder and when its bytes match the build record.
+        self._lib = load_library(library or build_c_library())
         lib = self._lib
         lib.fe_sizeof_protocol.restype = ctypes.c_size_t
         lib.fe_protocol_feed.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
@@ -378,7 +337,8 @@ class CBoardProtocol:
     def _on_infer(self, ctx, inp, scores, micros):
         try:
             code, out, us = self._py_infer(ctypes.string_at(inp, self.input_bytes))
-            for i, s in enumerate(out[: self.info.num_classes]):
+            # `scores` is fe_result_t.scores: FE_MAX_CLASSES bytes, whatever the model says.
+            for i, s in enumerate(out[: min(self.info.num_classes, fr.MAX_CLASSES)]):
                 scores[i] = int(s)
             micros[0] = int(us) & 0xFFFFFFFF
             return int(code)
@@ -418,7 +378,7 @@ def make_engine(kind: str, info: DeviceInfo, write: WriteFn, infer: InferFn):
     if kind in ("auto", "c"):
         try:
             return CBoardProtocol(info, write, infer), "c"
-        except (ToolMissing, OSError):
+        except (FacemaskError, OSError):  # no compiler, sources, or trusted build folder
             if kind == "c":
                 raise
     return PyBoardProtocol(info, write, infer), "python"

@@ -3,6 +3,11 @@
 A frame on the wire is ``0x00 COBS(type | seq | length u16 | body | crc32) 0x00``. Nothing here
 touches a port: encoders return bytes, :class:`FrameReader` turns received bytes into frames,
 text lines and noise, whatever way the bytes were split.
+
+Bytes from a board are untrusted: every parser here raises :class:`ProtocolError` (and nothing
+else) on malformed input, and every number a board reports is checked against :data:`LIMITS`
+before the host sizes a buffer or a wait with it (a board once reported ``micros=0xFFFFFFFF``,
+which made the host wait 8,590 s).
 """
 
 from __future__ import annotations
@@ -11,8 +16,11 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
+from facemask_edge.errors import ProtocolError
+
 __all__ = [
-    "PROTOCOL_VERSION", "MAX_BODY", "RX_WINDOW", "CHUNK_HEADER", "FRAME_OVERHEAD",
+    "PROTOCOL_VERSION", "MAX_BODY", "RX_WINDOW", "CHUNK_HEADER", "FRAME_OVERHEAD", "MAX_CLASSES",
+    "LIMITS", "ProtocolError",
     "Msg", "Err", "ERROR_NAMES",
     "crc32", "cobs_encode", "cobs_decode", "encode_frame", "decode_frame", "wire_size",
     "Frame", "BadFrame", "Text", "FrameReader",
@@ -29,6 +37,30 @@ HEADER = 4
 CRC = 4
 CHUNK_HEADER = 6
 FRAME_OVERHEAD = 2 + 1 + HEADER + CRC  # delimiters, first COBS code, header, CRC
+MAX_CLASSES = 16  # FE_MAX_CLASSES: fe_result_t keeps this many scores
+
+# What a board may report, inclusive ranges (PROTOCOL.md, "Limits"). Anything outside is a
+# protocol error: these numbers size the host's buffers and waits.
+LIMITS = {
+    "max_body": (64, 0xFFFF),
+    "rx_window": (64, 1 << 20),
+    "baud": (1200, 20_000_000),  # or 0: USB CDC
+    "width": (1, 4096),
+    "height": (1, 4096),
+    "channels": (1, 4),
+    "classes": (1, MAX_CLASSES),
+    "micros": (0, 60_000_000),  # one inference: a minute is already absurd on a microcontroller
+}
+
+
+def _check_range(what: str, name: str, value: int, allow_zero: bool = False) -> int:
+    lo, hi = LIMITS[name]
+    if not (lo <= value <= hi or (allow_zero and value == 0)):
+        zero = "0 or " if allow_zero else ""
+        raise ProtocolError(f"{what} reports {name}={value}, outside {zero}{lo}..{hi}",
+                            "the firmware does not follow this toolkit's protocol: "
+                            "flash the firmware built by this version (facemask-edge flash RUN_DIR)")
+    return value
 
 
 class Msg:
@@ -95,16 +127,16 @@ def cobs_encode(data: bytes) -> bytes:
 
 
 def cobs_decode(data: bytes) -> bytes:
-    """Decode one COBS-encoded frame (no delimiters). Raises ``ValueError`` when malformed."""
+    """Decode one COBS-encoded frame (no delimiters). Raises ``ProtocolError`` when malformed."""
     out = bytearray()
     i, n = 0, len(data)
     while i < n:
         code = data[i]
         if code == 0:
-            raise ValueError("zero byte inside a COBS frame")
+            raise ProtocolError("zero byte inside a COBS frame")
         end = i + code
         if end > n:
-            raise ValueError("COBS block runs past the end of the frame")
+            raise ProtocolError("COBS block runs past the end of the frame")
         out += data[i + 1:end]
         i = end
         if code != 0xFF and i < n:
@@ -154,8 +186,8 @@ def decode_frame(segment: bytes) -> Frame | BadFrame:
     """Decode the bytes between two ``0x00`` delimiters."""
     try:
         raw = cobs_decode(segment)
-    except ValueError as exc:
-        return BadFrame(segment, str(exc))
+    except ProtocolError as exc:
+        return BadFrame(segment, exc.message)
     if len(raw) < HEADER + CRC:
         return BadFrame(segment, "too short")
     msg_type, seq, length = struct.unpack_from("<BBH", raw)
@@ -373,51 +405,76 @@ def encode_bye_ack(seq: int) -> bytes:
     return encode_frame(Msg.BYE_ACK, seq)
 
 
-def _read_str(body: bytes, pos: int) -> tuple[str, int]:
+def _read_str(body: bytes, pos: int, what: str) -> tuple[str, int]:
+    if pos >= len(body):
+        raise ProtocolError(f"{what} ends before its strings")
     n = body[pos]
     s = body[pos + 1:pos + 1 + n]
     if len(s) != n:
-        raise ValueError("string runs past the end")
+        raise ProtocolError(f"{what}: a string runs past the end of the message")
     return s.decode("ascii", "replace"), pos + 1 + n
 
 
 def parse_board_message(frame: Frame):
-    """Decode the body of a board-to-host frame. Raises ``ValueError`` when malformed.
+    """Decode the body of a board-to-host frame and check its numbers (:data:`LIMITS`).
 
     Returns:
         ``Info``, ``Ack``, ``Nak``, ``Result``, ``ErrorMsg`` or ``ByeAck``; ``None`` for a
         type the host does not know (or a host-to-board type, e.g. an echo).
+
+    Raises:
+        ProtocolError: the body is malformed or reports an impossible number. Nothing else.
     """
+    try:
+        return _parse_board_message(frame)
+    except ProtocolError:
+        raise
+    except (struct.error, IndexError, ValueError) as exc:  # a check missed above: still the board's fault
+        raise ProtocolError(f"malformed message of type 0x{frame.type:02x}: {exc}") from None
+
+
+def _parse_board_message(frame: Frame):
     b = frame.body
     t = frame.type
     if t == Msg.INFO:
         if len(b) < _INFO_FIXED.size + 3:
-            raise ValueError("INFO too short")
+            raise ProtocolError(f"INFO too short ({len(b)} bytes)")
         fixed = _INFO_FIXED.unpack_from(b)
         pos = _INFO_FIXED.size
-        board, pos = _read_str(b, pos)
-        firmware, pos = _read_str(b, pos)
-        sha, pos = _read_str(b, pos)
-        return Info(*fixed, board=board, firmware=firmware, model_sha256=sha.lower())
+        board, pos = _read_str(b, pos, "INFO")
+        firmware, pos = _read_str(b, pos, "INFO")
+        sha, pos = _read_str(b, pos, "INFO")
+        info = Info(*fixed, board=board, firmware=firmware, model_sha256=sha.lower())
+        if info.version == PROTOCOL_VERSION and info.status == 0:
+            # Another version's fields may mean other things (the session names the version),
+            # and a board whose model failed has nothing to stream.
+            for name in ("max_body", "rx_window", "width", "height", "channels", "classes"):
+                _check_range("INFO", name, getattr(info, name))
+            _check_range("INFO", "baud", info.baud, allow_zero=True)
+        return info
     if t == Msg.ACK:
         if len(b) != 6:
-            raise ValueError("ACK must have 6 bytes")
+            raise ProtocolError(f"ACK must have 6 bytes, not {len(b)}")
         return Ack(*struct.unpack("<HI", b))
     if t == Msg.NAK:
         if len(b) != 7:
-            raise ValueError("NAK must have 7 bytes")
+            raise ProtocolError(f"NAK must have 7 bytes, not {len(b)}")
         return Nak(*struct.unpack("<HIB", b))
     if t == Msg.RESULT:
         if len(b) < 8:
-            raise ValueError("RESULT too short")
+            raise ProtocolError(f"RESULT too short ({len(b)} bytes)")
         image_id, label, k, micros = struct.unpack_from("<HBBI", b)
         if len(b) != 8 + k:
-            raise ValueError("RESULT length does not match its class count")
+            raise ProtocolError("RESULT length does not match its class count")
+        _check_range("RESULT", "classes", k)
+        _check_range("RESULT", "micros", micros)
+        if label >= k:
+            raise ProtocolError(f"RESULT label {label} is not one of its {k} classes")
         scores = tuple(struct.unpack_from(f"<{k}b", b, 8))
         return Result(image_id, label, micros, scores)
     if t == Msg.ERROR:
         if len(b) < 1:
-            raise ValueError("ERROR without a code")
+            raise ProtocolError("ERROR without a code")
         return ErrorMsg(b[0], b[1:].decode("ascii", "replace"))
     if t == Msg.BYE_ACK:
         return ByeAck()
@@ -425,6 +482,8 @@ def parse_board_message(frame: Frame):
 
 
 def parse_chunk(body: bytes) -> tuple[int, int, bytes]:
-    """``(image_id, offset, data)`` of a CHUNK body."""
+    """``(image_id, offset, data)`` of a CHUNK body. Raises ``ProtocolError`` when too short."""
+    if len(body) < CHUNK_HEADER:
+        raise ProtocolError(f"CHUNK body of {len(body)} bytes has no header")
     image_id, offset = struct.unpack_from("<HI", body)
     return image_id, offset, body[CHUNK_HEADER:]

@@ -4,6 +4,11 @@
 from the simulator and the CLI builds the port at the edge. Streaming keeps the board's receive
 window full across image boundaries (go-back-N on NAK or timeout), asks again for lost results,
 and re-handshakes when the board has restarted, resending only the images without a result.
+
+Every wait is bounded, whatever the board does: a board may answer the handshake and then
+ignore images, acknowledge images the host never sent, or report absurd numbers. Retries and
+re-handshakes without a finished image are counted and capped, and a no-progress deadline
+(``stall_timeout``) ends the session with a :class:`DeviceTimeout` that says how far it got.
 """
 
 from __future__ import annotations
@@ -16,7 +21,31 @@ from typing import Callable
 from facemask_edge.device import framing as fr
 from facemask_edge.errors import DeviceError, DeviceTimeout, ModelMismatch, ProtocolError
 
-__all__ = ["BoardSession", "BoardResult", "StreamStats", "ImageSource"]
+__all__ = ["BoardSession", "BoardResult", "StreamStats", "ImageSource", "SessionLimits"]
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    """How long and how often a session insists before it gives up on a board.
+
+    Args:
+        stall_timeout: seconds without a finished image before the session gives up (``None``:
+            twice the session's ``timeout``); the wire time of one image at the board's baud
+            rate is added, so slow UARTs are not cut short.
+        max_rehandshakes: re-handshakes in a row without a finished image between them.
+        max_retries: timeouts in a row (go-back and resend) without the board moving, before
+            the session tries a re-handshake.
+    """
+
+    stall_timeout: float | None = None
+    max_rehandshakes: int = 2
+    max_retries: int = 8
+
+    def __post_init__(self):
+        if self.stall_timeout is not None and not self.stall_timeout > 0:
+            raise ValueError("stall_timeout must be positive")
+        if self.max_rehandshakes < 0 or self.max_retries < 1:
+            raise ValueError("max_rehandshakes must be >= 0 and max_retries >= 1")
 
 
 @dataclass(frozen=True)
@@ -118,6 +147,8 @@ class BoardSession:
         window: bytes in flight without ACK (capped by the board's ``rx_window``).
         log: called with human-readable notes (re-handshakes, board text).
         clock: time source (tests).
+        limits: when to give up on a board that answers but makes no progress
+            (:class:`SessionLimits`; default: its defaults).
     """
 
     HELLO_INTERVAL = 0.5
@@ -125,7 +156,8 @@ class BoardSession:
 
     def __init__(self, port, name: str | None = None, timeout: float = 5.0,
                  chunk_size: int = 4090, window: int | None = None,
-                 log: Callable[[str], None] | None = None, clock=time.monotonic):
+                 log: Callable[[str], None] | None = None, clock=time.monotonic,
+                 limits: SessionLimits | None = None):
         self.port = port
         self.name = name or str(getattr(port, "name", None) or getattr(port, "port", None) or "port")
         self.timeout = float(timeout)
@@ -133,6 +165,7 @@ class BoardSession:
         self.window_limit = window
         self.log = log or (lambda msg: None)
         self.clock = clock
+        self.limits = limits or SessionLimits()
         self.info: fr.Info | None = None
         self.stats = StreamStats()
         self.reader = fr.FrameReader()
@@ -185,9 +218,11 @@ class BoardSession:
                     continue
                 try:
                     msg = fr.parse_board_message(ev)
-                except ValueError:
-                    self.stats.bad_frames_in += 1
-                    continue
+                except ProtocolError as exc:
+                    # The CRC was good, so the line did not do this: the board sent it.
+                    raise ProtocolError(f"board on {self.name} sent a malformed message: {exc.message}",
+                                        exc.hint or "the firmware does not speak this toolkit's protocol; "
+                                        "flash this version's firmware (facemask-edge flash RUN_DIR)") from None
                 if msg is not None:
                     out.append((ev.seq, msg))
         return out
@@ -349,12 +384,31 @@ class BoardSession:
         chunk = max(1, min(self.chunk_size, info.max_body - fr.CHUNK_HEADER, fit))
         return chunk, max(window, fr.wire_size(chunk + fr.CHUNK_HEADER))
 
+    def _rate(self) -> float:
+        """Bytes per second on the wire (8N1 UART; USB: about 1 MB/s)."""
+        return (self.info.baud / 10) if self.info.baud else 1_000_000
+
     def _ack_timeout(self, backoff: int) -> float:
-        info = self.info
-        rate = (info.baud / 10) if info.baud else 1_000_000
         _, window = self._limits()
-        base = 0.25 + 2 * window / rate + 2 * self._max_infer_s
-        return min(base * (2 ** min(backoff, 4)), max(self.timeout / 2, base))
+        base = 0.25 + 2 * window / self._rate() + 2 * self._max_infer_s
+        # Never more than twice --timeout, whatever the board reported.
+        return min(base * (2 ** min(backoff, 4)), max(self.timeout / 2, min(base, 2 * self.timeout)))
+
+    def _stall_limit(self) -> float:
+        """Seconds without a finished image before giving up: the configured no-progress
+        deadline plus the time one image takes on the wire."""
+        stall = self.limits.stall_timeout
+        if stall is None:
+            stall = 2 * self.timeout
+        return stall + self.info.input_bytes / self._rate()
+
+    def _gave_up(self, why: str, done: int, resets: int) -> DeviceTimeout:
+        so_far = f"{done} image(s) finished before that, " if done else ""
+        return DeviceTimeout(
+            f"board on {self.name} answered the handshake but {why} ({so_far}"
+            f"{resets} re-handshake(s), {self.stats.timeouts} timeout(s))",
+            "reset the board and check its serial output; for a board that is merely slow raise "
+            "--stall-timeout (FACEMASK_EDGE_STALL_TIMEOUT) or --timeout")
 
     def _stream(self, source, on_result, stop) -> None:
         st = self.stats
@@ -370,6 +424,10 @@ class BoardSession:
         t0 = self.clock()
         out0 = st.bytes_out
         last_progress = last_rx = t0
+        last_done = t0  # the no-progress deadline counts from here: start, or the last result
+        done_here = 0
+        resets_in_a_row = 0  # re-handshakes since the last finished image
+        resets_here = 0
         backoff = 0
         self._max_infer_s = 1.0
         seen_result = False
@@ -402,7 +460,11 @@ class BoardSession:
                     s.acked = s.sent = len(s.data)
                     moved = True
             s = slots[idx]
-            nxt = min(nxt, len(s.data))
+            if nxt > len(s.data):
+                raise ProtocolError(f"board on {self.name} acknowledged {nxt} bytes of a "
+                                    f"{len(s.data)}-byte image",
+                                    "the firmware does not speak this toolkit's protocol; "
+                                    "flash this version's firmware (facemask-edge flash RUN_DIR)")
             if nxt > s.acked:
                 s.acked = nxt
                 s.sent = max(s.sent, nxt)
@@ -430,17 +492,32 @@ class BoardSession:
             forget_window()
 
         def take_result(msg: fr.Result) -> bool:
+            nonlocal last_done, done_here, resets_in_a_row
             s = next((s for s in slots if s.id == msg.id), None)
             if s is None:
                 return False
+            if len(msg.scores) != self.info.classes:
+                raise ProtocolError(f"board on {self.name} sent {len(msg.scores)} scores, its INFO "
+                                    f"said {self.info.classes} classes",
+                                    "the firmware does not speak this toolkit's protocol; "
+                                    "flash this version's firmware (facemask-edge flash RUN_DIR)")
             slots.remove(s)
+            last_done = self.clock()
+            done_here += 1
+            resets_in_a_row = 0
             st.images += 1
             st.payload_bytes += len(s.data)
             on_result(BoardResult(s.key, msg.label, msg.scores, msg.micros, self.name))
             return True
 
         def rehandshake(why: str) -> None:
-            nonlocal last_progress, last_rx
+            nonlocal last_progress, last_rx, resets_in_a_row, resets_here, backoff
+            if resets_in_a_row >= self.limits.max_rehandshakes:
+                raise self._gave_up(f"{why}, after {resets_in_a_row} re-handshake(s) in a row without "
+                                    "a result", done_here, resets_here)
+            resets_in_a_row += 1
+            resets_here += 1
+            backoff = 0
             st.resets += 1
             self.log(f"{self.name}: {why}; handshaking again and resending {len(slots)} image(s)")
 
@@ -513,7 +590,8 @@ class BoardSession:
                 elif isinstance(msg, fr.Result):
                     if take_result(msg):
                         last_progress, backoff = now, 0
-                        infer_s = msg.micros / 1e6
+                        # Range-checked by the parser; a wait never grows past --timeout from it.
+                        infer_s = min(msg.micros / 1e6, self.timeout)
                         if self.info.baud:
                             st.board_stall_s += max(0.0, infer_s - window * 10 / self.info.baud)
                         self._max_infer_s = infer_s if not seen_result else max(self._max_infer_s, infer_s)
@@ -536,6 +614,9 @@ class BoardSession:
                     raise DeviceError(f"board on {self.name} reports: {msg.describe()}",
                                       "see the board's serial output; the model may not fit this board")
             request_results(now, force=False)
+            # -- the no-progress deadline: whatever the board answers, images must finish --
+            if slots and now - last_done > self._stall_limit():
+                raise self._gave_up(f"finished no image for {now - last_done:.1f} s", done_here, resets_here)
             # -- timeouts --
             outstanding = any(s.sent > s.acked for s in slots) or any(s.acked >= len(s.data) for s in slots)
             if outstanding and now - last_progress > self._ack_timeout(backoff):
@@ -543,6 +624,9 @@ class BoardSession:
                 backoff += 1
                 if now - last_rx > self.timeout:
                     rehandshake(f"no answer for {now - last_rx:.1f} s")
+                    continue
+                if backoff > self.limits.max_retries:
+                    rehandshake(f"{backoff - 1} retries without progress")
                     continue
                 forget_window()  # after this long the board's buffer has drained or lost it
                 if any(s.sent > s.acked for s in slots):

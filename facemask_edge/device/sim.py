@@ -261,12 +261,18 @@ class BoardSimulator:
         else:
             self.arena_budget = max(int(card.get("arena_bytes") or 0) * 2, 10 * len(model), 256 * 1024)
             self.board_name = "sim"
+        classes = len(self.labels) or int(card["output"]["shape"][-1])
+        if not 1 <= classes <= fr.MAX_CLASSES:
+            # The firmware would not build (FE_NUM_CLASSES > FE_MAX_CLASSES): no board to simulate.
+            raise ModelError(f"the model has {classes} classes; the firmware's results carry at most "
+                             f"{fr.MAX_CLASSES} (FE_MAX_CLASSES)",
+                             f"train with at most {fr.MAX_CLASSES} classes")
         self.model = _Model(model, self.arena_budget)
         arena_used = int(card.get("arena_bytes") or 0)
         self.info = DeviceInfo(
             board=self.board_name, firmware_version=f"board-sim {_version()}",
             model_sha256=self.sha256, input_width=self.width, input_height=self.height,
-            input_channels=self.channels, num_classes=len(self.labels) or int(card["output"]["shape"][-1]),
+            input_channels=self.channels, num_classes=classes,
             arena_bytes=arena_used if not self.model.error else 0,
             free_ram_bytes=max(0, self.arena_budget - arena_used))
         self.engine, self.engine_used = self._new_engine()

@@ -8,7 +8,6 @@ weights are random but fixed, which is all the protocol and the board/host compa
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +100,7 @@ def make_tiny_run(run_dir: str | Path, data_dir: str | Path | None = None, size:
     """
     from facemask_edge.data.ingest import scan_dataset
     from facemask_edge.data.splits import make_split, save_split
+    from facemask_edge.runs import write_json
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -122,10 +122,9 @@ def make_tiny_run(run_dir: str | Path, data_dir: str | Path | None = None, size:
                    "scale": float(o["quantization"][0]), "zero_point": int(o["quantization"][1])},
         "labels": list(CLASSES), "arena_bytes": 16 * 1024, "run": run_dir.name,
     }
-    (run_dir / "model_card.json").write_text(json.dumps(card, indent=1))
+    write_json(run_dir / "model_card.json", card)
     (run_dir / "labels.txt").write_text("".join(c + "\n" for c in CLASSES))
-    (run_dir / "config.json").write_text(json.dumps(
-        {"data": str(data_dir), "size": size, "color": color, "arch": "tiny-test"}, indent=1))
+    write_json(run_dir / "config.json", {"data": str(data_dir), "size": size, "color": color, "arch": "tiny-test"})
     ds = scan_dataset(data_dir, size=size, color=color, use_cache=False)
     save_split(make_split(ds, seed=seed, fractions=(0.5, 0.1, 0.4)), run_dir)
     return run_dir

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facemask_edge import __version__
+from facemask_edge.device.framing import MAX_CLASSES
 from facemask_edge.errors import BudgetError, ConversionError, FacemaskError, ModelError
 from facemask_edge.export import generate
 from facemask_edge.export.host import firmware_dir
@@ -105,6 +106,9 @@ def load_converted_run(run_dir: str | Path) -> _Run:
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"{card_path} is not a model card ({exc})",
                          f"re-run `facemask-edge convert {run}`") from None
+    if not 1 <= len(labels) <= MAX_CLASSES:  # FE_MAX_CLASSES: the firmware's RESULT holds no more
+        raise ConversionError(f"the model has {len(labels)} classes; the firmware carries at most {MAX_CLASSES}",
+                              f"train with 1 to {MAX_CLASSES} classes (FE_MAX_CLASSES in firmware/common/fe_protocol.h)")
     if card.get("sha256") and card["sha256"] != sha:
         raise ModelError("model_card.json describes another model_int8.tflite (sha256 differs)",
                          f"re-run `facemask-edge convert {run}`")

@@ -9,16 +9,13 @@ and the parity check feed it exactly what a camera would, and compare byte for b
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from facemask_edge.errors import FacemaskError, ToolMissing
+from facemask_edge.errors import FacemaskError
+from facemask_edge.native.build import HOST_CFLAGS, build, load_library
 
 __all__ = [
     "HOST_CFLAGS",
@@ -36,8 +33,7 @@ __all__ = [
     "parity_images",
 ]
 
-# Warnings are errors: the same sources must stay clean for gcc, arm-none-eabi-gcc and xtensa gcc.
-HOST_CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2", "-fPIC")
+# HOST_CFLAGS (imported above) live with the host build; these are the Cortex-M4 ones.
 ARM_CFLAGS = ("-std=c99", "-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16",
               "-Wall", "-Wextra", "-Werror", "-Os", "-ffunction-sections", "-fdata-sections")
 
@@ -62,44 +58,22 @@ def firmware_dir() -> Path:
     )
 
 
-def _compiler(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        raise ToolMissing(f"{name} not found", f"install it (Debian: apt-get install {_APT.get(name, name)})")
-    return path
-
-
-_APT = {"gcc": "gcc", "arm-none-eabi-gcc": "gcc-arm-none-eabi", "arm-none-eabi-size": "binutils-arm-none-eabi"}
-
-
-def build_shared_library(out_dir: str | Path, sources: tuple[str, ...] = HOST_SOURCES,
+def build_shared_library(out_dir: str | Path | None = None, sources: tuple[str, ...] = HOST_SOURCES,
                          extra_flags: tuple[str, ...] = ()) -> Path:
-    """Compile ``firmware/common`` sources into a shared library with ``gcc``.
+    """Compile ``firmware/common`` sources into a shared library (:func:`facemask_edge.native.build.build`).
 
     The library's name carries a hash of the sources and flags, so a rebuild happens only when
     they change. Compiler warnings fail the build (``-Werror``).
+
+    Args:
+        out_dir: a private build folder (default: the user's cache, ``cache_dir()/native``).
 
     Returns:
         Path of the ``.so``.
     """
     common = firmware_dir() / "common"
-    paths = [common / s for s in sources]
-    h = hashlib.sha256(" ".join(HOST_CFLAGS + tuple(extra_flags)).encode())
-    for p in paths:
-        h.update(p.read_bytes())
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    lib = out_dir / f"libfe_common_{h.hexdigest()[:12]}.so"
-    if lib.exists():
-        return lib
-    cmd = [_compiler("gcc"), *HOST_CFLAGS, *extra_flags, "-shared", "-I", str(common),
-           *map(str, paths), "-o", str(lib) + ".tmp"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise FacemaskError(f"gcc failed on firmware/common: {proc.stderr.strip()[:2000]}",
-                            "fix the C code: warnings are errors")
-    os.replace(str(lib) + ".tmp", lib)
-    return lib
+    return build([common / s for s in sources], "libfe_common", flags=HOST_CFLAGS + tuple(extra_flags),
+                 include_dirs=[common], out_dir=out_dir)
 
 
 class HostFirmware:
@@ -107,7 +81,7 @@ class HostFirmware:
 
     def __init__(self, library: str | Path):
         self.path = Path(library)
-        lib = ctypes.CDLL(str(self.path))
+        lib = load_library(self.path)  # private folder, bytes match the build record
         u8p, i8p = ctypes.POINTER(ctypes.c_uint8), ctypes.POINTER(ctypes.c_int8)
         lib.fe_preprocess.argtypes = [u8p, ctypes.c_uint16, ctypes.c_uint16, ctypes.c_int,
                                       ctypes.c_uint16, ctypes.c_uint8, i8p]
@@ -173,9 +147,9 @@ def load_host_firmware(build_dir: str | Path | None = None) -> HostFirmware:
     """Build (if needed) and load the host firmware library.
 
     Args:
-        build_dir: where to put the ``.so`` (default: a per-user folder under the temp dir).
+        build_dir: a private folder for the ``.so`` (default: the user's cache; never a shared
+            temporary folder, where anyone could plant a library of the expected name).
     """
-    build_dir = Path(build_dir) if build_dir else Path(tempfile.gettempdir()) / f"facemask-edge-host-{os.getuid()}"
     return HostFirmware(build_shared_library(build_dir))
 
 

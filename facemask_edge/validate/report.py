@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -246,8 +245,10 @@ def _png(r: dict, path: Path) -> None:
 
 def write_report(out_dir: Path, report: dict) -> None:
     """``report.json``, ``report.md`` and ``confusion.png`` in ``out_dir``."""
+    from facemask_edge.runs import write_atomic, write_json
+
     out_dir = Path(out_dir)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=1))
-    (out_dir / "report.md").write_text(_markdown(report))
+    write_json(out_dir / "report.json", report)
+    write_atomic(out_dir / "report.md", _markdown(report))
     if report["validated"]:
         _png(report, out_dir / "confusion.png")

@@ -1,9 +1,11 @@
 """Stream a validation set to one or more boards, compare each answer with the host, keep it.
 
-Every finished image is appended to ``results.jsonl`` at once (one JSON object a line), so a run
-that is killed resumes where it stopped: images already in the file are not sent again. Several
-boards take images from one shared queue (a board farm); an image a failing board could not
-finish goes back to the queue for the others.
+Every finished image is appended to ``results.jsonl`` at once (one JSON object a line, fsynced),
+so a run that is killed resumes where it stopped: images already in the file are not sent again.
+A damaged line costs only that line: it is skipped and reported, the records after it are kept.
+Several boards take images from one shared queue (a board farm); an image a failing board could
+not finish goes back to the queue for the others. Each board's session gives up on its own
+(``SessionLimits``), so a board that answers but never finishes an image cannot hold the run.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import time
 from collections import deque
 from pathlib import Path
 
-from facemask_edge.device.session import BoardSession, ImageSource
-from facemask_edge.errors import DataError, DeviceError, FacemaskError
+from facemask_edge.device.session import BoardSession, ImageSource, SessionLimits
+from facemask_edge.errors import DataError, DeviceError, DeviceTimeout, FacemaskError
 from facemask_edge.progress import log, progress
 from facemask_edge.validate.reference import HostReference
 from facemask_edge.validate.report import build_report, write_report
@@ -74,55 +76,79 @@ def default_out_dir(run_dir: Path, data: str | Path | None) -> Path:
     return Path(run_dir) / f"validate-{Path(data).resolve().name}"
 
 
-def read_results(path: Path) -> tuple[dict | None, dict[int, dict], list[dict]]:
+def read_results(path: Path, bad_lines: list[int] | None = None
+                 ) -> tuple[dict | None, dict[int, dict], list[dict]]:
     """Read ``results.jsonl``: header, records by image index, segments (one per invocation).
 
-    A last line cut short by a kill is dropped (and trimmed from the file).
+    A line that is not a record (damaged on disk, edited by hand) is skipped and the lines after
+    it are kept; its 1-based number is appended to ``bad_lines`` when given. A last line cut
+    short by a kill (no line end, not JSON) is trimmed from the file, since the next append
+    would otherwise glue a record to it.
     """
     header, records, segments = None, {}, []
     if not path.exists():
         return header, records, segments
     raw = path.read_bytes()
-    good_end = 0
-    pos = 0
-    for line in raw.splitlines(keepends=True):
-        pos += len(line)
-        if not line.endswith(b"\n"):
-            break
+    lines = raw.splitlines(keepends=True)
+    for n, line in enumerate(lines, 1):
+        torn = not line.endswith(b"\n")
         try:
             obj = json.loads(line)
-        except ValueError:
-            break
-        good_end = pos
-        kind = obj.get("kind")
-        if kind == "header":
-            header = obj
-        elif kind == "image":
-            records[int(obj["i"])] = obj
-        elif kind == "segment":
-            segments.append(obj)
-    if good_end < len(raw):
-        with open(path, "r+b") as f:
-            f.truncate(good_end)
+            kind = obj.get("kind")
+            if kind == "image":
+                if not _is_image_record(obj):
+                    raise ValueError("not an image record")
+                records[obj["i"]] = obj
+            elif kind == "header":
+                header = obj
+            elif kind == "segment":
+                segments.append(obj)
+            else:
+                raise ValueError(f"unknown kind {kind!r}")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            if torn:  # the kill artefact: nothing follows it
+                with open(path, "r+b") as f:
+                    f.truncate(len(raw) - len(line))
+                    os.fsync(f.fileno())
+            elif bad_lines is not None:
+                bad_lines.append(n)
     return header, records, segments
 
 
+def _is_image_record(obj: dict) -> bool:
+    """Has what the report reads (a hand-edited or damaged record must not crash it later)."""
+    try:
+        return (isinstance(obj["i"], int) and obj["i"] >= 0 and isinstance(obj["key"], str)
+                and isinstance(obj["label"], int)
+                and all(isinstance(obj[side]["label"], int) and isinstance(obj[side]["scores"], list)
+                        for side in ("board", "host"))
+                and isinstance(obj["board"]["us"], (int, float)))
+    except (KeyError, TypeError):
+        return False
+
+
 class _Appender:
+    """Append-only writer: one record a line, flushed and fsynced before ``write`` returns, so
+    a record the run counted as done is on disk."""
+
     def __init__(self, path: Path):
-        self.f = open(path, "a", encoding="utf-8")
+        self.f = open(path, "a+b")
         self.lock = threading.Lock()
+        # A last line without its line end (a kill between the record and its newline) would
+        # swallow the next record: end it first.
+        if self.f.tell() > 0:
+            self.f.seek(-1, os.SEEK_END)
+            if self.f.read(1) != b"\n":
+                self.f.write(b"\n")
 
     def write(self, obj: dict) -> None:
-        line = json.dumps(obj, separators=(",", ":")) + "\n"
+        line = (json.dumps(obj, separators=(",", ":")) + "\n").encode("utf-8")
         with self.lock:
             self.f.write(line)
             self.f.flush()
+            os.fsync(self.f.fileno())
 
     def close(self) -> None:
-        try:
-            os.fsync(self.f.fileno())
-        except OSError:
-            pass
         self.f.close()
 
 
@@ -156,7 +182,12 @@ def validate(sessions: list[BoardSession], vset: ValidationSet, model: bytes, ca
     sha = hashlib.sha256(model).hexdigest()
     if fresh and path.exists():
         path.unlink()
-    header, records, segments = read_results(path)
+    bad_lines: list[int] = []
+    header, records, segments = read_results(path, bad_lines)
+    if bad_lines:
+        shown = ", ".join(map(str, bad_lines[:5])) + (", ..." if len(bad_lines) > 5 else "")
+        log(f"warning: {path}: skipped {len(bad_lines)} unreadable line(s) ({shown}); "
+            f"the other {len(records)} image record(s) are kept and those images are sent again")
     want = {"model_sha256": sha, "source": vset.source, "n": len(vset), "classes": vset.classes}
     if header is not None and any(header.get(k) != v for k, v in want.items()):
         raise DataError(f"{path} holds results of another model or image set",
@@ -187,10 +218,16 @@ def validate(sessions: list[BoardSession], vset: ValidationSet, model: bytes, ca
     report = build_report(vset, records, segments, card, sha, reference)
     write_report(out_dir, report)
     if failures and len(records) < len(vset):
-        if not segment["images"] and isinstance(failures[0], FacemaskError):
-            raise failures[0]  # no board got going: its own message says why
-        raise DeviceError(f"{len(vset) - len(records)} image(s) not validated: {failures[0]}",
-                          f"results so far are in {path}; run the same command again to resume")
+        first = failures[0]
+        hint = f"results so far are in {path}; run the same command again to resume"
+        if isinstance(first, FacemaskError) and not isinstance(first, DeviceTimeout) and not segment["images"]:
+            raise first  # no board got going (wrong model, no port...): its own message says why
+        why = first.message if isinstance(first, FacemaskError) else f"{type(first).__name__}: {first}"
+        if isinstance(first, FacemaskError) and first.hint:
+            hint = f"{first.hint}; {hint}"
+        cls = type(first) if isinstance(first, DeviceError) else DeviceError
+        raise cls(f"validated {len(records)} of {len(vset)} images ({segment['images']} in this run), "
+                  f"then gave up: {why}", hint)
     return report
 
 
@@ -278,10 +315,12 @@ def _stream(sessions, vset, todo, model, card, sha, reference, records, appender
 def validate_run(run_dir: str | Path, ports: list[str] | None = None, data: str | Path | None = None,
                  out_dir: str | Path | None = None, baud: int = 921600, timeout: float = 8.0,
                  limit: int | None = None, fresh: bool = False, reference: str = "tflm",
-                 chunk: int = 4090, window: int | None = None, log_fn=None) -> tuple[dict, Path]:
+                 chunk: int = 4090, window: int | None = None, log_fn=None,
+                 limits: SessionLimits | None = None) -> tuple[dict, Path]:
     """Validate a converted run on the boards at ``ports`` (URLs; default: the one USB board).
 
     Opens the ports, loads the images (the run's test split, or ``data``), streams, reports.
+    ``timeout`` and ``limits`` bound every wait on a board (:class:`SessionLimits`).
 
     Returns:
         ``(report, out_dir)``.
@@ -304,7 +343,8 @@ def validate_run(run_dir: str | Path, ports: list[str] | None = None, data: str 
         for url in urls:
             opened.append((url, open_port(url, baud=baud, timeout=0.02)))
         vset = load_validation_set(run_dir, data, limit=limit)
-        sessions = [BoardSession(p, name=url, timeout=timeout, chunk_size=chunk, window=window, log=log_fn)
+        sessions = [BoardSession(p, name=url, timeout=timeout, chunk_size=chunk, window=window, log=log_fn,
+                                 limits=limits)
                     for url, p in opened]
         out = Path(out_dir) if out_dir else default_out_dir(run_dir, data)
         report = validate(sessions, vset, model, card, out, reference=reference, fresh=fresh)

@@ -40,12 +40,17 @@ bool dims_are(const TfLiteTensor *t, int n, const int *want) {
 
 }  // namespace
 
+// fe_inference_run copies num_classes scores into the protocol's fe_result_t.scores.
+static_assert(sizeof(fe_result_t::scores) == FE_MAX_CLASSES, "scores buffer is FE_MAX_CLASSES long");
+
 int fe_inference_init(const fe_inference_config_t *config) {
   if (g_interpreter != nullptr) return FE_OK;
   if (config == nullptr || config->model_data == nullptr || config->resolver == nullptr ||
       config->arena == nullptr) {
     return FE_ERR_MODEL_INIT;
   }
+  // More classes than a RESULT carries would overrun the scores buffer in fe_inference_run.
+  if (config->num_classes == 0 || config->num_classes > FE_MAX_CLASSES) return FE_ERR_MODEL_INIT;
   const tflite::Model *model = tflite::GetModel(config->model_data);
   if (model->version() != TFLITE_SCHEMA_VERSION) return FE_ERR_MODEL_INIT;
   if (!ops_resolved(model, *config->resolver)) return FE_ERR_MODEL_INIT;

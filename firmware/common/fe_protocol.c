@@ -10,6 +10,20 @@
 
 #include <string.h>
 
+/* C99 has no static_assert: an array of negative size stops the build instead. */
+#define FE_STATIC_ASSERT(cond, name) typedef char fe_static_assert_##name[(cond) ? 1 : -1]
+FE_STATIC_ASSERT(sizeof(((fe_result_t *)0)->scores) == FE_MAX_CLASSES, scores_hold_max_classes);
+FE_STATIC_ASSERT(sizeof(((fe_protocol_t *)0)->raw) >=
+                     FE_FRAME_HEADER + 8 + FE_MAX_CLASSES + FE_FRAME_CRC,
+                 raw_holds_a_result);
+
+/* Scores in a RESULT: the model's class count, never more than fe_result_t holds (init refuses
+ * a larger count; this keeps memory safe even if a sketch clears that error). */
+static uint8_t num_scores(const fe_protocol_t *p) {
+  uint8_t k = p->info->num_classes;
+  return k > FE_MAX_CLASSES ? (uint8_t)FE_MAX_CLASSES : k;
+}
+
 static uint32_t rd16(const uint8_t *b) { return (uint32_t)b[0] | ((uint32_t)b[1] << 8); }
 static uint32_t rd32(const uint8_t *b) {
   return (uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) | ((uint32_t)b[3] << 24);
@@ -147,7 +161,7 @@ static void send_error(fe_protocol_t *p, uint8_t seq, int code, const char *msg)
 
 static void send_result(fe_protocol_t *p, uint8_t seq, const fe_result_t *r) {
   uint8_t *b = body(p), *q = b;
-  uint8_t k = p->info->num_classes;
+  uint8_t k = num_scores(p);
   q = wr16(q, r->image_id);
   *q++ = r->label;
   *q++ = k;
@@ -178,6 +192,12 @@ static void forget_images(fe_protocol_t *p) {
   p->history_next = 0;
 }
 
+/* fe_result_t keeps FE_MAX_CLASSES scores: a model with more (or none) cannot be served, and
+ * the board says so in INFO (status FE_ERR_MODEL_INIT) instead of overrunning the buffer. */
+static int info_error(const fe_device_info_t *d) {
+  return d->num_classes == 0 || d->num_classes > FE_MAX_CLASSES ? FE_ERR_MODEL_INIT : FE_OK;
+}
+
 void fe_protocol_init(fe_protocol_t *p, const fe_device_info_t *info, int8_t *input_buffer,
                       fe_write_fn write, fe_infer_fn infer, void *ctx) {
   memset(p, 0, sizeof *p);
@@ -189,9 +209,13 @@ void fe_protocol_init(fe_protocol_t *p, const fe_device_info_t *info, int8_t *in
   p->ctx = ctx;
   reset_decoder(p);
   forget_images(p);
+  p->error = info_error(info);
 }
 
-void fe_protocol_set_error(fe_protocol_t *p, int code) { p->error = code; }
+/* FE_OK cannot clear an error of the device description itself. */
+void fe_protocol_set_error(fe_protocol_t *p, int code) {
+  p->error = code != FE_OK ? code : info_error(p->info);
+}
 void fe_protocol_set_baud(fe_protocol_t *p, uint32_t baud) { p->baud = baud; }
 int fe_protocol_in_session(const fe_protocol_t *p) { return p->in_session; }
 
@@ -279,7 +303,7 @@ static void run_image(fe_protocol_t *p, uint8_t seq) {
     send_error(p, seq, rc, "invoke failed");
     return;
   }
-  k = p->info->num_classes;
+  k = num_scores(p);
   for (i = 1; i < k; i++)
     if (r->scores[i] > r->scores[r->label]) r->label = (uint8_t)i;
   r->valid = 1;

@@ -40,9 +40,19 @@ extern "C" {
 #define FE_RX_WINDOW 8192
 #endif
 
-/* Most output classes a RESULT carries. */
+/* Most output classes a RESULT carries (fe_result_t.scores). The host refuses more
+ * (facemask_edge.device.framing.MAX_CLASSES), so changing it changes the protocol. */
 #ifndef FE_MAX_CLASSES
 #define FE_MAX_CLASSES 16
+#endif
+#if FE_MAX_CLASSES < 1 || 4 + 8 + FE_MAX_CLASSES + 4 > 200
+#error "FE_MAX_CLASSES must be 1..184: a RESULT frame must fit fe_protocol_t.raw"
+#endif
+/* A model with more classes than a RESULT carries cannot run: stop the build when the sketch's
+ * model_settings.h comes first (the generated facemask_edge.h includes it first). Without it,
+ * fe_protocol_init checks info->num_classes at run time (INFO then says FE_ERR_MODEL_INIT). */
+#if defined(FE_NUM_CLASSES) && (FE_NUM_CLASSES < 1 || FE_NUM_CLASSES > FE_MAX_CLASSES)
+#error "FE_NUM_CLASSES must be 1..FE_MAX_CLASSES (16): retrain with fewer classes"
 #endif
 
 /* Results the board remembers, so a lost RESULT can be asked for again (RESULT_REQ). */
@@ -150,7 +160,8 @@ typedef struct fe_protocol {
 void fe_protocol_init(fe_protocol_t *p, const fe_device_info_t *info, int8_t *input_buffer,
                       fe_write_fn write, fe_infer_fn infer, void *ctx);
 /* The board cannot run the model (e.g. FE_ERR_MODEL_INIT): INFO carries the code, and every
- * image is answered with ERROR(code). */
+ * image is answered with ERROR(code). FE_OK does not clear the error fe_protocol_init sets for
+ * a device description it cannot serve (num_classes 0 or above FE_MAX_CLASSES). */
 void fe_protocol_set_error(fe_protocol_t *p, int fe_err_code);
 /* The UART speed to report in INFO (0 for USB CDC). Optional. */
 void fe_protocol_set_baud(fe_protocol_t *p, uint32_t baud);

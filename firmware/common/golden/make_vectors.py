@@ -180,6 +180,13 @@ def main(out: Path = OUT) -> None:
     t.send(fr.chunk(1, 0, 0, bytes(64)))
     t.end()
 
+    # More classes than fe_result_t holds: the board refuses to serve them (INFO status 1,
+    # ERROR 1 for images) instead of overrunning the scores buffer.
+    t = Transcript(lines, "too_many_classes", DeviceInfo("testboard", "0.0.0", "0" * 64, 4, 4, 3, 17, 0, 0))
+    t.send(fr.hello(0))
+    t.send(fr.chunk(1, 0, 0, img))
+    t.end()
+
     t = Transcript(lines, "three_classes_grayscale", DeviceInfo(
         "esp32cam", "0.1.0", "f" * 64, 8, 8, 1, 3, 123456, 7890), baud=921600)
     t.send(fr.hello(200))
