@@ -93,9 +93,9 @@ def run_pipeline(args, extra: list[str]) -> tuple[list[str], float, int]:
 
 def measure(run_dir: Path, reference: Path) -> dict:
     """Profile the run's model and the reference for every board, now."""
+    from facemask_edge.boards import BOARDS
     from facemask_edge.convert.runtimes import measure_arena
     from facemask_edge.profile import profile_model
-    from facemask_edge.profile.boards import BOARDS
 
     out = {}
     for name, path in (("model", run_dir / "model_int8.tflite"), ("reference", reference)):
@@ -187,7 +187,7 @@ def kib(v):
 
 
 def markdown(res: dict) -> str:
-    from facemask_edge.profile.boards import BOARDS
+    from facemask_edge.boards import BOARDS
 
     b = res["bench"]
     acc, ag, m, r = b["accuracy"], b["agreement"], b["model"], b["reference"]

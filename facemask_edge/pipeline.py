@@ -80,19 +80,17 @@ class PipelineConfig:
 # ---- configuration -----------------------------------------------------------------------------
 
 def board_defaults(board: str) -> dict:
-    """The board's options from ``facemask_edge/defaults.json`` (``{}`` if none).
+    """The board's pipeline options from its registry entry's model defaults
+    (:func:`facemask_edge.boards.model_defaults`, i.e. ``defaults.json``; ``{}`` if none).
 
     Only pipeline options are returned; the entry's record of where it came from
     (``from_sweep``) is not one.
     """
     from dataclasses import fields
-    from importlib import resources
 
-    try:
-        text = resources.files("facemask_edge").joinpath("defaults.json").read_text()
-    except (FileNotFoundError, OSError):
-        return {}
-    entry = json.loads(text).get("boards", {}).get(board, {})
+    from facemask_edge.boards import model_defaults
+
+    entry = model_defaults(board)
     return {k: v for k, v in entry.items() if k in {f.name for f in fields(PipelineConfig)}}
 
 
@@ -185,7 +183,7 @@ def build_config(cli: dict | None = None, toml: str | Path | None = None) -> Pip
     _check_keys(file_layer, str(toml))
     demo = bool(cli.get("demo", file_layer.get("demo", False)))
     board = cli.get("board") or file_layer.get("board") or PipelineConfig.board
-    from facemask_edge.profile.boards import get_board
+    from facemask_edge.boards import get_board
 
     get_board(board)
     out = cli.get("out") or file_layer.get("out") or ("facemask-edge-demo" if demo else "")
@@ -414,8 +412,8 @@ class _Runner:
         return outs, figures
 
     def stage_profile(self, resume: bool):
+        from facemask_edge.boards import BOARDS
         from facemask_edge.profile import profile_model, profile_table
-        from facemask_edge.profile.boards import BOARDS
         from facemask_edge.runs import read_json, write_json
 
         card = read_json(self.run_dir / "model_card.json")
@@ -470,8 +468,7 @@ class _Runner:
     def stage_export(self, resume: bool):
         from facemask_edge.export import export_run
 
-        out = self.run_dir / "export"
-        res = export_run(self.run_dir, self.cfg.board, out=out, fmt=self.cfg.export_format)
+        res = export_run(self.run_dir, self.cfg.board, fmt=self.cfg.export_format)  # RUN/export/
         root = res.path if res.path.is_dir() else res.path.parent
         files = [self.rel(p) for p in (_files_under(root) if res.path.is_dir() else [res.path])]
         b = res.budget
@@ -504,10 +501,9 @@ class _Runner:
                 url = self.cfg.port
             elif self.cfg.sim == "inprocess":
                 from facemask_edge.device.sim import BoardSimulator, load_run_model
-                from facemask_edge.profile.boards import get_board
 
                 model, card = load_run_model(self.run_dir)
-                sim = BoardSimulator(model, card, board=get_board(self.cfg.board), baud=self.cfg.sim_baud)
+                sim = BoardSimulator(model, card, board=self.cfg.board, baud=self.cfg.sim_baud)
                 url = sim.start()
             else:
                 proc, url = _start_sim_process(self.run_dir, self.cfg.board, self.cfg.sim_baud)
@@ -540,7 +536,7 @@ class _Runner:
         ref = {"path": str(Path(cfg.reference).resolve()),
                "sha256": sha256_file(Path(cfg.reference)) if Path(cfg.reference).is_file() else None} \
             if cfg.reference else None
-        from facemask_edge.profile.boards import BOARDS
+        from facemask_edge.boards import BOARDS
 
         return [
             _Stage("train", "train (feature extractor, then fine-tuning)", [], tc, self.stage_train),
@@ -620,14 +616,15 @@ def _profile_figures(p: dict) -> dict:
 
 def _firmware_hash(board: str) -> str | None:
     """Hash of the firmware sources export copies (a changed sketch means a new export)."""
-    try:
-        from facemask_edge.export.host import firmware_dir
+    from facemask_edge.export.exporter import sketch_template
+    from facemask_edge.paths import firmware_dir
 
-        fw = firmware_dir()
+    try:
+        dirs = (firmware_dir() / "common", sketch_template(board))
     except FacemaskError:
         return None
     h = hashlib.sha256()
-    for d in (fw / "common", fw / "boards" / board):
+    for d in dirs:
         if d.is_dir():
             for p in sorted(d.iterdir()):
                 if p.is_file():
@@ -951,7 +948,7 @@ def _plots(run_dir: Path, s: dict) -> dict:
         out["accuracy"] = "summary_accuracy.png"
     pr = st.get("profile", {}).get("figures", {})
     if pr.get("boards"):
-        from facemask_edge.profile.boards import BOARDS
+        from facemask_edge.boards import get_board
 
         names = list(pr["boards"])
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), dpi=110)
@@ -960,12 +957,8 @@ def _plots(run_dir: Path, s: dict) -> dict:
             vals = [pr["boards"][b][key] / 1024 for b in names]
             avail = []
             for b in names:
-                bd = BOARDS[b]
-                if cap == "ram":
-                    frame = 0 if bd.frame_in_psram else bd.frame_bytes
-                    avail.append((bd.ram_bytes - bd.reserved_ram_bytes - frame) / 1024)
-                else:
-                    avail.append((bd.flash_bytes - bd.reserved_flash_bytes) / 1024)
+                bd = get_board(b)
+                avail.append((bd.arena_ram_bytes if cap == "ram" else bd.model_flash_bytes) / 1024)
             x = range(len(names))
             ax.bar([i - 0.2 for i in x], avail, width=0.4, color="lightgray", label="available")
             ax.bar([i + 0.2 for i in x], vals, width=0.4, color="tab:blue", label="this model")

@@ -28,7 +28,7 @@ def _skip(v: str):
 
 def _latency(ctx, param, value):
     """``150`` (every board) or ``nano33ble=150,esp32cam=500``."""
-    from facemask_edge.profile.boards import BOARDS
+    from facemask_edge.boards import BOARDS
 
     if value is None:
         return None

@@ -21,9 +21,10 @@ from typing import Callable, Protocol
 
 from facemask_edge.device import framing as fr
 from facemask_edge.errors import ToolMissing
+from facemask_edge.paths import cache_dir, firmware_dir
 
 __all__ = ["DeviceInfo", "BoardEngine", "PyBoardProtocol", "CBoardProtocol", "make_engine",
-           "firmware_dir", "build_c_library", "RESULT_HISTORY"]
+           "build_c_library", "RESULT_HISTORY"]
 
 RESULT_HISTORY = 4
 
@@ -269,14 +270,6 @@ def _split_keep(data: bytes):
 # ---- the C engine -----------------------------------------------------------------------------
 
 
-def firmware_dir() -> Path:
-    """``firmware/`` of the source tree (the C sources ship next to the package)."""
-    env = os.environ.get("FACEMASK_EDGE_FIRMWARE")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "firmware"
-
-
 class _CInfo(ctypes.Structure):
     _fields_ = [("board", ctypes.c_char_p), ("firmware_version", ctypes.c_char_p),
                 ("model_sha256", ctypes.c_char_p), ("input_width", ctypes.c_uint16),
@@ -291,8 +284,6 @@ _INFER = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c
 
 
 def _cache_root() -> Path:
-    from facemask_edge.data.ingest import cache_dir
-
     return cache_dir() / "native"
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from facemask_edge import __version__
+from facemask_edge.boards import Board
 from facemask_edge.export.tflite_info import TfliteInfo, resolver_method
-from facemask_edge.profile.boards import Board
 
 __all__ = [
     "MODEL_ARRAY",
