@@ -448,7 +448,8 @@ def _plots(out: Path, rows: list[dict], budget: dict, ref: dict | None = None, l
     plot_pareto(pts, "arena_kib", "accuracy", out / "pareto_arena.png", "tensor arena (KiB, TFLM measured)",
                 "int8 validation accuracy", budget={k: v for k, v in lines.items() if v < 2 * widest})
     plot_pareto(pts, "latency_nano33ble", "accuracy", out / "pareto_latency.png",
-                f"estimated latency on nano33ble at 64 MHz, {latency_estimate} estimate (ms)",
+                f"estimated latency on nano33ble at {BOARDS['nano33ble'].clock_hz / 1e6:.0f} MHz, "
+                f"{latency_estimate} estimate (ms)",
                 "int8 validation accuracy",
                 budget={f"{budget['nano33ble']:g} ms budget": budget["nano33ble"]} if budget.get("nano33ble") else None)
     return {"accuracy vs arena": "pareto_arena.png", "accuracy vs latency": "pareto_latency.png"}

@@ -295,7 +295,7 @@ def test_cli_help_lists_pass_through_training_options():
         assert opt in out, opt
 
 
-@pytest.mark.skipif(not os.environ.get("FACEMASK_PIPELINE_FULL_DEMO"), reason="set FACEMASK_PIPELINE_FULL_DEMO=1")
+@pytest.mark.skipif(not os.environ.get("FACEMASK_EDGE_FULL_DEMO"), reason="set FACEMASK_EDGE_FULL_DEMO=1")
 def test_full_demo_under_a_minute_and_a_half(tmp_path):
     t = time.monotonic()
     assert main(["pipeline", "--demo", "--out", str(tmp_path / "demo")]) == 0

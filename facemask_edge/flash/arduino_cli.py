@@ -310,6 +310,8 @@ def flash(board: str | Board, *, run_dir: str | Path | None = None, sketch: str 
         if port is None and not compile_only:
             echo("# note: <PORT> is found with `arduino-cli board list` when --port is not given")
         return plan
+    if run_dir is None:  # an already exported sketch: a look at it is cheaper than any tool
+        _check_sketch(plan_flash(b, sketch_path, port, build_dir, compile_only=compile_only))
     exe = find_arduino_cli(cli)
     check_toolchain(b, exe, runner)
     if not compile_only and port is None:
