@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
+    pytest.importorskip("tensorflow")  # converts the tiny model (a checked-in fixture can replace it)
     from facemask_edge.device.testing import make_tiny_run
 
     return make_tiny_run(tmp_path_factory.mktemp("registry") / "run")

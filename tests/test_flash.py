@@ -194,8 +194,9 @@ def test_without_arduino_cli_says_how_to_install(capsys, monkeypatch, tmp_path, 
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def converted_run(tmp_path_factory):
     """A converted run (tiny int8 model, 24 px RGB) that `export` accepts."""
+    pytest.importorskip("tensorflow")  # converts the tiny model (a checked-in fixture can replace it)
     from facemask_edge.device.testing import make_tiny_run
 
     return make_tiny_run(tmp_path_factory.mktemp("flash") / "run")
@@ -207,7 +208,7 @@ def _files(*roots: Path) -> dict[str, tuple[int, int]]:
 
 
 @pytest.mark.parametrize("missing", ["arduino-cli", "core", "board"])
-def test_flash_run_checks_tools_before_writing_anything(missing, tiny_run, fake_cli, monkeypatch,
+def test_flash_run_checks_tools_before_writing_anything(missing, converted_run, fake_cli, monkeypatch,
                                                         tmp_path, capsys):
     """Issue 11, behaviour 9: `flash RUN` used to export into the repository's firmware/boards/
     before finding out that arduino-cli is missing. Now arduino-cli, the core and the board are
@@ -219,22 +220,22 @@ def test_flash_run_checks_tools_before_writing_anything(missing, tiny_run, fake_
         write(core_list={"platforms": []})
     else:
         write(board_list={"detected_ports": []})
-    before = _files(tiny_run, ROOT / "firmware")
-    rc = cli_main(["flash", str(tiny_run), "--board", "nano33ble"])
+    before = _files(converted_run, ROOT / "firmware")
+    rc = cli_main(["flash", str(converted_run), "--board", "nano33ble"])
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith("error: ") and err.count("\n") == 1
     assert {"arduino-cli": "arduino-cli not found", "core": "core arduino:mbed_nano",
             "board": "no nano33ble found"}[missing] in err
-    assert _files(tiny_run, ROOT / "firmware") == before
-    assert not (tiny_run / "export").exists()
+    assert _files(converted_run, ROOT / "firmware") == before
+    assert not (converted_run / "export").exists()
     assert not any(c[0] in ("compile", "upload") for c in calls())
 
 
-def test_flash_run_exports_into_the_run_then_builds_there(tiny_run, fake_cli, tmp_path, capsys):
+def test_flash_run_exports_into_the_run_then_builds_there(converted_run, fake_cli, tmp_path, capsys):
     """One export location: `flash RUN` exports to RUN/export/<board>/ like `export` and the
     pipeline, and builds in RUN/export/build/<board>; firmware/ is not written."""
     run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
+    shutil.copytree(converted_run, run)
     before = _files(ROOT / "firmware")
     _, calls = fake_cli
     rc = cli_main(["flash", str(run), "--board", "esp32cam"])
