@@ -16,7 +16,7 @@ machine, same run) and writes ``results.md`` and ``results.json`` (default: ``be
   the reference, and the ratios against the targets of issue 7;
 - validation throughput, wall time per pipeline stage, and a machine description.
 
-Data: ``--data``, else ``$FACEMASK_DATA``, else ``../shared/datasets/facemask-dev``. When a stage
+Data: ``--data``, else ``$FACEMASK_EDGE_DEV_DATA``, else ``../shared/datasets/facemask-dev``. When a stage
 of RUN_DIR is already up to date the pipeline skips it, and the table reports the time it took
 when it ran (the ``ran`` column says which stages ran in this invocation).
 """
@@ -93,9 +93,9 @@ def run_pipeline(args, extra: list[str]) -> tuple[list[str], float, int]:
 
 def measure(run_dir: Path, reference: Path) -> dict:
     """Profile the run's model and the reference for every board, now."""
+    from facemask_edge.boards import BOARDS
     from facemask_edge.convert.runtimes import measure_arena
     from facemask_edge.profile import profile_model
-    from facemask_edge.profile.boards import BOARDS
 
     out = {}
     for name, path in (("model", run_dir / "model_int8.tflite"), ("reference", reference)):
@@ -187,7 +187,7 @@ def kib(v):
 
 
 def markdown(res: dict) -> str:
-    from facemask_edge.profile.boards import BOARDS
+    from facemask_edge.boards import BOARDS
 
     b = res["bench"]
     acc, ag, m, r = b["accuracy"], b["agreement"], b["model"], b["reference"]
@@ -274,7 +274,7 @@ def main(argv=None) -> int:
         i = argv.index("--")
         argv, extra = argv[:i], argv[i + 1:]
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_data = os.environ.get("FACEMASK_DATA") or str(SHARED / "datasets" / "facemask-dev")
+    default_data = os.environ.get("FACEMASK_EDGE_DEV_DATA") or str(SHARED / "datasets" / "facemask-dev")
     ap.add_argument("--data", type=Path, default=Path(default_data))
     ap.add_argument("--weights", type=Path, default=SHARED / "weights" / "vww_96.h5")
     ap.add_argument("--reference", type=Path, default=SHARED / "weights" / "vww_96_int8.tflite")
@@ -285,7 +285,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     for what, p in (("data set", args.data), ("weights", args.weights), ("reference model", args.reference)):
         if not p.exists():
-            print(f"error: {what} {p} not found (set FACEMASK_DATA or pass --data/--weights/--reference)",
+            print(f"error: {what} {p} not found (set FACEMASK_EDGE_DEV_DATA or pass --data/--weights/--reference)",
                   file=sys.stderr)
             return 2
     t0 = time.monotonic()

@@ -23,23 +23,27 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from facemask_edge.boards import BOARDS, DEFAULTS_FILE
 from facemask_edge.errors import FacemaskError
 from facemask_edge.progress import log
 
-__all__ = ["SweepPoint", "build_grid", "run_sweep", "recommend", "write_defaults", "LATENCY_BUDGET_MS",
-           "REFERENCE_LIMITS",
-           "sweep_markdown", "FAST_EPOCHS", "FULL_EPOCHS"]
-
-#: Latency a default model may have per board, checked on the upper ("high") or lower ("low")
-#: end of the profile's estimate. Nano 33 BLE: issue 7's 150 ms at 64 MHz. ESP32-CAM: 500 ms,
-#: two classifications a second in the camera loop (its JPEG capture and decode come on top).
-LATENCY_BUDGET_MS = {"nano33ble": 150.0, "esp32cam": 500.0}
-#: With a reference model: the most a board's default may take of its arena and flatbuffer
-#: (issue 7's targets for the Nano 33 BLE against the MLPerf Tiny VWW int8 model).
-REFERENCE_LIMITS = {"nano33ble": {"arena": 0.45, "flash": 0.25}}
+__all__ = ["SweepPoint", "build_grid", "run_sweep", "recommend", "write_defaults", "default_latency_budgets",
+           "default_reference_limits", "sweep_markdown", "FAST_EPOCHS", "FULL_EPOCHS"]
 FAST_EPOCHS = {"head_epochs": 2, "finetune_epochs": 4, "qat_epochs": 1}
 FULL_EPOCHS = {"head_epochs": 3, "finetune_epochs": 10, "qat_epochs": 2}
 KERAS_FAMILIES = (("mobilenet_v1", 0.25), ("mobilenet_v1", 0.5), ("mobilenet_v2", 0.35))
+
+
+def default_latency_budgets() -> dict[str, float]:
+    """Latency (ms) a default model may have per board (``Board.latency_budget_ms``), checked on
+    the upper ("high") or lower ("low") end of the profile's estimate."""
+    return {b.name: b.latency_budget_ms for b in BOARDS.values() if b.latency_budget_ms is not None}
+
+
+def default_reference_limits() -> dict[str, dict[str, float]]:
+    """With a reference model: the most a board's default may take of the reference's arena and
+    flatbuffer (``Board.reference_limits``)."""
+    return {b.name: dict(b.reference_limits) for b in BOARDS.values() if b.reference_limits}
 
 
 @dataclass
@@ -203,13 +207,13 @@ def run_sweep(data: str | None, out: str | Path, points: list[SweepPoint], epoch
         points: from :func:`build_grid`.
         epochs: ``head_epochs``, ``finetune_epochs``, ``qat_epochs`` (default :data:`FULL_EPOCHS`).
         train_options: other TrainConfig fields for every point (seed, batch_size, ...).
-        latency_budget: latency (ms) per board (default :data:`LATENCY_BUDGET_MS`).
+        latency_budget: latency (ms) per board (default :func:`default_latency_budgets`).
         tolerance: accuracy difference below which two configurations count as equal.
         evaluate_test: also measure the chosen int8 model on the test split (for the table).
         reference: a reference int8 ``.tflite`` (e.g. vww_96_int8.tflite): its arena and flatbuffer
             are measured, every configuration gets its ratios, and ``reference_limits`` apply.
         reference_limits: per board, the largest ``arena``/``flash`` ratio to the reference a
-            recommendation may have (default :data:`REFERENCE_LIMITS`).
+            recommendation may have (default :func:`default_reference_limits`).
         latency_estimate: ``"high"`` or ``"low"``: which end of the latency estimate the budget
             is checked on.
 
@@ -223,10 +227,10 @@ def run_sweep(data: str | None, out: str | Path, points: list[SweepPoint], epoch
     out = Path(out)
     (out / "configs").mkdir(parents=True, exist_ok=True)
     epochs = {**FULL_EPOCHS, **(epochs or {})}
-    budget = {**LATENCY_BUDGET_MS, **(latency_budget or {})}
+    budget = {**default_latency_budgets(), **(latency_budget or {})}
     data_path, data_info = resolve_data(data)
     ref = _measure_reference(Path(reference)) if reference else None
-    limits = (REFERENCE_LIMITS if reference_limits is None else reference_limits) if ref else {}
+    limits = (default_reference_limits() if reference_limits is None else reference_limits) if ref else {}
     teacher_size = None
     if (train_options or {}).get("teacher"):
         from facemask_edge.runs import load_config
@@ -289,12 +293,10 @@ def recommend(rows: list[dict], latency_budget: dict | None = None, tolerance: f
     ``latency_budget``, and, for boards in ``reference_limits``, arena and flatbuffer ratios to
     the reference within the limits (rows need ``arena_vs_reference``/``flash_vs_reference``).
     """
-    from facemask_edge.profile.boards import BOARDS
-
     if latency_estimate not in ("high", "low"):
         raise FacemaskError(f"unknown latency estimate {latency_estimate!r}", "use high or low")
     end = 1 if latency_estimate == "high" else 0
-    budget = {**LATENCY_BUDGET_MS, **(latency_budget or {})}
+    budget = {**default_latency_budgets(), **(latency_budget or {})}
     limits = reference_limits or {}
     rec = {}
     for b in BOARDS:
@@ -353,7 +355,7 @@ def write_defaults(rec: dict, path: Path | None = None, source: str = "") -> Pat
     are kept."""
     from facemask_edge.runs import write_json
 
-    path = Path(path) if path else Path(__file__).with_name("defaults.json")
+    path = Path(path) if path else DEFAULTS_FILE
     doc = json.loads(path.read_text()) if path.exists() else {"schema": 1, "boards": {}}
     for b, r in rec.items():
         if not r.get("name"):
@@ -380,9 +382,9 @@ def _blocks_cell(r: dict) -> str:
 
 
 def sweep_markdown(res: dict) -> str:
-    from facemask_edge.profile.boards import BOARDS
-
     e = res["epochs"]
+    # The boards the sweep profiled (a board registered later has no figures in it).
+    names = list(res["rows"][0]["boards"]) if res.get("rows") else list(BOARDS)
     lines = ["# Sweep", "",
              f"Data `{res['data']}`; each configuration trained {e['head_epochs']} + {e['finetune_epochs']} "
              f"epochs (head, fine-tuning), {e['qat_epochs']} QAT epoch(s), then converted (PTQ or QAT, "
@@ -394,8 +396,8 @@ def sweep_markdown(res: dict) -> str:
                 if res.get("reference") else ""), "",
              "| config | backbone | size | colour | blocks | int8 val acc | int8 test acc | float test acc | quant | "
              "arena B | model B | MACs | " + ("arena/ref | flash/ref | " if res.get("reference") else "")
-             + " | ".join(f"{b} latency ms | fits {b}" for b in BOARDS) + " | time s |",
-             "|" + "---|" * (12 + (2 if res.get("reference") else 0) + 2 * len(BOARDS) + 1)]
+             + " | ".join(f"{b} latency ms | fits {b}" for b in names) + " | time s |",
+             "|" + "---|" * (12 + (2 if res.get("reference") else 0) + 2 * len(names) + 1)]
     rows = sorted(res["rows"], key=lambda r: -(r["int8_val_accuracy"] or 0))
     for r in rows:
         cells = [r["name"], r["family"], str(r["size"]), r["color"], _blocks_cell(r),
@@ -403,7 +405,7 @@ def sweep_markdown(res: dict) -> str:
                  r["quantization"], _f(r["arena_bytes"]), _f(r["flatbuffer_bytes"]), _f(r["macs"])]
         if res.get("reference"):
             cells += [f"{r['arena_vs_reference']:.1%}", f"{r['flash_vs_reference']:.1%}"]
-        for b in BOARDS:
+        for b in names:
             lo, hi = r["boards"][b]["latency_ms"]
             cells += [f"{lo:.0f}-{hi:.0f}" if lo != hi else f"{lo:.0f}", "yes" if r["boards"][b]["fits"] else "NO"]
         cells.append(_f(r["seconds"], 0))
@@ -429,8 +431,6 @@ def sweep_markdown(res: dict) -> str:
 def _plots(out: Path, rows: list[dict], budget: dict, ref: dict | None = None, limits: dict | None = None,
            latency_estimate: str = "high") -> dict:
     from facemask_edge.plots import plot_pareto
-    from facemask_edge.profile.boards import BOARDS
-
     end = 1 if latency_estimate == "high" else 0
     pts = [{"name": r["name"], "accuracy": r["int8_val_accuracy"], "arena_kib": r["arena_bytes"] / 1024,
             **{f"latency_{b}": r["boards"][b]["latency_ms"][end] for b in BOARDS}} for r in rows
@@ -440,8 +440,7 @@ def _plots(out: Path, rows: list[dict], budget: dict, ref: dict | None = None, l
     widest = max(p["arena_kib"] for p in pts)
     lines = {}
     for b, bd in BOARDS.items():
-        ram = bd.ram_bytes - bd.reserved_ram_bytes - (0 if bd.frame_in_psram else bd.frame_bytes)
-        lines[f"{b} RAM for arena+margin"] = ram / 1024 / 1.1  # the margin is 10 %
+        lines[f"{b} RAM for arena+margin"] = bd.arena_ram_bytes / 1024 / 1.1  # the margin is 10 %
     if ref:
         lines[f"{ref['model']} arena"] = ref["arena_bytes"] / 1024
         for b, lim in (limits or {}).items():
@@ -450,7 +449,8 @@ def _plots(out: Path, rows: list[dict], budget: dict, ref: dict | None = None, l
     plot_pareto(pts, "arena_kib", "accuracy", out / "pareto_arena.png", "tensor arena (KiB, TFLM measured)",
                 "int8 validation accuracy", budget={k: v for k, v in lines.items() if v < 2 * widest})
     plot_pareto(pts, "latency_nano33ble", "accuracy", out / "pareto_latency.png",
-                f"estimated latency on nano33ble at 64 MHz, {latency_estimate} estimate (ms)",
+                f"estimated latency on nano33ble at {BOARDS['nano33ble'].clock_hz / 1e6:.0f} MHz, "
+                f"{latency_estimate} estimate (ms)",
                 "int8 validation accuracy",
                 budget={f"{budget['nano33ble']:g} ms budget": budget["nano33ble"]} if budget.get("nano33ble") else None)
     return {"accuracy vs arena": "pareto_arena.png", "accuracy vs latency": "pareto_latency.png"}

@@ -48,7 +48,7 @@ from facemask_edge.edge_impulse.upload import _payload, plan_upload  # noqa: E40
 
 
 def default_data() -> Path:
-    env = os.environ.get("FACEMASK_DATA")
+    env = os.environ.get("FACEMASK_EDGE_DEV_DATA")
     return Path(env) if env else ROOT.parent / "shared" / "datasets" / "facemask-dev"
 
 
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     if not args.data.exists():
-        print(f"no data set at {args.data} (pass --data or set FACEMASK_DATA)", file=sys.stderr)
+        print(f"no data set at {args.data} (pass --data or set FACEMASK_EDGE_DEV_DATA)", file=sys.stderr)
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="ei-acceptance-"))
     run = tmp / "run"

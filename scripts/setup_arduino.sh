@@ -7,7 +7,7 @@
 #
 # Environment: ARDUINO_CLI (default: arduino-cli on PATH), MBED_NANO_VERSION and ESP32_VERSION to
 # pin core versions (default: latest). Library versions are pinned to the ones the sketches are
-# written for; facemask_edge/export/exporter.py LIBRARIES lists the same.
+# written for; their entries in facemask_edge/boards.py (core, libraries) list the same.
 set -euo pipefail
 
 CLI="${ARDUINO_CLI:-arduino-cli}"

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("FACEMASK_EDGE_CACHE", tempfile.mkdtemp(prefix="facemask-edge-test-cache-"))
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-SHARED_DATA = Path(os.environ.get("FACEMASK_DATA", ROOT.parent / "shared" / "datasets" / "facemask-dev"))
+SHARED_DATA = Path(os.environ.get("FACEMASK_EDGE_DEV_DATA", ROOT.parent / "shared" / "datasets" / "facemask-dev"))
 SHARED_WEIGHTS = ROOT.parent / "shared" / "weights"
 
 
@@ -70,5 +70,5 @@ def tiny_run(tiny_trained_run) -> Path:
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"{SHARED_DATA} not present (set FACEMASK_DATA)")
+        pytest.skip(f"{SHARED_DATA} not present (set FACEMASK_EDGE_DEV_DATA)")
     return SHARED_DATA

@@ -17,7 +17,7 @@ from facemask_edge.device.sim import BoardSimulator, Faults, board_budget, load_
 from facemask_edge.device.testing import make_tiny_model, make_tiny_run
 from facemask_edge.device.transport import open_port
 from facemask_edge.errors import BudgetError, FacemaskError, ModelError
-from facemask_edge.profile.boards import get_board
+from facemask_edge.boards import get_board
 
 CLI = [sys.executable, "-m", "facemask_edge"]
 

@@ -19,7 +19,7 @@ from facemask_edge.device.sim import BoardSimulator, Faults, load_run_model
 from facemask_edge.device.testing import make_tiny_model, make_tiny_run
 from facemask_edge.device.transport import choose_port, list_candidates, open_port
 from facemask_edge.errors import DeviceError, DeviceTimeout, ModelMismatch, ProtocolError
-from facemask_edge.profile.boards import get_board
+from facemask_edge.boards import get_board
 from facemask_edge.validate.reference import HostReference
 
 

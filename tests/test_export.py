@@ -302,18 +302,38 @@ def test_arduino_library_default_location_and_esp32(runs, tmp_path):
     assert "architectures=esp32\n" in props and "depends=" not in props
 
 
-def test_default_target_is_the_repository_sketch(runs, tmp_path, monkeypatch):
+def test_default_location_is_the_run_and_firmware_is_only_read(runs, tmp_path, monkeypatch, capsys):
+    """`export RUN` writes RUN/export/<board>/ (issue 11, behaviour 9); the firmware/ tree it reads
+    ($FACEMASK_EDGE_FIRMWARE here, a copy with a marked sketch) is left byte for byte as it was."""
     firmware = tmp_path / "firmware"
     shutil.copytree(ROOT / "firmware", firmware, ignore=shutil.ignore_patterns("src", "build"))
-    monkeypatch.setenv("FACEMASK_FIRMWARE_DIR", str(firmware))
-    stale = firmware / "boards/nano33ble/src/old_model.h"
+    ino = firmware / "boards/nano33ble/nano33ble.ino"
+    ino.write_text(ino.read_text() + "// from the FACEMASK_EDGE_FIRMWARE copy\n")
+    monkeypatch.setenv("FACEMASK_EDGE_FIRMWARE", str(firmware))
+    before = tree_bytes(firmware)
+    run = tmp_path / "r"
+    shutil.copytree(runs["rgb"], run)
+    stale = run / "export/nano33ble/src/old_model.h"
     stale.parent.mkdir(parents=True)
     stale.write_text("// from an older export\n")
-    res = export_run(runs["rgb"], "nano33ble")
-    assert res.path == firmware / "boards/nano33ble"
-    assert (firmware / "boards/nano33ble/src/model_ops.h").is_file()
-    assert not stale.exists()
-    assert (firmware / "boards/nano33ble/.gitignore").read_text().strip() == "src/"
+
+    res = export_run(run, "nano33ble")
+    assert res.path == run / "export" / "nano33ble"
+    assert (res.path / "src/model_ops.h").is_file() and not stale.exists()
+    assert (res.path / "nano33ble.ino").read_bytes() == ino.read_bytes()  # the template came from there
+    rc = cli_main(["export", str(run), "--board", "esp32cam"])
+    assert rc == 0 and f"--sketch {run / 'export' / 'esp32cam'}" in capsys.readouterr().out
+    assert (run / "export/esp32cam/src/model_data.cc").is_file()
+    assert tree_bytes(firmware) == before
+
+
+def test_firmware_dir_variable_must_point_at_firmware(runs, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FACEMASK_EDGE_FIRMWARE", str(tmp_path / "nowhere"))
+    rc = cli_main(["export", str(runs["rgb"]), "--board", "nano33ble", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1
+    assert "firmware sources not found ($FACEMASK_EDGE_FIRMWARE = " in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_card_for_another_model_is_refused(runs, models, tmp_path):
@@ -331,7 +351,8 @@ def test_missing_files_and_bad_inputs(runs, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 1 and "convert" in err and err.count("\n") == 1
     rc = cli_main(["export", str(runs["rgb"]), "--board", "uno"])
-    assert rc == 2 and "nano33ble" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 1 and err == "error: unknown board 'uno' (use one of nano33ble, esp32cam)\n"
 
 
 def test_not_a_tflite_and_wrong_quantization(runs, models, tmp_path):

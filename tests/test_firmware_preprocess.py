@@ -18,7 +18,7 @@ from facemask_edge.export.host import (CAMERA_SIZES, load_host_firmware, parity_
 from facemask_edge.testing import draw_face
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("FACEMASK_DATA", ROOT.parent / "shared" / "datasets" / "facemask-dev"))
+SHARED = Path(os.environ.get("FACEMASK_EDGE_DEV_DATA", ROOT.parent / "shared" / "datasets" / "facemask-dev"))
 
 
 @pytest.fixture(scope="module")

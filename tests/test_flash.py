@@ -19,10 +19,11 @@ import pytest
 
 from facemask_edge.cli import main as cli_main
 from facemask_edge.errors import DeviceError, ToolMissing
-from facemask_edge.export.flash import (TOOLCHAINS, check_toolchain, find_port, flash,
-                                        parse_board_list, parse_core_list, parse_lib_list,
-                                        parse_version, plan_flash)
-from facemask_edge.profile.boards import BOARDS
+from facemask_edge.boards import BOARDS
+from facemask_edge.flash.arduino_cli import (check_toolchain, find_port, flash, parse_board_list,
+                                             parse_core_list, parse_lib_list, parse_version, plan_flash)
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,12 +125,13 @@ def no_cli_path(monkeypatch, tmp_path):
 ])
 def test_dry_run_prints_exact_commands(board, fqbn, options, capsys, monkeypatch, tmp_path):
     no_cli_path(monkeypatch, tmp_path)
-    rc = cli_main(["flash", "--board", board, "--port", "/dev/ttyX9", "--dry-run",
+    run = tmp_path / "run"
+    rc = cli_main(["flash", str(run), "--board", board, "--port", "/dev/ttyX9", "--dry-run",
                    "--build-dir", str(tmp_path / "b")])
     out = capsys.readouterr().out
     assert rc == 0
     commands = [shlex.split(line) for line in out.splitlines() if not line.startswith("#")]
-    sketch = str((ROOT / "firmware/boards" / board).resolve())
+    sketch = str((run / "export" / board).resolve())  # where `export RUN` puts the sketch
     assert commands == [
         ["arduino-cli", "compile", "--fqbn", fqbn, *options, "--build-path", str(tmp_path / "b"),
          "--warnings", "default", sketch],
@@ -139,13 +141,28 @@ def test_dry_run_prints_exact_commands(board, fqbn, options, capsys, monkeypatch
     assert "# note: arduino-cli not found" in out  # dry run still says what to install
 
 
-def test_dry_run_without_port_and_compile_only(capsys):
-    plan = plan_flash("esp32cam")
+def test_dry_run_without_port_and_compile_only(capsys, tmp_path):
+    plan = plan_flash("esp32cam", tmp_path / "run/export/esp32cam")
     assert plan.commands[1][plan.commands[1].index("--port") + 1] == "<PORT>"
-    assert plan.build_dir == (ROOT / "firmware/build/esp32cam").resolve()
-    rc = cli_main(["flash", "--board", "nano33ble", "--dry-run", "--compile-only"])
+    # The build goes next to the sketch, never into the repository's firmware/ tree.
+    assert plan.build_dir == (tmp_path / "run/export/build/esp32cam").resolve()
+    rc = cli_main(["flash", str(tmp_path / "run"), "--board", "nano33ble", "--dry-run", "--compile-only"])
     out = capsys.readouterr().out
     assert rc == 0 and out.count("arduino-cli compile") == 1 and "upload" not in out
+    assert not (tmp_path / "run").exists()  # a dry run writes nothing
+
+
+def test_nothing_to_flash_without_run_or_sketch(capsys):
+    rc = cli_main(["flash", "--board", "nano33ble", "--dry-run"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("error: nothing to flash") and err.count("\n") == 1
+
+
+def test_unknown_board_is_one_line_listing_the_boards(capsys, tmp_path):
+    rc = cli_main(["flash", str(tmp_path), "--board", "uno", "--dry-run"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1
+    assert err.startswith("error: unknown board 'uno'") and "nano33ble, esp32cam" in err
 
 
 def test_dry_run_with_run_dir_mentions_the_export(capsys, tmp_path):
@@ -160,10 +177,9 @@ def test_run_dir_needs_a_sketch_named_after_the_board(capsys, tmp_path):
 
 
 def test_partition_scheme_leaves_room_for_models():
-    """huge_app gives the ESP32-CAM's 3 MB app partition the board table budgets for."""
-    assert TOOLCHAINS["esp32cam"].board_options == ("PartitionScheme=huge_app",)
+    """huge_app gives the ESP32-CAM's 3 MB app partition the board registry budgets for."""
+    assert BOARDS["esp32cam"].board_options == ("PartitionScheme=huge_app",)
     assert BOARDS["esp32cam"].flash_bytes == 3 * 1024 * 1024
-    assert {b: TOOLCHAINS[b].fqbn for b in BOARDS} == {b: BOARDS[b].fqbn for b in BOARDS}
 
 
 # ---- missing tools ---------------------------------------------------------------------------
@@ -175,6 +191,61 @@ def test_without_arduino_cli_says_how_to_install(capsys, monkeypatch, tmp_path, 
     assert rc == 1
     assert err.startswith("error: arduino-cli not found on PATH")
     assert "install.sh" in err and "scripts/setup_arduino.sh" in err and err.count("\n") == 1
+
+
+@pytest.fixture(scope="module")
+def converted_run(tmp_path_factory):
+    """A converted run (tiny int8 model, 24 px RGB) that `export` accepts."""
+    pytest.importorskip("tensorflow")  # converts the tiny model (a checked-in fixture can replace it)
+    from facemask_edge.device.testing import make_tiny_run
+
+    return make_tiny_run(tmp_path_factory.mktemp("flash") / "run")
+
+
+def _files(*roots: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns)
+            for root in roots for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("missing", ["arduino-cli", "core", "board"])
+def test_flash_run_checks_tools_before_writing_anything(missing, converted_run, fake_cli, monkeypatch,
+                                                        tmp_path, capsys):
+    """Issue 11, behaviour 9: `flash RUN` used to export into the repository's firmware/boards/
+    before finding out that arduino-cli is missing. Now arduino-cli, the core and the board are
+    checked first, and a failure leaves the run folder and firmware/ exactly as they were."""
+    write, calls = fake_cli
+    if missing == "arduino-cli":
+        no_cli_path(monkeypatch, tmp_path)
+    elif missing == "core":
+        write(core_list={"platforms": []})
+    else:
+        write(board_list={"detected_ports": []})
+    before = _files(converted_run, ROOT / "firmware")
+    rc = cli_main(["flash", str(converted_run), "--board", "nano33ble"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("error: ") and err.count("\n") == 1
+    assert {"arduino-cli": "arduino-cli not found", "core": "core arduino:mbed_nano",
+            "board": "no nano33ble found"}[missing] in err
+    assert _files(converted_run, ROOT / "firmware") == before
+    assert not (converted_run / "export").exists()
+    assert not any(c[0] in ("compile", "upload") for c in calls())
+
+
+def test_flash_run_exports_into_the_run_then_builds_there(converted_run, fake_cli, tmp_path, capsys):
+    """One export location: `flash RUN` exports to RUN/export/<board>/ like `export` and the
+    pipeline, and builds in RUN/export/build/<board>; firmware/ is not written."""
+    run = tmp_path / "run"
+    shutil.copytree(converted_run, run)
+    before = _files(ROOT / "firmware")
+    _, calls = fake_cli
+    rc = cli_main(["flash", str(run), "--board", "esp32cam"])
+    assert rc == 0, capsys.readouterr().err
+    sketch = run / "export" / "esp32cam"
+    assert (sketch / "esp32cam.ino").is_file() and (sketch / "src/model_data.cc").is_file()
+    builds = [c for c in calls() if c[0] in ("compile", "upload")]
+    assert builds[0][-1] == str(sketch.resolve())
+    assert builds[0][builds[0].index("--build-path") + 1] == str((run / "export/build/esp32cam").resolve())
+    assert _files(ROOT / "firmware") == before
 
 
 def test_missing_core_and_library(fake_cli, sketches):

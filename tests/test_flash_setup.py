@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from facemask_edge.export.exporter import LIBRARIES
-from facemask_edge.export.flash import ESP32_INDEX_URL, TOOLCHAINS
+from facemask_edge.boards import BOARDS, ESP32_INDEX_URL
 
 ROOT = Path(__file__).resolve().parents[1]
 SETUP = ROOT / "scripts" / "setup_arduino.sh"
@@ -50,10 +49,10 @@ def test_setup_installs_what_flash_checks(tmp_path):
     proc, calls = run_setup(tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert ["core", "update-index", "--additional-urls", ESP32_INDEX_URL] in calls
-    assert ["core", "install", TOOLCHAINS["nano33ble"].core] in calls
-    assert ["core", "install", TOOLCHAINS["esp32cam"].core, "--additional-urls", ESP32_INDEX_URL] in calls
+    assert ["core", "install", BOARDS["nano33ble"].core] in calls
+    assert ["core", "install", BOARDS["esp32cam"].core, "--additional-urls", ESP32_INDEX_URL] in calls
     installed = [c[2] for c in calls if c[:2] == ["lib", "install"]]
-    assert sorted(installed) == sorted(f"{name}@{version}" for name, version in LIBRARIES["nano33ble"])
+    assert sorted(installed) == sorted(f"{name}@{version}" for name, version in BOARDS["nano33ble"].libraries)
     assert calls[-2:] == [["core", "list"], ["lib", "list"]]
 
 
@@ -89,14 +88,15 @@ def test_workflow_is_valid_for_compile_sketches():
     assert {"push", "pull_request", "workflow_dispatch"} <= set(wf["on"])
     job = wf["jobs"]["compile"]
     entries = {e["board"]: e for e in job["strategy"]["matrix"]["include"]}
-    assert set(entries) == set(TOOLCHAINS)
+    assert set(entries) == set(BOARDS)
     steps = job["steps"]
     compile_step = next(s for s in steps if s.get("uses", "").startswith("arduino/compile-sketches@"))
     assert compile_step["uses"] == "arduino/compile-sketches@v1"
     assert set(compile_step["with"]) <= COMPILE_SKETCHES_INPUTS
-    assert yaml.safe_load(compile_step["with"]["sketch-paths"]) == ["firmware/boards/${{ matrix.board }}"]
+    # The sketch export writes by default (RUN_DIR/export/<board>), not the checkout's firmware/.
+    assert yaml.safe_load(compile_step["with"]["sketch-paths"]) == ["${{ env.RUN_DIR }}/export/${{ matrix.board }}"]
     for board, entry in entries.items():
-        tc = TOOLCHAINS[board]
+        tc = BOARDS[board]
         options = ":" + ",".join(tc.board_options) if tc.board_options else ""
         assert entry["fqbn"] == tc.fqbn + options
         platforms = yaml.safe_load(entry["platforms"])

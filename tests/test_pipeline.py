@@ -58,7 +58,7 @@ def test_teachers_and_skipped_blocks_in_toml(tmp_path):
 
 
 def test_package_defaults_cover_every_board():
-    from facemask_edge.profile.boards import BOARDS
+    from facemask_edge.boards import BOARDS
 
     for b in BOARDS:
         d = board_defaults(b)
@@ -267,7 +267,7 @@ def test_budget_failure_stops_before_export(demo_run, tmp_path, monkeypatch):
     """A model that does not fit: export refuses, the summary says so, stages before stay done."""
     import dataclasses
 
-    from facemask_edge.profile import boards
+    from facemask_edge import boards
 
     small = dataclasses.replace(boards.BOARDS["nano33ble"], ram_bytes=70 * 1024)
     monkeypatch.setitem(boards.BOARDS, "nano33ble", small)
@@ -295,7 +295,7 @@ def test_cli_help_lists_pass_through_training_options():
         assert opt in out, opt
 
 
-@pytest.mark.skipif(not os.environ.get("FACEMASK_PIPELINE_FULL_DEMO"), reason="set FACEMASK_PIPELINE_FULL_DEMO=1")
+@pytest.mark.skipif(not os.environ.get("FACEMASK_EDGE_FULL_DEMO"), reason="set FACEMASK_EDGE_FULL_DEMO=1")
 def test_full_demo_under_a_minute_and_a_half(tmp_path):
     t = time.monotonic()
     assert main(["pipeline", "--demo", "--out", str(tmp_path / "demo")]) == 0

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from facemask_edge.device import framing as fr
-from facemask_edge.device.board import CBoardProtocol, DeviceInfo, PyBoardProtocol, firmware_dir
+from facemask_edge.device.board import CBoardProtocol, DeviceInfo, PyBoardProtocol
+from facemask_edge.paths import firmware_dir
 
 FW = firmware_dir()
 VECTORS = FW / "common" / "golden" / "vectors.txt"

@@ -4,7 +4,45 @@ from __future__ import annotations
 
 import click
 
-__all__ = ["data_option", "run_dir_argument", "echo_json_summary"]
+__all__ = ["BOARD", "BoardType", "board_option", "data_option", "run_dir_argument", "echo_json_summary"]
+
+
+class BoardType(click.ParamType):
+    """A ``--board`` value checked against the board registry when the command runs.
+
+    Unlike ``click.Choice(list(BOARDS))``, which freezes the names when the module is imported,
+    a board registered later (:func:`facemask_edge.boards.register_board`) is accepted too. An
+    unknown name is the registry's one-line error listing the valid boards.
+    """
+
+    name = "board"
+
+    def get_metavar(self, param, ctx=None) -> str:  # click < 8.2 passes no ctx
+        from facemask_edge.boards import board_names
+
+        return "[" + "|".join(board_names()) + "]"
+
+    def convert(self, value, param, ctx):
+        from facemask_edge.boards import get_board
+
+        return get_board(value).name
+
+    def shell_complete(self, ctx, param, incomplete):
+        from click.shell_completion import CompletionItem
+
+        from facemask_edge.boards import board_names
+
+        return [CompletionItem(n) for n in board_names() if n.startswith(incomplete)]
+
+
+BOARD = BoardType()
+
+
+def board_option(*names: str, **kwargs):
+    """``--board``/``-b`` taking a registered board name (other click.option kwargs pass through)."""
+    kwargs.setdefault("type", BOARD)
+    kwargs.setdefault("help", "Target board.")
+    return click.option(*(names or ("--board", "-b")), **kwargs)
 
 
 def data_option(required: bool = False):

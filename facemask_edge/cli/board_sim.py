@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from facemask_edge.cli._common import BOARD
 from facemask_edge.errors import FacemaskError
 
 __all__ = ["board_sim"]
@@ -17,9 +18,8 @@ __all__ = ["board_sim"]
 
 @click.command("board-sim")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--board", "board_name", default=None, metavar="NAME",
-              help="Report this board and enforce its memory limits (nano33ble, esp32cam). "
-                   "Default: a generous 'sim' board.")
+@click.option("--board", "board_name", type=BOARD, default=None,
+              help="Report this board and enforce its memory limits. Default: a generous 'sim' board.")
 @click.option("--baud", type=int, default=0, show_default=True,
               help="Pace both directions like a UART of this speed (0: as fast as the pty, "
                    "flow-controlled like USB CDC).")
@@ -40,10 +40,9 @@ def board_sim(run_dir, board_name, baud, fault, engine, camera_every, link, dura
     `facemask-edge validate RUN_DIR --port PATH` or `facemask-edge monitor --port PATH`.
     """
     from facemask_edge.device.sim import BoardSimulator, Faults, load_run_model
-    from facemask_edge.profile.boards import get_board
 
     faults = Faults.parse(fault)
-    board = get_board(board_name) if board_name else None
+    board = board_name  # a registered name (checked by --board) or None
     if baud < 0:
         raise FacemaskError(f"--baud must be 0 or positive, not {baud}")
     model, card = load_run_model(run_dir)

@@ -159,14 +159,14 @@ def profile(run_dir, device, job_timeout, api_key, api_endpoint, ingestion_endpo
     beside ours. Saves RUN_DIR/ei_profile.json."""
     from pathlib import Path
 
-    from facemask_edge.edge_impulse.model import (BOARD_DEVICES, comparison_lines,
-                                                  load_run_model, profile_model)
+    from facemask_edge.boards import BOARDS
+    from facemask_edge.edge_impulse.model import comparison_lines, load_run_model, profile_model
     from facemask_edge.progress import log
 
     load_run_model(run_dir)  # fail on a bad run before touching the network
     if device is None:
         boards = [p.stem[len("profile_"):] for p in Path(run_dir).glob("profile_*.json")]
-        mapped = [BOARD_DEVICES[b] for b in boards if b in BOARD_DEVICES]
+        mapped = [BOARDS[b].ei_device for b in boards if b in BOARDS and BOARDS[b].ei_device]
         device = mapped[0] if len(mapped) == 1 else None
     cfg = _config(api_key, api_endpoint, ingestion_endpoint, timeout)
     log(f"profiling on Edge Impulse ({cfg.api_endpoint})"

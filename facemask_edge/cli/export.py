@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from facemask_edge.profile.boards import BOARDS
+from facemask_edge.cli._common import board_option
 
 __all__ = ["export"]
 
@@ -15,10 +15,9 @@ __all__ = ["export"]
                "model_settings.h, an op resolver with exactly the model's ops, and copies of "
                "firmware/common. Refuses a model that does not fit the board.")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--board", "-b", required=True, type=click.Choice(list(BOARDS)), help="Target board.")
+@board_option(required=True)
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
-              help="sketch: folder that receives a complete <board>/ sketch (default: the "
-                   "repository's firmware/boards/<board>/). arduino-library: folder of the zip "
+              help="Folder that receives the complete <board>/ sketch or the library zip "
                    "(default: RUN_DIR/export).")
 @click.option("--format", "fmt", type=click.Choice(["sketch", "arduino-library"]), default="sketch",
               show_default=True, help="A sketch folder, or a zip for Arduino IDE's 'Add .ZIP Library'.")
@@ -34,7 +33,6 @@ def export(run_dir: Path, board: str, out: Path | None, fmt: str) -> None:
     if fmt == "sketch":
         changed = len(res.files)
         click.echo(f"  files   {changed} written" if changed else "  files   unchanged")
-        click.echo(f"  next    facemask-edge flash --board {board}"
-                   + (f" --sketch {res.path}" if out is not None else ""))
+        click.echo(f"  next    facemask-edge flash --board {board} --sketch {res.path}")
     else:
         click.echo("  next    Arduino IDE: Sketch > Include Library > Add .ZIP Library...")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from facemask_edge.cli.train import _int_list, _teachers
-from facemask_edge.profile.boards import BOARDS
+from facemask_edge.cli._common import BOARD
 from facemask_edge.train.model import HEADS
 
 __all__ = ["pipeline"]
@@ -21,7 +21,7 @@ _STAGES = ("data", "train", "qat", "convert", "profile", "evaluate", "export", "
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Run folder (created; re-running continues it). Default with --demo: "
                    "./facemask-edge-demo.")
-@click.option("--board", type=click.Choice(list(BOARDS)), default=None,
+@click.option("--board", type=BOARD, default=None,
               help="Target board; its defaults (model, input size, epochs) come from the sweep's "
                    "recommendation. [default: nano33ble]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import click
 
+from facemask_edge.cli._common import BOARD
 from facemask_edge.errors import BudgetError, FacemaskError
-from facemask_edge.profile.boards import BOARDS
 
 __all__ = ["profile"]
 
 
 @click.command()
 @click.argument("target", type=click.Path())
-@click.option("--board", "boards", type=click.Choice(list(BOARDS)), multiple=True,
+@click.option("--board", "boards", type=BOARD, multiple=True,
               help="Board(s) to profile for (repeatable; default: all).")
 @click.option("--reference", "references", type=click.Path(dir_okay=False), multiple=True,
               help="Also profile this .tflite as a reference point (e.g. vww_96_int8.tflite).")
@@ -24,6 +24,7 @@ def profile(target, boards, references):
     Saves profile_<board>.json and profile.md in the run folder. Exits with status 3 when the
     model does not fit a board.
     """
+    from facemask_edge.boards import board_names, get_board
     from facemask_edge.profile import ARENA_MARGIN, profile_model, profile_table
     from facemask_edge.runs import read_json, write_json
 
@@ -37,7 +38,7 @@ def profile(target, boards, references):
     for ref in references:
         if not Path(ref).exists():
             raise FacemaskError(f"reference model {ref} not found")
-    boards = boards or tuple(BOARDS)
+    boards = boards or board_names()
     arena = None
     if run_dir and (run_dir / "model_card.json").exists():
         card = read_json(run_dir / "model_card.json")
@@ -59,7 +60,7 @@ def profile(target, boards, references):
              f"{ARENA_MARGIN['min_bytes']} B): {ARENA_MARGIN['why']}",
              "- latency = MACs x cycles-per-MAC / clock:"]
     for b in boards:
-        bd = BOARDS[b]
+        bd = get_board(b)
         notes.append(f"  - {b}: {bd.cycles_per_mac[0]}-{bd.cycles_per_mac[1]} cycles/MAC at "
                      f"{bd.clock_hz / 1e6:.0f} MHz; source: {bd.cycles_source}")
     text = table + "\n\n" + "\n".join(notes) + "\n"

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import click
 
+from facemask_edge.boards import BOARDS
+
 __all__ = ["sweep"]
+
+# The boards' latency budgets (their registry entries), for --help.
+_BUDGETS = ",".join(f"{b.name}={b.latency_budget_ms:g}" for b in BOARDS.values() if b.latency_budget_ms)
 
 
 def _csv(kind):
@@ -28,8 +33,6 @@ def _skip(v: str):
 
 def _latency(ctx, param, value):
     """``150`` (every board) or ``nano33ble=150,esp32cam=500``."""
-    from facemask_edge.profile.boards import BOARDS
-
     if value is None:
         return None
     try:
@@ -86,7 +89,7 @@ def _family(v: str):
 @click.option("--batch-size", type=int, default=None)
 @click.option("--max-latency-ms", "max_latency", callback=_latency, default=None,
               help="Latency estimate allowed: MS for every board or BOARD=MS,... "
-                   "[default: nano33ble=150,esp32cam=500]")
+                   f"[default: {_BUDGETS}]")
 @click.option("--latency-estimate", type=click.Choice(["high", "low"]), default="high", show_default=True,
               help="Which end of the latency estimate (cycles/MAC range) must meet the budget.")
 @click.option("--reference", type=click.Path(dir_okay=False), default=None,

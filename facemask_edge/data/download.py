@@ -12,7 +12,7 @@ chandrikadeb7/Face-Mask-Detection (MIT licence), fetched as the archive GitHub s
   use verifies the file against that record, so a corrupted or swapped cache file is caught.
 - Offline or unreachable: one :class:`DataError` line that says to pass ``--data``.
 
-Cache layout (``facemask_edge.data.ingest.cache_dir()``)::
+Cache layout (``facemask_edge.paths.cache_dir()``)::
 
     downloads/<key>-<file name>.zip       the archive (``.part`` while incomplete)
     downloads/<key>-<file name>.zip.sha256 its recorded checksum
@@ -76,7 +76,7 @@ def is_url(text: str | os.PathLike | None) -> bool:
 
 
 def _cache() -> Path:
-    from facemask_edge.data.ingest import cache_dir
+    from facemask_edge.paths import cache_dir
 
     return cache_dir()
 

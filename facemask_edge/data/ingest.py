@@ -21,18 +21,13 @@ import numpy as np
 from facemask_edge.data.images import decode_image, pixel_hash
 from facemask_edge.data.preprocess import COLORS, device_preprocess
 from facemask_edge.errors import DataError
+from facemask_edge.paths import cache_dir
 from facemask_edge.progress import progress
 
-__all__ = ["Item", "Dataset", "scan_dataset", "find_class_root", "cache_dir"]
+__all__ = ["Item", "Dataset", "scan_dataset", "find_class_root"]
 
 PREPROCESS_VERSION = 1
 _IGNORED_NAMES = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"}
-
-
-def cache_dir() -> Path:
-    """The user cache (``FACEMASK_EDGE_CACHE`` or ``~/.cache/facemask-edge``)."""
-    root = os.environ.get("FACEMASK_EDGE_CACHE") or Path.home() / ".cache" / "facemask-edge"
-    return Path(root)
 
 
 @dataclass

@@ -10,7 +10,6 @@ them the same random byte streams and compares every byte they answer.
 from __future__ import annotations
 
 import ctypes
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from facemask_edge.errors import FacemaskError
 from facemask_edge.native.build import build_c_library, load_library
 
 __all__ = ["DeviceInfo", "BoardEngine", "PyBoardProtocol", "CBoardProtocol", "make_engine",
-           "firmware_dir", "build_c_library", "RESULT_HISTORY"]
+           "build_c_library", "RESULT_HISTORY"]
 
 RESULT_HISTORY = 4
 
@@ -269,14 +268,6 @@ def _split_keep(data: bytes):
 
 
 # ---- the C engine -----------------------------------------------------------------------------
-
-
-def firmware_dir() -> Path:
-    """``firmware/`` of the source tree (the C sources ship next to the package)."""
-    env = os.environ.get("FACEMASK_EDGE_FIRMWARE")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "firmware"
 
 
 class _CInfo(ctypes.Structure):

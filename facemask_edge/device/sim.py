@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from facemask_edge.artifacts.tflite import read_tflite
+from facemask_edge.boards import Board, get_board
 from facemask_edge.device import framing as fr
 from facemask_edge.device.board import DeviceInfo, make_engine
 from facemask_edge.errors import BudgetError, FacemaskError, ModelError
@@ -121,11 +122,10 @@ class SimStats:
         return dict(self.__dict__)
 
 
-def board_budget(board, uart: bool) -> int:
-    """Arena bytes a board can give the model: RAM minus what the firmware takes first."""
-    ram = board.ram_bytes - board.reserved_ram_bytes
-    if not board.frame_in_psram:
-        ram -= board.frame_bytes
+def board_budget(board: str | Board, uart: bool) -> int:
+    """Arena bytes a board can give the model: RAM minus what the firmware takes first
+    (:attr:`Board.arena_ram_bytes`) and, on a UART link, the receive window."""
+    ram = get_board(board).arena_ram_bytes
     if uart:
         ram -= fr.RX_WINDOW + 256
     return ram
@@ -208,8 +208,8 @@ class BoardSimulator:
     Args:
         model: the int8 ``.tflite`` bytes.
         card: the run's ``model_card.json`` content (labels, input size and colour, arena).
-        board: a :class:`facemask_edge.profile.boards.Board` to take the name and RAM limits
-            from (``None``: a generous "sim" board).
+        board: a registered board name or :class:`facemask_edge.boards.Board` to take the name
+            and RAM/flash limits from (``None``: a generous "sim" board).
         baud: UART speed to pace both directions at (0: as fast as the pty goes, flow-controlled
             like USB CDC).
         faults: :class:`Faults` to inject.
@@ -224,7 +224,7 @@ class BoardSimulator:
         read_tflite(model, name="the simulated board's model")
         self.model_bytes = model
         self.card = card
-        self.board = board
+        self.board = board = get_board(board) if board is not None else None
         self.baud = int(baud)
         self.faults = faults or Faults()
         self.engine_kind = engine
@@ -251,7 +251,7 @@ class BoardSimulator:
         self.color = inp.get("color", "rgb" if self.channels == 3 else "grayscale")
         self.sha256 = hashlib.sha256(model).hexdigest()
         if board is not None:
-            flash = board.flash_bytes - board.reserved_flash_bytes
+            flash = board.model_flash_bytes
             if len(model) > flash:
                 raise BudgetError(f"the model ({len(model) // 1024} KiB) does not fit {board.name}'s "
                                   f"flash ({flash // 1024} KiB left for it)",

@@ -11,24 +11,12 @@ import errno
 import os
 from dataclasses import dataclass
 
+from facemask_edge.boards import usb_kind
 from facemask_edge.errors import DeviceError
-from facemask_edge.profile.boards import BOARDS
 
-__all__ = ["open_port", "PortCandidate", "list_candidates", "choose_port", "DEFAULT_BAUD",
-           "KNOWN_USB_IDS"]
+__all__ = ["open_port", "PortCandidate", "list_candidates", "choose_port", "DEFAULT_BAUD"]
 
 DEFAULT_BAUD = 921600
-
-# (vid, pid or None) -> what it is. Boards from the board table, then common USB-serial bridges.
-KNOWN_USB_IDS: dict[tuple[int, int | None], str] = {}
-for _b in BOARDS.values():
-    for _vid, _pid in _b.usb_ids:
-        KNOWN_USB_IDS.setdefault((_vid, _pid), _b.name)
-KNOWN_USB_IDS.setdefault((0x2341, None), "Arduino")
-KNOWN_USB_IDS.setdefault((0x303A, None), "Espressif")
-KNOWN_USB_IDS.setdefault((0x1A86, 0x7523), "CH340 bridge")
-KNOWN_USB_IDS.setdefault((0x1A86, 0x55D4), "CH9102 bridge")
-KNOWN_USB_IDS.setdefault((0x10C4, 0xEA60), "CP210x bridge")
 
 
 def open_port(port, baud: int = DEFAULT_BAUD, timeout: float = 0.02, write_timeout: float = 5.0):
@@ -94,9 +82,8 @@ class PortCandidate:
 
 
 def _kind(vid, pid) -> str | None:
-    if vid is None:
-        return None
-    return KNOWN_USB_IDS.get((vid, pid)) or KNOWN_USB_IDS.get((vid, None))
+    # The board registry's USB ids (read now, so a board registered later is found too).
+    return usb_kind(vid, pid)
 
 
 def list_candidates(ports=None) -> list[PortCandidate]:

@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from facemask_edge.data.ingest import cache_dir
 from facemask_edge.errors import EdgeImpulseError
+from facemask_edge.paths import cache_dir
 
 __all__ = ["Ledger", "default_ledger_path", "LEDGER_VERSION"]
 

@@ -23,12 +23,9 @@ from facemask_edge.edge_impulse.redact import redact, sanitized
 from facemask_edge.errors import EdgeImpulseError, ModelError
 
 __all__ = ["RunModel", "load_run_model", "profile_model", "deploy_model", "comparison_lines",
-           "BOARD_DEVICES", "our_figures"]
+           "our_figures"]
 
 log = logging.getLogger(__name__)
-
-# Our --board names and the Edge Impulse latency device that is the same chip.
-BOARD_DEVICES = {"nano33ble": "arduino-nano-33-ble", "esp32cam": "espressif-esp32"}
 
 
 @dataclass

@@ -1,10 +1,15 @@
 """Export a converted run as firmware: a board sketch with its generated sources, or an
 Arduino library zip.
 
-A sketch folder looks like this once exported (``src/`` is written by the exporter only)::
+Both go to one place by default, the run's ``export/`` folder (``RUN/export/<board>/`` for a
+sketch, ``RUN/export/FacemaskEdge_<board>.zip`` for a library), for ``export``, ``flash RUN``
+and the pipeline alike: the repository's ``firmware/`` tree is only read (the hand-written
+sketch from the board's entry in :mod:`facemask_edge.boards`, and ``firmware/common``), never
+written, unless ``--out`` says so. An exported sketch looks like this (``src/`` is written by
+the exporter only)::
 
-    firmware/boards/nano33ble/
-      nano33ble.ino            hand-written: camera, LED, serial, protocol
+    RUN/export/nano33ble/
+      nano33ble.ino            hand-written (copied): camera, LED, serial, protocol
       src/facemask_edge.h      generated umbrella header the sketch includes
       src/model_data.cc/.h     the flatbuffer as alignas(16) g_facemask_model_data[]
       src/model_settings.h     input size/colour, labels, quantization, arena, sha256, board
@@ -21,25 +26,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facemask_edge import __version__
+from facemask_edge.artifacts.tflite import TfliteModel, read_tflite
+from facemask_edge.boards import Board, get_board
 from facemask_edge.device.framing import MAX_CLASSES
 from facemask_edge.errors import BudgetError, ConversionError, FacemaskError, ModelError
 from facemask_edge.export import generate
-from facemask_edge.export.host import firmware_dir
-from facemask_edge.artifacts.tflite import TfliteModel, read_tflite
-from facemask_edge.profile.boards import Board, get_board
+from facemask_edge.paths import firmware_dir
 
-__all__ = ["FORMATS", "LIBRARIES", "ExportResult", "Budget", "load_converted_run", "check_budget",
-           "render_sources", "export_run"]
+__all__ = ["FORMATS", "ExportResult", "Budget", "load_converted_run", "check_budget",
+           "render_sources", "sketch_template", "default_export_dir", "export_run"]
 
 FORMATS = ("sketch", "arduino-library")
-
-# Arduino libraries each sketch needs besides its core (Library Manager names and versions).
-LIBRARIES: dict[str, tuple[tuple[str, str], ...]] = {
-    "nano33ble": (("Chirale_TensorFLowLite", "2.0.0"), ("Arduino_OV767X", "0.0.2")),
-    # The esp32 core (>= 3.0) bundles TFLite Micro with esp-nn and esp32-camera.
-    "esp32cam": (),
-}
-_ARCHITECTURES = {"nano33ble": "mbed_nano", "esp32cam": "esp32"}
 
 UMBRELLA = "facemask_edge.h"
 _SKETCH_INCLUDE = f'#include "src/{UMBRELLA}"'
@@ -137,14 +134,12 @@ def _round16(n: int) -> int:
 
 def _estimate_budget(card: dict, board: Board, model_bytes: int) -> Budget:
     """Stand-in for ``facemask_edge.profile`` while it is not there: the card's measured arena,
-    10 % (at least 1 KiB) margin, and the board table's RAM and flash budgets."""
+    10 % (at least 1 KiB) margin, and the board registry's RAM and flash budgets."""
     arena = int(card.get("arena_bytes") or 0)
     if arena <= 0:
         raise ModelError("model_card.json has no arena_bytes", "re-run `facemask-edge convert`")
     with_margin = _round16(arena + max(arena // 10, 1024))
-    frame_ram = 0 if board.frame_in_psram else board.frame_bytes
-    internal = board.ram_bytes - board.reserved_ram_bytes - frame_ram
-    psram = board.psram_bytes - board.frame_bytes if board.psram_bytes else 0
+    internal, psram = board.arena_ram_bytes, board.arena_psram_bytes
     flash_need = model_bytes + board.reserved_flash_bytes
     reason = ""
     if with_margin > internal and with_margin > psram:
@@ -155,7 +150,7 @@ def _estimate_budget(card: dict, board: Board, model_bytes: int) -> Budget:
         reason = (f"model {model_bytes} B + firmware {board.reserved_flash_bytes} B exceeds "
                   f"{board.flash_bytes} B of flash")
     return Budget(fits=not reason, arena_bytes=arena, arena_with_margin_bytes=with_margin,
-                  source="model_card.json arena_bytes + board table (facemask_edge.profile not available)",
+                  source="model_card.json arena_bytes + board registry (facemask_edge.profile not available)",
                   reason=reason)
 
 
@@ -165,7 +160,7 @@ def check_budget(run: _Run, board: Board) -> Budget:
         from facemask_edge.profile import profile_model  # type: ignore[attr-defined]
     except ImportError:
         return _estimate_budget(run.card, board, len(run.model))
-    p = profile_model(run.path / "model_int8.tflite", board.name)
+    p = profile_model(run.path / "model_int8.tflite", board)
     arena = int(p["arena_bytes"])
     return Budget(fits=bool(p["fits"]), arena_bytes=arena,
                   arena_with_margin_bytes=_round16(int(p.get("arena_with_margin_bytes") or arena)),
@@ -217,12 +212,25 @@ def _write_if_changed(path: Path, data: bytes) -> bool:
     return True
 
 
-def _sketch_template(board: Board) -> Path:
-    sketch = firmware_dir() / "boards" / board.name
-    ino = sketch / f"{board.name}.ino"
+def sketch_template(board: str | Board) -> Path:
+    """The board's hand-written sketch folder: its entry's ``sketch``, or ``firmware/boards/<name>``.
+
+    Raises:
+        FacemaskError: the folder has no ``<name>.ino``.
+    """
+    b = get_board(board)
+    sketch = Path(b.sketch) if b.sketch is not None else firmware_dir() / "boards" / b.name
+    ino = sketch / f"{b.name}.ino"
     if not ino.is_file():
-        raise FacemaskError(f"sketch {ino} not found", "update the facemask-edge checkout")
+        raise FacemaskError(f"sketch {ino} not found",
+                            "update the facemask-edge checkout" if b.sketch is None
+                            else f"give board {b.name!r} a sketch folder with {b.name}.ino")
     return sketch
+
+
+def default_export_dir(run_dir: str | Path) -> Path:
+    """Where exports go unless ``out`` is given: ``RUN_DIR/export`` (a sketch in ``<board>/``)."""
+    return Path(run_dir) / "export"
 
 
 def _sketch_files(template: Path) -> dict[str, bytes]:
@@ -249,7 +257,7 @@ def _write_sketch(target: Path, template: Path, sources: dict[str, bytes]) -> li
 
 
 def _library_properties(board: Board, run: _Run, library: str) -> str:
-    deps = ", ".join(f"{name} (={version})" for name, version in LIBRARIES[board.name])
+    deps = ", ".join(f"{name} (={version})" for name, version in board.libraries)
     run_name = str(run.card.get("run") or run.path.name)
     lines = [
         f"name={library}",
@@ -261,7 +269,7 @@ def _library_properties(board: Board, run: _Run, library: str) -> str:
         "camera preprocessing, serial validation protocol and an example sketch.",
         "category=Data Processing",
         "url=https://www.tensorflow.org/lite/microcontrollers",
-        f"architectures={_ARCHITECTURES[board.name]}",
+        f"architectures={board.arduino_arch}",
         f"includes={UMBRELLA}",
     ]
     if deps:
@@ -288,10 +296,9 @@ def export_run(run_dir: str | Path, board: str, out: str | Path | None = None,
 
     Args:
         run_dir: run folder with ``model_int8.tflite`` and ``model_card.json``.
-        board: ``nano33ble`` or ``esp32cam``.
-        out: for ``sketch``, a folder that receives a complete ``<board>/`` sketch (default: the
-            repository's ``firmware/boards/<board>/`` itself); for ``arduino-library``, the folder
-            of the zip (default: ``RUN_DIR/export``).
+        board: a registered board name (:mod:`facemask_edge.boards`), e.g. ``nano33ble``.
+        out: the folder that receives a complete ``<board>/`` sketch, or the zip (default for
+            both: ``RUN_DIR/export``).
         fmt: ``sketch`` or ``arduino-library``.
 
     Returns:
@@ -310,11 +317,12 @@ def export_run(run_dir: str | Path, board: str, out: str | Path | None = None,
                           "train a smaller model (lower --alpha or --size, or --color grayscale) "
                           f"and check it with `facemask-edge profile RUN --board {b.name}`")
     sources = render_sources(run, b, budget)
-    template = _sketch_template(b)
-    result = ExportResult(board=b.name, format=fmt, path=template, ops=run.info.op_names,
+    template = sketch_template(b)
+    out_dir = Path(out) if out is not None else default_export_dir(run.path)
+    result = ExportResult(board=b.name, format=fmt, path=out_dir, ops=run.info.op_names,
                           model_bytes=len(run.model), budget=budget, sha256=run.sha256)
     if fmt == "sketch":
-        target = template if out is None else Path(out) / b.name
+        target = out_dir / b.name
         result.path = target
         result.files = _write_sketch(target, template, sources)
         return result
@@ -330,7 +338,6 @@ def export_run(run_dir: str | Path, board: str, out: str | Path | None = None,
                                     "keep that include line in the sketch")
             data = text.replace(_SKETCH_INCLUDE, f"#include <{UMBRELLA}>").encode()
         entries[f"{library}/examples/{b.name}/{name}"] = data
-    out_dir = Path(out) if out is not None else run.path / "export"
     zip_path = out_dir / f"{library}.zip"
     _write_if_changed(zip_path, _zip_bytes(entries))
     result.path = zip_path

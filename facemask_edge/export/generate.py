@@ -10,7 +10,7 @@ import numpy as np
 
 from facemask_edge import __version__
 from facemask_edge.artifacts.tflite import TfliteModel, resolver_method
-from facemask_edge.profile.boards import Board
+from facemask_edge.boards import Board
 
 __all__ = [
     "MODEL_ARRAY",

@@ -9,19 +9,17 @@ and the parity check feed it exactly what a camera would, and compare byte for b
 from __future__ import annotations
 
 import ctypes
-import os
 from pathlib import Path
 
 import numpy as np
 
-from facemask_edge.errors import FacemaskError
 from facemask_edge.native.build import HOST_CFLAGS, build, load_library
+from facemask_edge.paths import firmware_dir
 
 __all__ = [
     "HOST_CFLAGS",
     "ARM_CFLAGS",
     "PIXEL_FORMATS",
-    "firmware_dir",
     "build_shared_library",
     "HostFirmware",
     "load_host_firmware",
@@ -42,20 +40,6 @@ PIXEL_FORMATS = {"rgb565": 0, "rgb565_le": 1, "gray8": 2, "rgb888": 3, "bgr888":
 
 # C files of firmware/common that need no TFLM and no protocol peer: what the host builds.
 HOST_SOURCES = ("fe_preprocess.c", "fe_result.c")
-
-
-def firmware_dir() -> Path:
-    """The ``firmware/`` folder: ``$FACEMASK_FIRMWARE_DIR`` or the source checkout's."""
-    env = os.environ.get("FACEMASK_FIRMWARE_DIR")
-    candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parents[2] / "firmware")
-    for path in candidates:
-        if (path / "common").is_dir() and (path / "boards").is_dir():
-            return path
-    raise FacemaskError(
-        "firmware sources not found (looked in " + ", ".join(str(p) for p in candidates) + ")",
-        "run from a source checkout of facemask-edge or set FACEMASK_FIRMWARE_DIR to its firmware/",
-    )
 
 
 def build_shared_library(out_dir: str | Path | None = None, sources: tuple[str, ...] = HOST_SOURCES,

@@ -44,7 +44,7 @@ class NativeBuildError(FacemaskError):
 
 def cache_root() -> Path:
     """``cache_dir()/native``: the default home of every host C build."""
-    from facemask_edge.data.ingest import cache_dir
+    from facemask_edge.paths import cache_dir
 
     return cache_dir() / "native"
 
@@ -213,7 +213,7 @@ def build_c_library(out_dir: Path | None = None, compiler: str | None = None) ->
     Raises:
         ToolMissing: no C compiler, or the sources are not there (installed without firmware/).
     """
-    from facemask_edge.device.board import firmware_dir
+    from facemask_edge.paths import firmware_dir
 
     fw = firmware_dir()
     sources = [fw / "common" / "fe_protocol.c", fw / "host" / "sim_shim.c"]

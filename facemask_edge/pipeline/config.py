@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,19 +53,17 @@ class PipelineConfig:
 
 
 def board_defaults(board: str) -> dict:
-    """The board's options from ``facemask_edge/defaults.json`` (``{}`` if none).
+    """The board's pipeline options from its registry entry's model defaults
+    (:func:`facemask_edge.boards.model_defaults`, i.e. ``defaults.json``; ``{}`` if none).
 
     Only pipeline options are returned; the entry's record of where it came from
     (``from_sweep``) is not one.
     """
     from dataclasses import fields
-    from importlib import resources
 
-    try:
-        text = resources.files("facemask_edge").joinpath("defaults.json").read_text()
-    except (FileNotFoundError, OSError):
-        return {}
-    entry = json.loads(text).get("boards", {}).get(board, {})
+    from facemask_edge.boards import model_defaults
+
+    entry = model_defaults(board)
     return {k: v for k, v in entry.items() if k in {f.name for f in fields(PipelineConfig)}}
 
 
@@ -159,7 +156,7 @@ def build_config(cli: dict | None = None, toml: str | Path | None = None) -> Pip
     _check_keys(file_layer, str(toml))
     demo = bool(cli.get("demo", file_layer.get("demo", False)))
     board = cli.get("board") or file_layer.get("board") or PipelineConfig.board
-    from facemask_edge.profile.boards import get_board
+    from facemask_edge.boards import get_board
 
     get_board(board)
     out = cli.get("out") or file_layer.get("out") or ("facemask-edge-demo" if demo else "")

@@ -131,8 +131,8 @@ class _Runner:
         return outs, figures
 
     def stage_profile(self, resume: bool):
+        from facemask_edge.boards import BOARDS
         from facemask_edge.profile import profile_model, profile_table
-        from facemask_edge.profile.boards import BOARDS
         from facemask_edge.runs import read_json, write_json
 
         card = read_json(self.run_dir / "model_card.json")
@@ -187,8 +187,7 @@ class _Runner:
     def stage_export(self, resume: bool):
         from facemask_edge.export import export_run
 
-        out = self.run_dir / "export"
-        res = export_run(self.run_dir, self.cfg.board, out=out, fmt=self.cfg.export_format)
+        res = export_run(self.run_dir, self.cfg.board, fmt=self.cfg.export_format)  # RUN/export/
         root = res.path if res.path.is_dir() else res.path.parent
         files = [self.rel(p) for p in (_files_under(root) if res.path.is_dir() else [res.path])]
         b = res.budget
@@ -221,10 +220,9 @@ class _Runner:
                 url = self.cfg.port
             elif self.cfg.sim == "inprocess":
                 from facemask_edge.device.sim import BoardSimulator, load_run_model
-                from facemask_edge.profile.boards import get_board
 
                 model, card = load_run_model(self.run_dir)
-                sim = BoardSimulator(model, card, board=get_board(self.cfg.board), baud=self.cfg.sim_baud)
+                sim = BoardSimulator(model, card, board=self.cfg.board, baud=self.cfg.sim_baud)
                 url = sim.start()
             else:
                 proc, url = _start_sim_process(self.run_dir, self.cfg.board, self.cfg.sim_baud)
@@ -257,7 +255,7 @@ class _Runner:
         ref = {"path": str(Path(cfg.reference).resolve()),
                "sha256": sha256_file(Path(cfg.reference)) if Path(cfg.reference).is_file() else None} \
             if cfg.reference else None
-        from facemask_edge.profile.boards import BOARDS
+        from facemask_edge.boards import BOARDS
 
         return [
             _Stage("train", "train (feature extractor, then fine-tuning)", [], tc, self.stage_train),
@@ -337,14 +335,15 @@ def _profile_figures(p: dict) -> dict:
 
 def _firmware_hash(board: str) -> str | None:
     """Hash of the firmware sources export copies (a changed sketch means a new export)."""
-    try:
-        from facemask_edge.export.host import firmware_dir
+    from facemask_edge.export.exporter import sketch_template
+    from facemask_edge.paths import firmware_dir
 
-        fw = firmware_dir()
+    try:
+        dirs = (firmware_dir() / "common", sketch_template(board))
     except FacemaskError:
         return None
     h = hashlib.sha256()
-    for d in (fw / "common", fw / "boards" / board):
+    for d in dirs:
         if d.is_dir():
             for p in sorted(d.iterdir()):
                 if p.is_file():

@@ -221,7 +221,7 @@ def _plots(run_dir: Path, s: dict) -> dict:
         out["accuracy"] = "summary_accuracy.png"
     pr = st.get("profile", {}).get("figures", {})
     if pr.get("boards"):
-        from facemask_edge.profile.boards import BOARDS
+        from facemask_edge.boards import get_board
 
         names = list(pr["boards"])
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), dpi=110)
@@ -230,12 +230,8 @@ def _plots(run_dir: Path, s: dict) -> dict:
             vals = [pr["boards"][b][key] / 1024 for b in names]
             avail = []
             for b in names:
-                bd = BOARDS[b]
-                if cap == "ram":
-                    frame = 0 if bd.frame_in_psram else bd.frame_bytes
-                    avail.append((bd.ram_bytes - bd.reserved_ram_bytes - frame) / 1024)
-                else:
-                    avail.append((bd.flash_bytes - bd.reserved_flash_bytes) / 1024)
+                bd = get_board(b)
+                avail.append((bd.arena_ram_bytes if cap == "ram" else bd.model_flash_bytes) / 1024)
             x = range(len(names))
             ax.bar([i - 0.2 for i in x], avail, width=0.4, color="lightgray", label="available")
             ax.bar([i + 0.2 for i in x], vals, width=0.4, color="tab:blue", label="this model")

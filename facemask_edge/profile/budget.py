@@ -6,7 +6,8 @@
 - Flash: the flatbuffer plus what the core, TFLM and the sketch take (``Board.reserved_flash_bytes``).
 - RAM left: board RAM minus the reserved RAM, the arena with margin, and the camera frame buffer
   (unless the frame lives in PSRAM).
-- Latency: MACs x cycles-per-MAC / clock, with the constants and their sources in the board table.
+- Latency: MACs x cycles-per-MAC / clock, with the constants and their sources in the board
+  registry (:mod:`facemask_edge.boards`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from facemask_edge.convert.runtimes import measure_arena
 from facemask_edge.artifacts.tflite import read_tflite
-from facemask_edge.profile.boards import Board, get_board
+from facemask_edge.boards import Board, get_board
+from facemask_edge.convert.runtimes import measure_arena
 
 __all__ = ["ARENA_MARGIN", "arena_with_margin", "profile_model", "profile_table"]
 
@@ -40,21 +41,21 @@ def profile_model(model: str | Path | bytes, board: str | Board, arena: int | No
         ``flash_left_bytes``, ``ram_left_bytes``, ``frame_buffer_bytes``, ``macs``,
         ``latency_ms`` ``[low, high]`` and the constants used.
     """
-    b = board if isinstance(board, Board) else get_board(board)
+    b = get_board(board)
     # Read and check the file before anything else runs it (TFLM trusts every offset in it).
     info = read_tflite(model)
     data = info.data
     arena = arena if arena is not None else measure_arena(data)["total"]
     arena_m = arena_with_margin(arena)
     frame = b.frame_bytes
-    ram_for_model = b.ram_bytes - b.reserved_ram_bytes - (0 if b.frame_in_psram else frame)
+    ram_for_model = b.arena_ram_bytes
     ram_left = ram_for_model - arena_m
     flash_used = b.reserved_flash_bytes + len(data)
     flash_left = b.flash_bytes - flash_used
     reasons = []
     arena_place = "internal RAM"
     if ram_left < 0:
-        if b.psram_bytes and arena_m <= b.psram_bytes - (frame if b.frame_in_psram else 0):
+        if b.psram_bytes and arena_m <= b.arena_psram_bytes:
             arena_place = "PSRAM (does not fit internal RAM; slower)"
             ram_left = ram_for_model
         else:

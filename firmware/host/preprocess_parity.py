@@ -32,7 +32,7 @@ def dataset_images(root: Path, limit: int) -> list[Path]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--generated", action="store_true", help="random and structured frames")
-    default = os.environ.get("FACEMASK_DATA", str(Path(__file__).resolve().parents[3] / "shared/datasets/facemask-dev"))
+    default = os.environ.get("FACEMASK_EDGE_DEV_DATA", str(Path(__file__).resolve().parents[3] / "shared/datasets/facemask-dev"))
     ap.add_argument("--data", default=None, help=f"image folder with class subfolders (e.g. {default})")
     ap.add_argument("--limit", type=int, default=60, help="images to use (half per class)")
     args = ap.parse_args(argv)

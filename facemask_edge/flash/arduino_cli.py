@@ -1,9 +1,12 @@
 """Build and upload a board's sketch with arduino-cli.
 
-``flash`` checks what a build needs before running it (arduino-cli itself, the board's core,
-the libraries, an exported sketch, a connected board) and says how to fix what is missing, so
-the user never has to read a compiler log to learn that a library is not installed. Parsing of
-arduino-cli's JSON output is done by pure functions that accept both the 0.x and the 1.x shapes.
+``flash`` checks everything a build needs before it does anything (arduino-cli itself, the
+board's core, the libraries, a connected board), so a missing tool costs no export and leaves
+no files behind, and it says how to fix what is missing, so the user never has to read a
+compiler log to learn that a library is not installed. What a board needs (FQBN, board
+options, core and its index URL, libraries, USB ids, upload note) is its entry in
+:mod:`facemask_edge.boards`. Parsing of arduino-cli's JSON output is done by pure functions that
+accept both the 0.x and the 1.x shapes.
 """
 
 from __future__ import annotations
@@ -16,18 +19,14 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
+from facemask_edge.boards import Board, get_board
 from facemask_edge.errors import DeviceError, FacemaskError, ToolMissing
-from facemask_edge.export.exporter import LIBRARIES
-from facemask_edge.export.host import firmware_dir
-from facemask_edge.profile.boards import Board, get_board
 
 __all__ = [
-    "Toolchain",
-    "TOOLCHAINS",
-    "ESP32_INDEX_URL",
     "INSTALL_HINT",
+    "MIN_CLI",
     "DetectedPort",
     "FlashPlan",
     "find_arduino_cli",
@@ -41,39 +40,11 @@ __all__ = [
     "flash",
 ]
 
-ESP32_INDEX_URL = "https://espressif.github.io/arduino-esp32/package_esp32_index.json"
 INSTALL_HINT = ("install arduino-cli (https://arduino.github.io/arduino-cli/latest/installation/, "
                 "e.g. `curl -fsSL https://raw.githubusercontent.com/arduino/arduino-cli/master/install.sh"
                 " | sh`), then run scripts/setup_arduino.sh; or set ARDUINO_CLI to its path")
 # .cc files in a sketch are compiled from arduino-cli 0.34 on (arduino/arduino-cli#2273).
 MIN_CLI = (0, 34, 0)
-
-
-@dataclass(frozen=True)
-class Toolchain:
-    """What arduino-cli needs to build one board's sketch."""
-
-    fqbn: str
-    board_options: tuple[str, ...]
-    core: str
-    core_min: tuple[int, int, int]
-    core_url: str | None
-    libraries: tuple[tuple[str, str], ...]
-    upload_note: str = ""
-
-
-TOOLCHAINS: dict[str, Toolchain] = {
-    "nano33ble": Toolchain(
-        fqbn="arduino:mbed_nano:nano33ble", board_options=(), core="arduino:mbed_nano",
-        core_min=(4, 0, 0), core_url=None, libraries=LIBRARIES["nano33ble"],
-        upload_note="double-press the reset button if the upload does not find the board"),
-    "esp32cam": Toolchain(
-        # Huge APP: 3 MB for the program, room for the model array (the default gives 1.2 MB).
-        fqbn="esp32:esp32:esp32cam", board_options=("PartitionScheme=huge_app",),
-        core="esp32:esp32", core_min=(3, 0, 0), core_url=ESP32_INDEX_URL,
-        libraries=LIBRARIES["esp32cam"],
-        upload_note="boards without auto-reset: hold IO0 to GND while pressing reset, then upload"),
-}
 
 
 @dataclass(frozen=True)
@@ -195,77 +166,92 @@ def _version_text(v: tuple[int, ...]) -> str:
     return ".".join(map(str, v))
 
 
-def check_toolchain(board: str, cli: str, runner: Runner = subprocess.run) -> None:
+def check_toolchain(board: str | Board, cli: str, runner: Runner = subprocess.run) -> None:
     """Check arduino-cli's version, the board's core and the sketch's libraries.
 
     Raises:
         ToolMissing: with the exact install commands for everything that is missing.
     """
-    tc = TOOLCHAINS[board]
+    b = get_board(board)
     version = parse_version(_run_json(runner, cli, "version"))
     if version is not None and version < MIN_CLI:
         raise ToolMissing(f"arduino-cli {_version_text(version)} is too old (need {_version_text(MIN_CLI)}+ "
                           "to compile the sketch's .cc files)", INSTALL_HINT)
     missing = []
     cores = parse_core_list(_run_json(runner, cli, "core", "list"))
-    installed = cores.get(tc.core)
-    urls = f" --additional-urls {tc.core_url}" if tc.core_url else ""
+    installed = cores.get(b.core)
+    urls = f" --additional-urls {b.core_url}" if b.core_url else ""
     if installed is None:
-        missing.append(f"core {tc.core} (run: arduino-cli core update-index{urls} && "
-                       f"arduino-cli core install {tc.core}{urls})")
-    elif (parse_version(installed) or (0, 0, 0)) < tc.core_min:
-        missing.append(f"core {tc.core} >= {_version_text(tc.core_min)}, found {installed} "
-                       f"(run: arduino-cli core upgrade {tc.core}{urls})")
-    libs = parse_lib_list(_run_json(runner, cli, "lib", "list")) if tc.libraries else {}
-    for name, version in tc.libraries:
+        missing.append(f"core {b.core} (run: arduino-cli core update-index{urls} && "
+                       f"arduino-cli core install {b.core}{urls})")
+    elif (parse_version(installed) or (0, 0, 0)) < b.core_min:
+        missing.append(f"core {b.core} >= {_version_text(b.core_min)}, found {installed} "
+                       f"(run: arduino-cli core upgrade {b.core}{urls})")
+    libs = parse_lib_list(_run_json(runner, cli, "lib", "list")) if b.libraries else {}
+    for name, version in b.libraries:
         if name.lower() not in libs:
             missing.append(f"library {name} (run: arduino-cli lib install \"{name}@{version}\")")
     if missing:
-        raise ToolMissing("missing for " + board + ": " + "; ".join(missing),
+        raise ToolMissing("missing for " + b.name + ": " + "; ".join(missing),
                           "or run scripts/setup_arduino.sh")
 
 
-def find_port(board: Board, cli: str, runner: Runner = subprocess.run) -> str:
+def find_port(board: str | Board, cli: str, runner: Runner = subprocess.run) -> str:
     """The serial port of a connected ``board`` (by FQBN, then by USB VID/PID).
 
     Raises:
         DeviceError: none or several candidates, listing the ports seen.
     """
+    b = get_board(board)
     ports = [p for p in parse_board_list(_run_json(runner, cli, "board", "list")) if p.protocol == "serial"]
-    tc = TOOLCHAINS[board.name]
-    by_fqbn = [p for p in ports if tc.fqbn in p.fqbns]
+    by_fqbn = [p for p in ports if b.fqbn in p.fqbns]
     by_usb = [p for p in ports if any(p.vid == vid and (pid is None or p.pid == pid)
-                                      for vid, pid in board.usb_ids)]
+                                      for vid, pid in b.usb_ids)]
     found = by_fqbn or by_usb
     seen = ", ".join(f"{p.address} ({p.label or 'unknown'})" for p in ports) or "none"
     if not found:
-        raise DeviceError(f"no {board.name} found on USB (serial ports seen: {seen})",
+        raise DeviceError(f"no {b.name} found on USB (serial ports seen: {seen})",
                           "connect the board with a data USB cable, or pass --port")
     if len({p.address for p in found}) > 1:
-        raise DeviceError(f"several possible {board.name} ports: {', '.join(p.address for p in found)}",
+        raise DeviceError(f"several possible {b.name} ports: {', '.join(p.address for p in found)}",
                           "pass --port")
     return found[0].address
 
 
-def _sketch_dir(board: str, sketch: str | Path | None) -> Path:
-    path = Path(sketch) if sketch else firmware_dir() / "boards" / board
-    return path
+def _sketch_path(board: Board, run_dir: str | Path | None, sketch: str | Path | None) -> Path:
+    """The sketch to build: ``sketch``, else where ``export`` puts ``run_dir``'s sketch."""
+    if run_dir is not None and sketch is not None and Path(sketch).name != board.name:
+        raise FacemaskError(f"--sketch {sketch} must be a folder named {board.name} to export into",
+                            f"use --sketch DIR/{board.name}, or export first and flash without RUN_DIR")
+    if sketch is not None:
+        return Path(sketch)
+    if run_dir is None:
+        raise FacemaskError("nothing to flash: give a run folder or an exported sketch",
+                            f"facemask-edge flash RUN_DIR --board {board.name} (exports it first), "
+                            f"or --sketch DIR/{board.name}")
+    from facemask_edge.export import default_export_dir
+
+    return default_export_dir(run_dir) / board.name
 
 
-def plan_flash(board: str, sketch: str | Path | None = None, port: str | None = None,
+def plan_flash(board: str | Board, sketch: str | Path, port: str | None = None,
                build_dir: str | Path | None = None, cli: str = "arduino-cli",
                compile_only: bool = False) -> FlashPlan:
-    """The compile and upload commands for ``board`` (nothing is run or checked)."""
+    """The compile and upload commands for ``board``'s ``sketch`` (nothing is run or checked).
+
+    The build folder defaults to ``build/<board>`` next to the sketch (``RUN/export/build/<board>``
+    for an exported run): outside the sketch, which arduino-cli requires, and never in the
+    repository's ``firmware/`` tree.
+    """
     b = get_board(board)
-    tc = TOOLCHAINS[b.name]
-    sketch_path = _sketch_dir(b.name, sketch).resolve()
-    build = Path(build_dir) if build_dir else firmware_dir().resolve() / "build" / b.name
-    opts = ["--board-options", ",".join(tc.board_options)] if tc.board_options else []
+    sketch_path = Path(sketch).resolve()
+    build = Path(build_dir) if build_dir else sketch_path.parent / "build" / b.name
+    opts = ["--board-options", ",".join(b.board_options)] if b.board_options else []
     plan = FlashPlan(board=b.name, sketch=sketch_path, build_dir=build, port=port)
-    plan.commands.append([cli, "compile", "--fqbn", tc.fqbn, *opts, "--build-path", str(build),
+    plan.commands.append([cli, "compile", "--fqbn", b.fqbn, *opts, "--build-path", str(build),
                           "--warnings", "default", str(sketch_path)])
     if not compile_only:
-        plan.commands.append([cli, "upload", "--fqbn", tc.fqbn, *opts, "--port", port or "<PORT>",
+        plan.commands.append([cli, "upload", "--fqbn", b.fqbn, *opts, "--port", port or "<PORT>",
                               "--input-dir", str(build), str(sketch_path)])
     return plan
 
@@ -279,27 +265,44 @@ def _check_sketch(plan: FlashPlan) -> None:
                             f"run `facemask-edge export RUN_DIR --board {plan.board}` first (or pass RUN_DIR to flash)")
 
 
-def flash(board: str, *, sketch: str | Path | None = None, port: str | None = None,
-          dry_run: bool = False, compile_only: bool = False, build_dir: str | Path | None = None,
-          cli: str | None = None, runner: Runner = subprocess.run,
-          echo: Callable[[str], None] = print) -> FlashPlan:
-    """Compile and upload a board's exported sketch with arduino-cli.
+def flash(board: str | Board, *, run_dir: str | Path | None = None, sketch: str | Path | None = None,
+          port: str | None = None, dry_run: bool = False, compile_only: bool = False,
+          build_dir: str | Path | None = None, cli: str | None = None,
+          runner: Runner = subprocess.run, echo: Callable[[str], None] = print) -> FlashPlan:
+    """Compile and upload a board's sketch with arduino-cli, exporting a run into it first.
+
+    Order: arduino-cli, the core and the libraries, then the port (unless ``port`` or
+    ``compile_only``), and only then the export of ``run_dir`` and the build. A missing tool
+    or board therefore fails before any file is written.
 
     Args:
-        board: ``nano33ble`` or ``esp32cam``.
-        sketch: sketch folder (default ``firmware/boards/<board>``).
+        board: a registered board name (or :class:`~facemask_edge.boards.Board`).
+        run_dir: a converted run to export first (into ``sketch``, default ``RUN_DIR/export/<board>``).
+        sketch: the sketch folder (named after the board); needed without ``run_dir``.
         port: serial port; found with ``arduino-cli board list`` when omitted.
-        dry_run: print the commands and run nothing (no checks either).
+        dry_run: print the commands and run nothing (no checks, no export).
         compile_only: build without uploading (no board needed).
+        build_dir: arduino-cli build folder (default: ``build/<board>`` next to the sketch).
+        cli: the arduino-cli executable (default: ``$ARDUINO_CLI`` or the PATH).
         runner: ``subprocess.run`` or a stand-in with its signature.
         echo: where progress lines go.
 
     Returns:
         The plan that ran (or would run).
+
+    Raises:
+        ToolMissing: arduino-cli, the core or a library is missing (nothing written).
+        DeviceError: no board, several boards, or the upload failed.
+        FacemaskError: no sketch, or the compile failed.
     """
+    b = get_board(board)
+    sketch_path = _sketch_path(b, run_dir, sketch)
     if dry_run:
         exe = cli or os.environ.get("ARDUINO_CLI") or "arduino-cli"
-        plan = plan_flash(board, sketch, port, build_dir, exe, compile_only)
+        if run_dir is not None:
+            echo(f"# would first run: facemask-edge export {run_dir} --board {b.name}"
+                 + (f" --out {Path(sketch).parent}" if sketch is not None else ""))
+        plan = plan_flash(b, sketch_path, port, build_dir, exe, compile_only)
         for line in plan.shell():
             echo(line)
         if shutil.which(exe) is None:
@@ -307,13 +310,19 @@ def flash(board: str, *, sketch: str | Path | None = None, port: str | None = No
         if port is None and not compile_only:
             echo("# note: <PORT> is found with `arduino-cli board list` when --port is not given")
         return plan
+    if run_dir is None:  # an already exported sketch: a look at it is cheaper than any tool
+        _check_sketch(plan_flash(b, sketch_path, port, build_dir, compile_only=compile_only))
     exe = find_arduino_cli(cli)
-    b = get_board(board)
-    plan = plan_flash(board, sketch, port, build_dir, exe, compile_only)
+    check_toolchain(b, exe, runner)
+    if not compile_only and port is None:
+        port = find_port(b, exe, runner)
+    if run_dir is not None:
+        from facemask_edge.export import export_run
+
+        res = export_run(run_dir, b.name, out=sketch_path.parent)
+        echo(f"exported {run_dir} into {res.path} ({len(res.files)} files written)")
+    plan = plan_flash(b, sketch_path, port, build_dir, exe, compile_only)
     _check_sketch(plan)
-    check_toolchain(b.name, exe, runner)
-    if not compile_only and plan.port is None:
-        plan = plan_flash(board, sketch, find_port(b, exe, runner), build_dir, exe, compile_only)
     plan.build_dir.mkdir(parents=True, exist_ok=True)
     for cmd in plan.commands:
         echo("$ " + shlex.join(cmd))
@@ -321,7 +330,7 @@ def flash(board: str, *, sketch: str | Path | None = None, port: str | None = No
         if proc.returncode != 0:
             step = cmd[1]
             hint = ("read the compiler messages above" if step == "compile"
-                    else TOOLCHAINS[b.name].upload_note or "check the cable and the port")
+                    else b.upload_note or "check the cable and the port")
             err = FacemaskError if step == "compile" else DeviceError
             raise err(f"arduino-cli {step} failed (exit {proc.returncode})", hint)
     return plan
