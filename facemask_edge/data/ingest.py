@@ -159,9 +159,8 @@ def _decode_one(args):
         return None, str(exc)
     except Exception as exc:  # any decoder failure is a skipped file, never a crash
         return None, f"{type(exc).__name__}: {exc}"
-    h, w = dec.rgb.shape[:2]
     small = device_preprocess(dec.rgb, size, color) if size else None
-    return (pixel_hash(dec.rgb), w, h, dec.format, small), None
+    return (pixel_hash(dec.rgb), dec.width, dec.height, dec.format, small), None
 
 
 def scan_dataset(data: str | Path, size: int | None = 96, color: str = "rgb",
