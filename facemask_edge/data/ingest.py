@@ -2,7 +2,7 @@
 
 Layout: one folder per class (the Kaggle face-mask layout), at the given path or nested a few
 levels below it (``data/with_mask``, an archive's ``repo-main/dataset/with_mask``). A ``.zip`` is
-extracted to the user cache first. Files that do not decode are skipped with their reason; exact
+extracted to the user cache first (``data.archive``: size, ratio and member limits). Files that do not decode are skipped with their reason; exact
 duplicates (same pixels) are grouped so that splits never separate them.
 """
 
@@ -128,18 +128,13 @@ def find_class_root(path: Path, max_depth: int = 3) -> Path:
 
 
 def _extract_zip(zpath: Path) -> Path:
+    from facemask_edge.data.archive import extract_zip
+
     st = zpath.stat()
     key = hashlib.sha256(f"{zpath.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
     dest = cache_dir() / "extracted" / key
-    done = dest / ".complete"
-    if not done.exists():
-        try:
-            with zipfile.ZipFile(zpath) as zf:
-                zf.extractall(dest)
-        except zipfile.BadZipFile:
-            raise DataError(f"{zpath} is not a valid zip archive",
-                            "re-download it, or pass the extracted folder") from None
-        done.write_text("ok")
+    if not (dest / ".complete").exists():
+        extract_zip(zpath, dest, marker=".complete")  # all or nothing, within the limits
     return dest
 
 
