@@ -140,7 +140,6 @@ def extract_zip(archive: str | Path, dest: str | Path, subdir: str | None = None
 
     archive, dest = Path(archive), Path(dest)
     limits = limits or ArchiveLimits()
-    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     written = 0
@@ -149,7 +148,7 @@ def extract_zip(archive: str | Path, dest: str | Path, subdir: str | None = None
             members, prefix = safe_members(zf, subdir)
             _check(archive, members, len(zf.infolist()), limits)
             max_bytes = limits.resolved()[0]
-            tmp.mkdir()
+            tmp.mkdir(parents=True)  # only now: a refused archive leaves no folder behind
             root = tmp.resolve()
             with progress(f"extracting {archive.name}", total=len(members)) \
                     if show_progress else _Quiet() as bar:
