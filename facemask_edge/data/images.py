@@ -251,10 +251,11 @@ def decode_image(source: str | Path | bytes, *, max_pixels: int | None = None,
                 img = img.convert("RGB")
             rgb = np.asarray(img, dtype=np.uint8)
         finally:
-            _BUDGET.release(cost)
             if cost > reduce_above:
+                # Hand the pages back before the next large decode may start.
                 del img
                 _malloc_trim()
+            _BUDGET.release(cost)
         if rgb.ndim != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
             raise ValueError("image has no pixels")
         if factor == 1:

@@ -2,8 +2,9 @@
 
 Layout: one folder per class (the Kaggle face-mask layout), at the given path or nested a few
 levels below it (``data/with_mask``, an archive's ``repo-main/dataset/with_mask``). A ``.zip`` is
-extracted to the user cache first (``data.archive``: size, ratio and member limits). Files that do not decode are skipped with their reason; exact
-duplicates (same pixels) are grouped so that splits never separate them.
+extracted to the user cache first (``data.archive``: size, ratio and member limits). Files that
+do not decode are skipped with their reason; exact duplicates (same pixels) are grouped so that
+splits never separate them.
 """
 
 from __future__ import annotations
