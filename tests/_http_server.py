@@ -42,6 +42,8 @@ class Server:
         self.requests: list[dict] = []
         self.truncate_next = 0  # bytes to send before hanging up, on the next request only
         self.ignore_range = False
+        self.no_length = False  # send no Content-Length (the body ends when the connection does)
+        self.trickle = 0.0  # seconds between single bytes (a server that never quite stalls)
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -67,9 +69,23 @@ class Server:
                 else:
                     self.send_response(200)
                 body = data[start:]
-                self.send_header("Content-Length", str(len(body)))
+                if outer.no_length:
+                    self.close_connection = True
+                else:
+                    self.send_header("Content-Length", str(len(body)))
                 self.send_header("Content-Type", "application/zip")
                 self.end_headers()
+                if outer.trickle:
+                    import time
+
+                    for i in range(len(body)):
+                        try:
+                            self.wfile.write(body[i:i + 1])
+                            self.wfile.flush()
+                        except OSError:
+                            return
+                        time.sleep(outer.trickle)
+                    return
                 if outer.truncate_next:
                     n, outer.truncate_next = outer.truncate_next, 0
                     self.wfile.write(body[:n])

@@ -37,6 +37,16 @@ Faults: ``FaultConfig(rate, seed, kinds)`` injects, on a seeded fraction of inge
 (or all requests with ``paths="all"``), a 429 with ``Retry-After``, a 500 or 503, a slow answer,
 or a dropped connection before reading the request or after storing the sample (the client cannot
 tell whether it was stored). ``script(pattern, action, times)`` queues one-shot faults for a path.
+
+Hostile answers (scripted only, never drawn at random):
+    ``redirect`` - ``302`` (``redirect_status``) to ``redirect_to`` + the same path and query: with
+    ``redirect_to`` the URL of another server (another port), a client that follows it with
+    ``x-api-key`` attached hands the key to a third party. Guess: the real services do not
+    redirect API calls; a proxy, a captive portal or a compromised DNS entry could.
+    ``refuse`` - ``200 {"success": false, "error": refusal_error}``: the shape Edge Impulse uses for
+    an application-level failure. Guess: the ingestion service answers this (instead of a per-file
+    ``files`` list) for project-wide refusals such as a full data quota; the message text here is
+    made up, the shape is the one the SDK's ``check_response_errors`` handles.
 """
 
 from __future__ import annotations
@@ -61,6 +71,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 __all__ = ["EIServer", "FaultConfig", "Sample", "RecordedRequest", "LATENCY_DEVICES", "TARGETS"]
 
 FAULT_KINDS = ("429", "500", "503", "slow", "drop_before", "drop_after")
+SCRIPTED_ONLY = ("401", "redirect", "refuse")
 INGESTION_CATEGORIES = ("training", "testing", "split", "anomaly")
 LATENCY_DEVICES = [
     # mcu, name, clock MHz (drives the made-up latency)
@@ -268,6 +279,9 @@ class EIServer:
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.fault_counts: dict[str, int] = {}
+        self.redirect_to: str | None = None  # base URL the ``redirect`` action points at
+        self.redirect_status = 302
+        self.refusal_error = "Project storage quota exceeded (guessed wording)"
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> "EIServer":
@@ -316,7 +330,7 @@ class EIServer:
     # -- faults ------------------------------------------------------------------------------
     def script(self, pattern: str, action: str, times: int = 1) -> None:
         """Make the next ``times`` requests whose path matches ``pattern`` fail with ``action``."""
-        if action not in FAULT_KINDS + ("401",):
+        if action not in FAULT_KINDS + SCRIPTED_ONLY:
             raise ValueError(f"unknown fault {action!r}")
         with self.state.lock:
             self._scripted.append([re.compile(pattern), action, times])
@@ -448,6 +462,13 @@ class _Handler(BaseHTTPRequestHandler):
                 record.form = _file_summary(self.headers.get("Content-Type", ""), body)
             if fault == "401":
                 return self._error(401, "Invalid API key")
+            if fault == "redirect":
+                if not self.ei.redirect_to:
+                    raise RuntimeError("set EIServer.redirect_to before scripting a redirect")
+                return self._send(self.ei.redirect_status, b"", "text/plain",
+                                  {"Location": self.ei.redirect_to.rstrip("/") + self.path})
+            if fault == "refuse":
+                return self._error(200, self.ei.refusal_error)
             if fault == "429":
                 return self._send(429, b"Too many requests, slow down", "text/plain",
                                   {"Retry-After": str(self.ei.faults.retry_after)})

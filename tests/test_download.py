@@ -6,6 +6,7 @@ import hashlib
 import io
 import socket
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -176,3 +177,62 @@ def test_zip_slip_members_are_skipped(cache):
         srv.close()
     assert sorted(p.name for p in Path(path).iterdir()) == ["a", "b"]
     assert not (cache / "datasets" / "evil.txt").exists() and not (cache / "evil.txt").exists()
+
+
+# -- issue 12, finding 5: a bad first download must not lock out later ones ---------------------
+
+def test_truncated_body_without_length_is_not_trusted_and_does_not_lock_out(server, payload,
+                                                                             cache):
+    server.no_length = True
+    server.truncate_next = len(payload) // 2  # ends cleanly as far as HTTP can tell
+    with pytest.raises(DataError, match="not a valid zip"):
+        dl.fetch_dataset(server.url + "/data.zip")
+    downloads = cache / "downloads"
+    assert list(downloads.glob("*.sha256")) == [] and list(downloads.glob("*.zip")) == []
+    path, got = dl.fetch_dataset(server.url + "/data.zip")  # the server is fine now
+    assert got.path.read_bytes() == payload
+    assert next(downloads.glob("*.sha256")).read_text().split()[0] == got.sha256
+
+
+def test_checksum_recorded_only_after_the_archive_extracted(payload, cache):
+    srv = Server(b"<html>captive portal</html>")
+    try:
+        with pytest.raises(DataError, match="not a valid zip"):
+            dl.fetch_dataset(srv.url + "/data.zip")
+        assert list((cache / "downloads").glob("*.sha256")) == []
+        srv.payload = payload
+        path, got = dl.fetch_dataset(srv.url + "/data.zip")
+        assert Path(path).is_dir() and got.sha256 == hashlib.sha256(payload).hexdigest()
+    finally:
+        srv.close()
+
+
+def test_a_trickling_server_hits_the_overall_deadline(server, cache):
+    server.trickle = 1.0  # one byte a second: no single read ever times out
+    start = time.monotonic()
+    with pytest.raises(DataError, match="longer than its 1.5 s deadline") as exc:
+        dl.download(server.url + "/data.zip", timeout=5, deadline=1.5)
+    assert time.monotonic() - start < 5
+    assert "FACEMASK_EDGE_DOWNLOAD_DEADLINE" in str(exc.value)
+
+
+def test_default_url_is_checked_against_the_pinned_tree(server, payload, cache, monkeypatch):
+    monkeypatch.delenv("FACEMASK_EDGE_DATA_URL", raising=False)
+    monkeypatch.setattr(dl, "DEFAULT_URL", server.url + "/data.zip")
+    with pytest.raises(DataError, match="does not hold the pinned data set"):
+        dl.fetch_dataset()
+    assert list((cache / "downloads").glob("*")) == []
+    assert [p for p in (cache / "datasets").glob("*")] == []
+    # The digest of this archive's dataset/ pinned instead: accepted, and said to be pinned.
+    with zipfile.ZipFile(io.BytesIO(payload)) as zf:
+        lines = sorted((n.split("dataset/", 1)[1].encode(), hashlib.sha256(zf.read(n)).hexdigest())
+                       for n in zf.namelist() if "/dataset/" in n and not n.endswith("/"))
+    digest = hashlib.sha256(b"".join(h.encode() + b"  " + r + b"\n" for r, h in lines)).hexdigest()
+    monkeypatch.setattr(dl, "DEFAULT_TREE_SHA256", digest)
+    path, got = dl.fetch_dataset()
+    assert got.pinned and dl.tree_digest(Path(path)) == (digest, len(lines))
+
+
+def test_pinned_default_is_the_commit_archive():
+    assert dl.DEFAULT_COMMIT in dl.DEFAULT_URL
+    assert len(dl.DEFAULT_TREE_SHA256) == 64 and dl.DEFAULT_TREE_FILES == 4095

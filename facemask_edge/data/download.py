@@ -1,15 +1,26 @@
 """The default data set, downloaded once into the user cache: checksummed and resumable.
 
 With no ``--data``, the pipeline uses the ``dataset/`` folder of the public GitHub repository
-chandrikadeb7/Face-Mask-Detection (MIT licence), fetched as the archive GitHub serves for its
-``master`` branch. ``--data URL`` fetches any other zip the same way.
+chandrikadeb7/Face-Mask-Detection (MIT licence), fetched as the archive GitHub serves for commit
+``7e50074`` (the ``master`` head the project was developed against; a branch archive would change
+under us). ``--data URL`` fetches any other zip the same way.
 
 - Resumable: the download goes to ``<name>.part``; a new attempt asks for the rest with an HTTP
   ``Range`` request (a server that ignores it sends everything again, which is also handled).
-- Checksummed: when an expected SHA-256 is pinned (``DEFAULT_SHA256`` for the default archive, or
-  the ``sha256`` argument) the file must match it. When nothing is pinned, the SHA-256 of the first
-  complete download is recorded next to it (``<name>.sha256``, trust on first use) and every later
-  use verifies the file against that record, so a corrupted or swapped cache file is caught.
+- Checksummed: when an expected SHA-256 is pinned (the ``sha256`` argument) the file must match
+  it. GitHub does not promise byte-stable archives, so for the default data set the *extracted
+  files* are pinned instead: :data:`DEFAULT_TREE_SHA256` digests the sorted ``sha256  path`` lines
+  of every file of ``dataset/`` at that commit (computed from the repository's git objects, each
+  checked against its git blob id; one blob, ``with_mask/with_mask057.jpg``, was not available
+  where this was computed, so its line holds its git blob id, ``git-blob-sha1:<id>``, which the
+  check computes the same way). When nothing is pinned, the SHA-256 of the first download is
+  recorded next to it (``<name>.sha256``, trust on first use), but only once the archive has been
+  extracted and checked: a truncated or corrupt first download is deleted, not trusted. Every
+  later use verifies the file against that record.
+- Complete: a body shorter than its ``Content-Length`` is resumed or refused; a body without one
+  is only trusted once the archive verifies (pinned checksum, or a zip that extracts whole).
+- Bounded in time: ``deadline`` seconds for the whole download, retries included (``limits``:
+  ``FACEMASK_EDGE_DOWNLOAD_DEADLINE``), so a server trickling a byte a second is cut off.
 - Offline or unreachable: one :class:`DataError` line that says to pass ``--data``.
 
 Cache layout (``facemask_edge.paths.cache_dir()``)::
@@ -25,29 +36,37 @@ import hashlib
 import http.client
 import os
 import re
-import shutil
 import socket
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from facemask_edge.runs import sha256_file  # noqa: F401 - re-exported
+from facemask_edge.data.archive import extract_zip
 from facemask_edge.errors import DataError
+from facemask_edge.limits import limit
 from facemask_edge.progress import log, progress
 
-__all__ = ["DEFAULT_URL", "DEFAULT_SHA256", "DEFAULT_SUBDIR", "Download", "download",
-           "fetch_dataset", "resolve_data", "is_url", "sha256_file"]
+__all__ = ["DEFAULT_URL", "DEFAULT_SHA256", "DEFAULT_SUBDIR", "DEFAULT_TREE_SHA256", "Download",
+           "download", "fetch_dataset", "resolve_data", "is_url", "sha256_file", "tree_digest"]
 
-#: The GitHub archive of chandrikadeb7/Face-Mask-Detection, master branch. ``$FACEMASK_EDGE_DATA_URL``
-#: overrides it (a mirror, or a local server in tests).
-DEFAULT_URL = "https://codeload.github.com/chandrikadeb7/Face-Mask-Detection/zip/refs/heads/master"
-#: Pin the archive's SHA-256 here once it is known (hex). ``None``: trust on first download, then
-#: verify every later use against the recorded value.
+#: The commit of chandrikadeb7/Face-Mask-Detection whose ``dataset/`` is the default data set.
+DEFAULT_COMMIT = "7e500749401bad4bb338790fbdb89b58e41ef2d9"
+#: The GitHub archive of that commit. ``$FACEMASK_EDGE_DATA_URL`` overrides it (a mirror, or a
+#: local server in tests; the tree pin below then does not apply).
+DEFAULT_URL = f"https://codeload.github.com/chandrikadeb7/Face-Mask-Detection/zip/{DEFAULT_COMMIT}"
+#: The archive's own SHA-256, if it were known (GitHub regenerates archives; see the tree pin).
 DEFAULT_SHA256: str | None = None
+#: SHA-256 of the sorted ``"<sha256>  <path>\n"`` lines of the 4,095 files under ``dataset/`` at
+#: :data:`DEFAULT_COMMIT` (paths relative to ``dataset/``, sorted as UTF-8 bytes).
+DEFAULT_TREE_SHA256 = "2c8e0f24ec9baa5e7ebcc47a3dd2c0c6f95880847a070ea05ff051c43608c88f"
+DEFAULT_TREE_FILES = 4095
+#: Files pinned by git blob id because their bytes were not available to compute a SHA-256.
+_TREE_BLOB_PINS = {"with_mask/with_mask057.jpg"}
 #: The folder of the archive that holds the class folders.
 DEFAULT_SUBDIR = "dataset"
 
@@ -66,6 +85,7 @@ class Download:
     resumed_from: int = 0  # bytes already there when this call started (0: a fresh download)
     cached: bool = False  # already complete in the cache: nothing was fetched
     pinned: bool = False  # checked against a pinned checksum (else against the first download's)
+    record: Path | None = None  # the trust-on-first-use record (written once verified)
 
 
 def is_url(text: str | os.PathLike | None) -> bool:
@@ -118,15 +138,35 @@ def _open(url: str, offset: int, timeout: float):
         raise _offline_error(url, f"{type(exc).__name__}: {exc}") from None
 
 
-def _fetch_once(url: str, part: Path, timeout: float) -> int:
+class _Deadline:
+    """The overall time budget of one download."""
+
+    def __init__(self, url: str, seconds: float):
+        self.url, self.seconds = url, seconds
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    def check(self, done: int, expected: int | None) -> None:
+        if self.left() <= 0:
+            of = f" of {expected:,}" if expected is not None else ""
+            raise DataError(f"download of {self.url} took longer than its {self.seconds:g} s "
+                            f"deadline ({done:,}{of} bytes; kept for the next attempt)",
+                            "a slow or stalled server? run again to resume, raise "
+                            "FACEMASK_EDGE_DOWNLOAD_DEADLINE, or pass --data FILE.zip")
+
+
+def _fetch_once(url: str, part: Path, timeout: float, deadline: _Deadline) -> int:
     """Fetch into ``part`` (appending when the server honours the range). Returns the bytes it
     held before. Raises ``_Interrupted`` when the connection ends early."""
     offset = part.stat().st_size if part.exists() else 0
-    resp = _open(url, offset, timeout)
+    deadline.check(offset, None)
+    resp = _open(url, offset, max(0.1, min(timeout, deadline.left())))
     if isinstance(resp, urllib.error.HTTPError):  # 416: the part is not a prefix we can extend
         part.unlink(missing_ok=True)
         offset = 0
-        resp = _open(url, 0, timeout)
+        resp = _open(url, 0, max(0.1, min(timeout, deadline.left())))
     with resp:
         status = resp.status
         if offset and status == 206:
@@ -147,8 +187,11 @@ def _fetch_once(url: str, part: Path, timeout: float) -> int:
             if offset:
                 bar.advance(offset)
             while True:
+                deadline.check(done, expected)
                 try:
-                    block = resp.read(_CHUNK)
+                    # read1: whatever one receive brings, so a trickle still reaches the deadline
+                    # check (read(n) would wait for n bytes).
+                    block = resp.read1(_CHUNK)
                 except (http.client.IncompleteRead, ConnectionError, socket.timeout, TimeoutError,
                         OSError) as exc:
                     raise _Interrupted(f"connection lost after {done:,} bytes ({type(exc).__name__})") from None
@@ -167,24 +210,32 @@ class _Interrupted(Exception):
 
 
 def download(url: str, dest: Path | None = None, sha256: str | None = None, timeout: float = 30.0,
-             retries: int = 3, retry_wait: float = 1.0) -> Download:
+             retries: int = 3, retry_wait: float = 1.0, deadline: float | None = None,
+             verify: Callable[[Download], None] | None = None) -> Download:
     """Download ``url`` into the cache (or ``dest``), resuming a partial file, and verify it.
 
     Args:
         url: an ``http(s)://`` address of a zip archive.
         dest: the file to write (default: ``cache_dir()/downloads/<key>-<name>.zip``).
-        sha256: the expected SHA-256 (hex). ``None``: the first complete download's checksum is
-            recorded in ``<dest>.sha256`` and later calls verify the file against it.
+        sha256: the expected SHA-256 (hex). ``None``: the first download's checksum is recorded
+            in ``<dest>.sha256`` (once ``verify`` accepted the file) and later calls verify the
+            file against it.
         timeout: seconds to wait for the server at each step.
         retries: further attempts (each resuming) when the connection drops mid-way.
         retry_wait: seconds between attempts (doubling).
+        deadline: seconds for the whole call, retries included (default: the
+            ``download_seconds`` limit, ``FACEMASK_EDGE_DOWNLOAD_DEADLINE``).
+        verify: called with the finished download before its checksum is trusted; if it raises,
+            the file is deleted and nothing is recorded (a truncated body with no
+            ``Content-Length`` fails here).
 
     Returns:
         A :class:`Download`.
 
     Raises:
-        DataError: unreachable/offline, an HTTP error, a checksum mismatch, or the transfer
-            kept breaking (the partial file is kept: calling again resumes).
+        DataError: unreachable/offline, an HTTP error, a checksum mismatch, a file ``verify``
+            refused, the deadline passed, or the transfer kept breaking (the partial file is
+            kept: calling again resumes).
     """
     dest = Path(dest) if dest else _cache() / "downloads" / _file_name(url)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -193,13 +244,26 @@ def download(url: str, dest: Path | None = None, sha256: str | None = None, time
     pinned = sha256.lower() if sha256 else None
     recorded = record.read_text().split()[0].lower() if record.exists() else None
     expected = pinned or recorded
+    clock = _Deadline(url, float(limit("download_seconds", deadline)))
+
+    def trusted(got: Download) -> Download:
+        """Verify, then (trust on first use) record; delete the file if it does not verify."""
+        if verify is not None:
+            try:
+                verify(got)
+            except BaseException:
+                dest.unlink(missing_ok=True)
+                raise
+        if expected is None:
+            record.write_text(f"{got.sha256}  {url}\n")
+            log(f"  sha256 {got.sha256} (recorded; later uses are checked against it)")
+        return got
 
     if dest.exists():
         got = sha256_file(dest)
         if expected is None or got == expected:
-            if expected is None:
-                record.write_text(f"{got}  {url}\n")
-            return Download(dest, got, dest.stat().st_size, url, cached=True, pinned=bool(pinned))
+            return trusted(Download(dest, got, dest.stat().st_size, url, cached=True,
+                                    pinned=bool(pinned), record=record))
         dest.unlink()  # the cached file is damaged or stale: fetch it again
         log(f"  {dest.name} does not match its checksum: downloading it again")
 
@@ -211,7 +275,7 @@ def download(url: str, dest: Path | None = None, sha256: str | None = None, time
     wait = retry_wait
     for attempt in range(retries + 1):
         try:
-            _fetch_once(url, part, timeout)
+            _fetch_once(url, part, timeout, clock)
             break
         except _Interrupted as exc:
             if attempt == retries:
@@ -219,7 +283,7 @@ def download(url: str, dest: Path | None = None, sha256: str | None = None, time
                 raise DataError(f"download of {url} interrupted: {exc}",
                                 f"run the same command again to resume ({kept:,} bytes kept)") from None
             log(f"  {exc}; resuming in {wait:g} s")
-            time.sleep(wait)
+            time.sleep(max(0.0, min(wait, clock.left())))
             wait *= 2
 
     got = sha256_file(part)
@@ -231,77 +295,78 @@ def download(url: str, dest: Path | None = None, sha256: str | None = None, time
                         "the file was deleted; try again, or if the server's file changed on purpose "
                         + ("update the pinned checksum" if pinned else f"delete {record}"))
     part.replace(dest)
-    if not pinned and recorded is None:
-        record.write_text(f"{got}  {url}\n")
-        log(f"  sha256 {got} (recorded; later uses are checked against it)")
-    return Download(dest, got, dest.stat().st_size, url, resumed_from=started, pinned=bool(pinned))
+    return trusted(Download(dest, got, dest.stat().st_size, url, resumed_from=started,
+                            pinned=bool(pinned), record=record))
 
 
-def _safe_members(zf: zipfile.ZipFile, subdir: str | None) -> tuple[list[zipfile.ZipInfo], str | None]:
-    """Members to extract (only ``*/subdir/`` when the archive has one) and that folder's prefix."""
-    names = zf.infolist()
-    prefix = None
-    if subdir:
-        want = subdir.strip("/")
-        cands = set()
-        for n in names:
-            parts = n.filename.split("/")
-            if want in parts[:-1]:
-                cands.add("/".join(parts[:parts.index(want) + 1]) + "/")
-        prefix = min(cands, key=lambda c: (c.count("/"), c)) if cands else None
-    out = []
-    for n in names:
-        if prefix and not n.filename.startswith(prefix):
-            continue
-        p = Path(n.filename)
-        if p.is_absolute() or ".." in p.parts:
-            continue  # never write outside the destination
-        out.append(n)
-    return out, prefix
+def tree_digest(root: Path) -> tuple[str, int]:
+    """``(digest, files)`` of a folder, as :data:`DEFAULT_TREE_SHA256` is computed: SHA-256 of
+    the sorted ``"<sha256>  <relative path>\n"`` lines (git blob ids for ``_TREE_BLOB_PINS``)."""
+    lines = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in filenames:
+            p = Path(dirpath) / name
+            rel = p.relative_to(root).as_posix()
+            if rel == ".complete" or p.is_symlink():
+                continue
+            if rel in _TREE_BLOB_PINS:
+                data = p.read_bytes()
+                h = "git-blob-sha1:" + hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+            else:
+                h = sha256_file(p)
+            lines.append((os.fsencode(rel), h))
+    lines.sort()
+    body = b"".join(h.encode() + b"  " + rel + b"\n" for rel, h in lines)
+    return hashlib.sha256(body).hexdigest(), len(lines)
 
 
-def _extract(archive: Download, subdir: str | None) -> Path:
+def _extract(archive: Download, subdir: str | None, tree: str | None = None) -> Path:
+    """Extract (once) into ``datasets/<sha256[:16]>``; with ``tree``, check the extracted folder
+    against that pinned digest first (the folder is removed if it does not match)."""
     dest = _cache() / "datasets" / archive.sha256[:16]
     done = dest / ".complete"
     if done.exists():
         rel = done.read_text().strip()
         return dest / rel if rel else dest
-    if dest.exists():
-        shutil.rmtree(dest)  # an interrupted extraction: start over
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        with zipfile.ZipFile(archive.path) as zf:
-            members, prefix = _safe_members(zf, subdir)
-            with progress(f"extracting {archive.path.name}", total=len(members)) as bar:
-                for m in members:
-                    zf.extract(m, tmp)
-                    bar.advance()
-    except zipfile.BadZipFile:
-        archive.path.unlink(missing_ok=True)
-        raise DataError(f"{archive.url} is not a valid zip archive (deleted from the cache)",
-                        "check the URL; --data URL must point at a .zip") from None
-    tmp.replace(dest)
-    rel = prefix.rstrip("/") if prefix else ""
-    done.write_text(rel + "\n")
-    return dest / rel if rel else dest
+    rel = extract_zip(archive.path, dest, subdir=subdir, marker=".complete") or ""
+    folder = dest / rel if rel else dest
+    if tree is not None:
+        digest, files = tree_digest(folder)
+        if digest != tree:
+            import shutil
+
+            shutil.rmtree(dest, ignore_errors=True)
+            raise DataError(f"{archive.url} does not hold the pinned data set ({files} files "
+                            f"under {subdir or '/'}, digest {digest[:16]}..., expected "
+                            f"{DEFAULT_TREE_FILES} files, {tree[:16]}...)",
+                            "the archive was deleted; try again, or pass --data DIR")
+    return folder
 
 
 def fetch_dataset(url: str | None = None, sha256: str | None = None, subdir: str | None = None,
-                  timeout: float = 30.0) -> tuple[Path, Download]:
+                  timeout: float = 30.0, deadline: float | None = None
+                  ) -> tuple[Path, Download]:
     """Download (once) and extract a zipped data set; return its data folder and the download.
 
-    With no ``url``, the default archive (``$FACEMASK_EDGE_DATA_URL`` or :data:`DEFAULT_URL`),
-    checked against :data:`DEFAULT_SHA256` when pinned, and its ``dataset/`` folder.
-    For another URL, the folder named ``subdir`` when given and present, else the whole archive
-    (``scan_dataset`` finds the class folders a few levels down).
+    With no ``url``, the default archive (``$FACEMASK_EDGE_DATA_URL`` or :data:`DEFAULT_URL`)
+    and its ``dataset/`` folder; from :data:`DEFAULT_URL` the extracted files must match
+    :data:`DEFAULT_TREE_SHA256`. For another URL, the folder named ``subdir`` when given and
+    present, else the whole archive (``scan_dataset`` finds the class folders a few levels down).
+    The archive's checksum is recorded (trust on first use) only after it extracted (and matched
+    the pinned tree): a bad first download is deleted and cannot lock out later ones.
     """
+    tree = None
     if url is None:
         url = os.environ.get("FACEMASK_EDGE_DATA_URL") or DEFAULT_URL
         sha256 = sha256 or (DEFAULT_SHA256 if url == DEFAULT_URL else None)
+        tree = DEFAULT_TREE_SHA256 if url == DEFAULT_URL else None
         subdir = subdir or DEFAULT_SUBDIR
-    got = download(url, sha256=sha256, timeout=timeout)
-    return _extract(got, subdir), got
+    folder: list[Path] = []
+    got = download(url, sha256=sha256, timeout=timeout, deadline=deadline,
+                   verify=lambda d: folder.append(_extract(d, subdir, tree)))
+    got.pinned = got.pinned or tree is not None
+    return folder[0], got
 
 
 def resolve_data(data: str | None, timeout: float = 30.0) -> tuple[str, dict]:

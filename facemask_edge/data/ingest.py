@@ -2,8 +2,9 @@
 
 Layout: one folder per class (the Kaggle face-mask layout), at the given path or nested a few
 levels below it (``data/with_mask``, an archive's ``repo-main/dataset/with_mask``). A ``.zip`` is
-extracted to the user cache first. Files that do not decode are skipped with their reason; exact
-duplicates (same pixels) are grouped so that splits never separate them.
+extracted to the user cache first (``data.archive``: size, ratio and member limits). Files that
+do not decode are skipped with their reason; exact duplicates (same pixels) are grouped so that
+splits never separate them.
 """
 
 from __future__ import annotations
@@ -123,18 +124,13 @@ def find_class_root(path: Path, max_depth: int = 3) -> Path:
 
 
 def _extract_zip(zpath: Path) -> Path:
+    from facemask_edge.data.archive import extract_zip
+
     st = zpath.stat()
     key = hashlib.sha256(f"{zpath.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
     dest = cache_dir() / "extracted" / key
-    done = dest / ".complete"
-    if not done.exists():
-        try:
-            with zipfile.ZipFile(zpath) as zf:
-                zf.extractall(dest)
-        except zipfile.BadZipFile:
-            raise DataError(f"{zpath} is not a valid zip archive",
-                            "re-download it, or pass the extracted folder") from None
-        done.write_text("ok")
+    if not (dest / ".complete").exists():
+        extract_zip(zpath, dest, marker=".complete")  # all or nothing, within the limits
     return dest
 
 
@@ -154,9 +150,8 @@ def _decode_one(args):
         return None, str(exc)
     except Exception as exc:  # any decoder failure is a skipped file, never a crash
         return None, f"{type(exc).__name__}: {exc}"
-    h, w = dec.rgb.shape[:2]
     small = device_preprocess(dec.rgb, size, color) if size else None
-    return (pixel_hash(dec.rgb), w, h, dec.format, small), None
+    return (pixel_hash(dec.rgb), dec.width, dec.height, dec.format, small), None
 
 
 def scan_dataset(data: str | Path, size: int | None = 96, color: str = "rgb",

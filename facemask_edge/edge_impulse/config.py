@@ -2,6 +2,12 @@
 
 The SDK reads ``edgeimpulse.API_KEY``, ``API_ENDPOINT`` and ``INGESTION_ENDPOINT`` at call time;
 :func:`sdk_settings` sets them for the duration of a call and puts the old values back.
+
+Every request we make carries the key in ``x-api-key``. Neither ``requests`` nor urllib3 (the
+SDK's generated client) knows that header is a credential: on a redirect to another host they
+strip only ``Authorization``/``Cookie`` and send ``x-api-key`` on. So a redirect is followed only
+within the same origin (scheme, host and port); one to another origin is refused with one error
+line, in :func:`ei_session` for our calls and in :func:`sdk_settings` for the SDK's.
 """
 
 from __future__ import annotations
@@ -10,15 +16,17 @@ import os
 import socket
 from contextlib import contextmanager
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 
-from facemask_edge.edge_impulse.redact import redact, register_secret, sanitized
+from facemask_edge.edge_impulse.redact import redact, redact_clip, register_secret, sanitized
 from facemask_edge.errors import EdgeImpulseError
 
 __all__ = ["EIConfig", "resolve_config", "Project", "project_for_key", "sdk_settings",
-           "DEFAULT_API_ENDPOINT", "DEFAULT_INGESTION_ENDPOINT", "KEY_HINT"]
+           "ei_session", "RedirectRefused", "DEFAULT_API_ENDPOINT", "DEFAULT_INGESTION_ENDPOINT",
+           "KEY_HINT"]
 
 DEFAULT_API_ENDPOINT = "https://studio.edgeimpulse.com/v1"
 DEFAULT_INGESTION_ENDPOINT = "https://ingestion.edgeimpulse.com"
@@ -99,7 +107,76 @@ def _error_text(resp: requests.Response) -> str:
     except ValueError:
         text = None
     text = text or resp.text.strip() or resp.reason or ""
-    return redact(" ".join(text.split())[:200])
+    return redact_clip(text)
+
+
+# -- redirects --------------------------------------------------------------------------------
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
+
+
+class RedirectRefused(requests.RequestException):
+    """A server redirected a request that carries the API key to another origin.
+
+    Attributes:
+        error: the one-line :class:`EdgeImpulseError` to show.
+    """
+
+    def __init__(self, source: str, target: str):
+        src, dst = redact(source), redact(target)
+        super().__init__(f"refused redirect from {src} to {dst}")
+        self.error = EdgeImpulseError(
+            f"Edge Impulse endpoint {src} answered with a redirect to another origin ({dst}); "
+            "refused, so that the API key is not sent there",
+            "point --api-endpoint / --ingestion-endpoint (EI_API_ENDPOINT / EI_INGESTION_ENDPOINT)"
+            " at the final address, or check for a proxy or captive portal")
+
+
+def check_redirect(source: str, location: str) -> None:
+    """Raise :class:`RedirectRefused` unless ``location`` (relative to ``source``) has the same
+    scheme, host and port as ``source``."""
+    target = urljoin(source, location)
+    if _origin(target) != _origin(source):
+        raise RedirectRefused(source, target)
+
+
+class _SameOriginSession(requests.Session):
+    """A ``requests`` session that follows redirects only within the request's origin."""
+
+    def rebuild_auth(self, prepared_request, response):
+        # Called for every redirect hop, before the next request is sent.
+        check_redirect(response.request.url, prepared_request.url)
+        super().rebuild_auth(prepared_request, response)
+
+
+def ei_session() -> requests.Session:
+    """A ``requests.Session`` for calls that carry the key: cross-origin redirects refused."""
+    return _SameOriginSession()
+
+
+class _SameOriginRetry(urllib3.Retry):
+    """urllib3 retry policy of the SDK's client, refusing redirects to another origin.
+
+    ``PoolManager.urlopen`` calls ``increment`` with the full URL and the 3xx response before it
+    follows a redirect, with the headers (``x-api-key`` included) already copied.
+    """
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None,
+                  _stacktrace=None):
+        location = response.get_redirect_location() if response is not None else None
+        if location and url:
+            source = url
+            if _pool is not None and not urlsplit(url).scheme:
+                source = f"{_pool.scheme}://{_pool.host}:{_pool.port}{url}"
+            check_redirect(source, location)
+        return super().increment(method, url, response, error, _pool, _stacktrace)
 
 
 def unreachable(what: str, url: str, exc: BaseException, timeout: float) -> EdgeImpulseError:
@@ -122,10 +199,13 @@ def project_for_key(cfg: EIConfig, session: requests.Session | None = None) -> P
     Raises:
         EdgeImpulseError: key rejected, endpoint unreachable, or an unexpected answer.
     """
-    http = session or requests
+    http = session or ei_session()
     url = cfg.url("/api/projects")
     try:
-        resp = http.get(url, headers=cfg.headers(), timeout=(cfg.timeout, cfg.timeout))
+        with http if session is None else _no_close(http):
+            resp = http.get(url, headers=cfg.headers(), timeout=(cfg.timeout, cfg.timeout))
+    except RedirectRefused as exc:
+        raise exc.error from None
     except requests.RequestException as exc:
         raise unreachable("API", cfg.api_endpoint, exc, cfg.timeout) from sanitized(exc)
     if resp.status_code in (401, 403):
@@ -137,7 +217,8 @@ def project_for_key(cfg: EIConfig, session: requests.Session | None = None) -> P
     try:
         body = resp.json()
         if not body.get("success", False):
-            raise EdgeImpulseError(f"Edge Impulse API error: {redact(body.get('error'))}", KEY_HINT)
+            raise EdgeImpulseError(f"Edge Impulse API error: {redact_clip(body.get('error'))}",
+                                   KEY_HINT)
         projects = body["projects"]
         if not projects:
             raise EdgeImpulseError("the API key has no project", KEY_HINT)
@@ -145,6 +226,11 @@ def project_for_key(cfg: EIConfig, session: requests.Session | None = None) -> P
     except (ValueError, KeyError, TypeError, AttributeError):
         raise EdgeImpulseError(f"unexpected answer from {cfg.api_endpoint}/api/projects",
                                "is --api-endpoint the studio API (ending in /v1)?") from None
+
+
+@contextmanager
+def _no_close(session):
+    yield session
 
 
 _SDK_ATTRS = ("API_KEY", "API_ENDPOINT", "INGESTION_ENDPOINT")
@@ -202,16 +288,32 @@ def sdk_settings(cfg: EIConfig):
 
     The SDK makes most calls without a timeout; urllib3 then falls back to the socket default,
     which we set to ``cfg.timeout`` so that an endpoint that stops answering fails in time.
+
+    Its generated client (``edgeimpulse_api.rest.RESTClientObject``) builds a urllib3
+    ``PoolManager`` that follows redirects and keeps ``x-api-key`` on a host change; for the
+    block, every such client gets :class:`_SameOriginRetry` (same ``total=10, backoff_factor=1``
+    as the SDK's default) so that a redirect to another origin raises :class:`RedirectRefused`.
     """
     ei = import_sdk()
+    from edgeimpulse_api import rest
+
     old = {a: getattr(ei, a, None) for a in _SDK_ATTRS}
     old_timeout = socket.getdefaulttimeout()
+    old_init = rest.RESTClientObject.__init__
+
+    def init(self, configuration, *args, **kwargs):
+        if not isinstance(configuration.retries, _SameOriginRetry):
+            configuration.retries = _SameOriginRetry(total=10, backoff_factor=1.0)
+        old_init(self, configuration, *args, **kwargs)
+
     ei.API_KEY, ei.API_ENDPOINT, ei.INGESTION_ENDPOINT = (cfg.api_key, cfg.api_endpoint,
                                                            cfg.ingestion_endpoint)
     socket.setdefaulttimeout(cfg.timeout)
+    rest.RESTClientObject.__init__ = init
     try:
         yield ei
     finally:
+        rest.RESTClientObject.__init__ = old_init
         socket.setdefaulttimeout(old_timeout)
         for a, v in old.items():
             setattr(ei, a, v)

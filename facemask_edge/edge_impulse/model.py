@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facemask_edge.artifacts.tflite import Tensor, read_tflite
-from facemask_edge.edge_impulse.config import KEY_HINT, EIConfig, sdk_settings, unreachable
-from facemask_edge.edge_impulse.redact import redact, sanitized
+from facemask_edge.edge_impulse.config import (KEY_HINT, EIConfig, RedirectRefused, sdk_settings,
+                                               unreachable)
+from facemask_edge.edge_impulse.redact import redact, redact_clip, sanitized
 from facemask_edge.errors import EdgeImpulseError, ModelError
 
 __all__ = ["RunModel", "load_run_model", "profile_model", "deploy_model", "comparison_lines",
@@ -116,7 +117,7 @@ def _sdk_message(exc: BaseException) -> str:
         parts = text.split("----------------")
         if len(parts) >= 3:
             text = parts[1]
-    return redact(" ".join(text.split()))
+    return redact_clip(text, 500)
 
 
 def _transient(exc: BaseException) -> bool:
@@ -125,6 +126,8 @@ def _transient(exc: BaseException) -> bool:
     import urllib3.exceptions as u3
     from edgeimpulse_api.exceptions import ApiException
 
+    if isinstance(exc, RedirectRefused):
+        return False
     if isinstance(exc, ApiException):
         return exc.status in (408, 429, 500, 502, 503, 504)
     return isinstance(exc, (u3.HTTPError, socket.timeout, ConnectionError, TimeoutError))
@@ -144,14 +147,15 @@ def _translate(exc: BaseException, cfg: EIConfig, what: str) -> EdgeImpulseError
     from edgeimpulse import exceptions as eix
     from edgeimpulse_api.exceptions import ApiException
 
+    if isinstance(exc, RedirectRefused):
+        return exc.error
     if isinstance(exc, ApiException):
         body = ""
         try:
             body = json.loads(exc.body).get("error", "") if exc.body else ""
         except (ValueError, AttributeError, TypeError):
-            body = (exc.body or b"")[:200].decode("utf-8", "replace") \
-                if isinstance(exc.body, bytes) else str(exc.body or "")[:200]
-        body = redact(" ".join(str(body).split()))
+            body = exc.body or ""
+        body = redact_clip(body)  # mask, then cut: a key across the cut must not leak its head
         if exc.status in (401, 403):
             err = EdgeImpulseError(f"Edge Impulse rejected the API key ({exc.status}: "
                                    f"{body or exc.reason})", KEY_HINT)
@@ -174,7 +178,7 @@ def _translate(exc: BaseException, cfg: EIConfig, what: str) -> EdgeImpulseError
         err = unreachable("API", cfg.api_endpoint, exc, cfg.timeout)
     else:
         err = EdgeImpulseError(f"Edge Impulse {what} failed: "
-                               f"{redact(type(exc).__name__ + ': ' + str(exc))[:300]}")
+                               f"{redact_clip(type(exc).__name__ + ': ' + str(exc), 300)}")
     return err
 
 

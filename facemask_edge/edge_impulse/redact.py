@@ -6,6 +6,8 @@ message or a file we write. Three layers, all driven by one registry of secrets:
 
 - :func:`redact` replaces every registered secret in a string (used on every message we build
   from a server answer or a library exception before it becomes a ``FacemaskError``);
+  :func:`redact_clip` is the one way to shorten such a message: it masks *before* it cuts, since a
+  key cut in half no longer matches and its first half would be printed;
 - :func:`redacting` installs, for the duration of a command, a log-record factory that redacts
   each record's message and traceback at creation time (so any logger, ours or the SDK's or
   urllib3's, at any level, is covered) and wraps ``sys.stdout``/``sys.stderr`` so that stray
@@ -22,7 +24,8 @@ import threading
 import traceback
 from contextlib import contextmanager
 
-__all__ = ["MASK", "register_secret", "forget_secret", "redact", "redacting", "sanitized"]
+__all__ = ["MASK", "register_secret", "forget_secret", "redact", "redact_clip", "redacting",
+           "sanitized"]
 
 MASK = "***"
 _MIN_SECRET = 6  # shorter strings would mask innocent text; real keys are ~67 characters
@@ -52,6 +55,18 @@ def redact(text) -> str:
         if secret in s:
             s = s.replace(secret, MASK)
     return s
+
+
+def redact_clip(text, limit: int = 200) -> str:
+    """Mask secrets in ``text``, fold its whitespace to single spaces, then cut it to ``limit``.
+
+    The order matters: cutting first can leave the head of a key at the end of the message,
+    which no longer matches the registered key and so would be printed unmasked.
+    """
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode("utf-8", "replace")
+    s = " ".join(redact(text).split())
+    return s if len(s) <= limit else s[:max(0, limit - 3)] + "..."
 
 
 def sanitized(exc: BaseException) -> RuntimeError:

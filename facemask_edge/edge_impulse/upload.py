@@ -40,9 +40,10 @@ from requests.adapters import HTTPAdapter
 from facemask_edge.runs import sha256_file
 from facemask_edge.data.ingest import scan_dataset
 from facemask_edge.data.splits import load_split, split_indices
-from facemask_edge.edge_impulse.config import KEY_HINT, EIConfig, unreachable
+from facemask_edge.edge_impulse.config import (KEY_HINT, EIConfig, RedirectRefused, ei_session,
+                                               unreachable)
 from facemask_edge.edge_impulse.ledger import Ledger
-from facemask_edge.edge_impulse.redact import redact, sanitized
+from facemask_edge.edge_impulse.redact import redact_clip, sanitized
 from facemask_edge.errors import DataError, EdgeImpulseError
 from facemask_edge.progress import progress
 
@@ -276,8 +277,9 @@ class UploadSummary:
 
 
 def make_session(concurrency: int) -> requests.Session:
-    """A keep-alive session with one pooled connection per worker and no hidden retries."""
-    s = requests.Session()
+    """A keep-alive session with one pooled connection per worker and no hidden retries; it
+    refuses redirects to another origin (the key would go with them)."""
+    s = ei_session()
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(4, concurrency), max_retries=0)
     s.mount("http://", adapter)
     s.mount("https://", adapter)
@@ -297,6 +299,11 @@ def _is_connect_failure(exc: requests.RequestException) -> bool:
     return False
 
 
+#: The same refusal this many times in a row (all workers together) stops the run: it is about
+#: the project or the key (a full quota, a read-only project), not about one image.
+SAME_REFUSAL_LIMIT = 3
+
+
 class _Uploader:
     def __init__(self, cfg: EIConfig, session: requests.Session, root: Path, policy: RetryPolicy,
                  seed: int | None):
@@ -308,6 +315,23 @@ class _Uploader:
         self.connect_failure_limit = 10
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
+        self._refusal = ("", 0)  # (last permanent error, how many in a row)
+
+    def _refused(self, error: str) -> str:
+        """Count a permanent refusal; stop the run when the same one comes back too often."""
+        with self._rng_lock:
+            last, n = self._refusal
+            n = n + 1 if error == last else 1
+            self._refusal = (error, n)
+        if n >= SAME_REFUSAL_LIMIT:
+            raise _Abort(EdgeImpulseError(
+                f"Edge Impulse refused {n} images in a row with the same error: {error}",
+                "fix the project or the key in Studio (see the error), then re-run to resume"))
+        return error
+
+    def _accepted(self) -> None:
+        with self._rng_lock:
+            self._refusal = ("", 0)
 
     def _sleep(self, seconds: float) -> None:
         self.stop.wait(seconds)
@@ -334,6 +358,8 @@ class _Uploader:
                 resp = self.session.post(url, headers=headers,
                                          files=[("data", (name, payload, ctype))],
                                          timeout=(self.cfg.timeout, self.cfg.timeout))
+            except RedirectRefused as exc:
+                raise _Abort(exc.error) from None
             except requests.RequestException as exc:
                 if _is_connect_failure(exc):
                     with self._rng_lock:
@@ -346,7 +372,7 @@ class _Uploader:
                         raise _Abort(err) from None
                 else:
                     ambiguous = True
-                last = redact(f"{type(exc).__name__}: {exc}")[:200]
+                last = redact_clip(f"{type(exc).__name__}: {exc}")
             else:
                 self.reached.set()
                 self.connect_failures = 0
@@ -357,18 +383,26 @@ class _Uploader:
                                                   f"({status}: {text})", KEY_HINT))
                 if status == 200:
                     result = _file_result(resp)
+                    refusal = _request_refusal(resp) if result is None else None
+                    if refusal is not None:
+                        # {"success": false, "error": ...} for the whole request: the service
+                        # looked at it and said no; sending it again gets the same answer.
+                        out.error = self._refused(refusal)
+                        return out
                     if result is None:
                         last = "200 without a per-file result"
                     elif result.get("success"):
+                        self._accepted()
                         out.status, out.sample_id = "uploaded", _int(result.get("sampleId"))
                         return out
                     else:
-                        err = redact(str(result.get("error") or "rejected"))
+                        err = redact_clip(str(result.get("error") or "rejected"), 300)
                         if _DUPLICATE in err:
+                            self._accepted()
                             out.status = "uploaded" if ambiguous else "already-there"
                             out.sample_id = _first_id(err)
                             return out
-                        out.error = err[:300]
+                        out.error = self._refused(err)
                         return out  # the service refused this file: retrying will not help
                 elif status in _RETRY_STATUS:
                     last = f"HTTP {status}: {_body_error(resp)}"
@@ -378,7 +412,7 @@ class _Uploader:
                             delay = min(after, self.policy.max_retry_after)
                     ambiguous = ambiguous or status in (500, 502, 504)
                 else:
-                    out.error = f"HTTP {status}: {_body_error(resp)}"
+                    out.error = self._refused(f"HTTP {status}: {_body_error(resp)}")
                     return out
             if attempt < self.policy.attempts:
                 backoff = self._jitter(attempt)
@@ -394,7 +428,18 @@ def _body_error(resp: requests.Response) -> str:
     except ValueError:
         text = None
     text = text or resp.text or resp.reason or ""
-    return redact(" ".join(str(text).split())[:200])
+    return redact_clip(str(text))
+
+
+def _request_refusal(resp: requests.Response) -> str | None:
+    """The server's error of a ``{"success": false, "error": ...}`` answer (masked), else None."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or body.get("success") is not False:
+        return None
+    return redact_clip(str(body.get("error") or "refused without a message"), 300)
 
 
 def _file_result(resp: requests.Response) -> dict | None:
