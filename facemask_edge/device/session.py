@@ -675,6 +675,10 @@ class BoardSession:
                 # Outside a session only camera frames come as frames: pieces answering an
                 # earlier request (a repeat that armed the board again) are as good as any.
                 if isinstance(msg, fr.ErrorMsg) and seq in asked:
+                    if msg.code == fr.Err.UNKNOWN_MSG:
+                        raise DeviceError(f"{self.name} does not know FRAME_REQ: its firmware predates "
+                                          "camera frames (protocol 1.1)",
+                                          "flash this version's firmware (facemask-edge flash RUN_DIR)")
                     raise DeviceError(f"{self.name} refused a camera frame: {msg.describe()}",
                                       "the board's model did not load, or a validation session is open")
                 frame = assembler.add(msg)
