@@ -15,6 +15,7 @@ the browser explicitly, so its manager never downloads anything. Screenshots go 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -245,3 +246,42 @@ def test_view_refuses_bad_options_in_one_line(tmp_path):
                           capture_output=True, text=True, timeout=60, env=_env())
     assert proc.returncode == 1 and proc.stderr.startswith("error: run folder")
     assert "Traceback" not in proc.stderr
+
+
+# ---- the server without a browser: bad input never stops it (fast) -----------------------------
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    from facemask_edge.device.testing import make_tiny_model, make_tiny_run
+
+    return make_tiny_run(tmp_path_factory.mktemp("view-tiny") / "run", model=make_tiny_model())
+
+
+def test_try_api_answers_bad_input_with_a_message_and_keeps_serving(tiny_run, tmp_path):
+    from PIL import Image
+
+    from facemask_edge.view.app import MAX_UPLOAD_BYTES, create_app
+    from facemask_edge.view.board_link import BoardLink
+
+    link = BoardLink(str(tmp_path / "no-board"), frame_timeout=0.5).start()
+    try:
+        client = create_app(tiny_run, link=link).test_client()
+        r = client.post("/api/try", data={"image": (io.BytesIO(b"hello"), "notes.jpg")})
+        assert r.status_code == 400 and r.json["error"].startswith("not an image")
+        r = client.post("/api/try", data={"image": (io.BytesIO(b"\0" * (MAX_UPLOAD_BYTES + 1)), "big.png")})
+        assert r.status_code == 413 and "too large" in r.json["error"]
+        r = client.post("/api/try", data={})
+        assert r.status_code == 400 and "choose a photo" in r.json["error"]
+        buf = io.BytesIO()
+        Image.fromarray(np.full((40, 60, 3), 200, np.uint8)).save(buf, format="PNG")
+        r = client.post("/api/try", data={"image": (io.BytesIO(buf.getvalue()), "grey.png"), "board": "1"})
+        assert r.status_code == 200 and len(r.json["host"]["scores"]) == 2
+        assert r.json["board_error"].startswith("board disconnected")
+        live = client.get("/api/live").json
+        assert live["status"] == "disconnected" and "does not exist" in live["message"]
+        assert client.get("/run/../../../etc/passwd").status_code == 404
+        assert client.get("/run/model_card.json").status_code == 404  # pictures only
+        for page in ("/", "/live", "/report", "/try"):
+            assert client.get(page).status_code == 200
+    finally:
+        link.stop()
