@@ -15,6 +15,7 @@ the browser explicitly, so its manager never downloads anything. Screenshots go 
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -35,11 +36,7 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 # The demo with shorter training (as tests/test_pipeline.py): every other stage is the real --demo.
 FAST_DEMO = ["--head-epochs", "1", "--finetune-epochs", "3", "--qat-epochs", "1"]
 
-try:
-    import selenium  # noqa: F401
-    HAVE_SELENIUM = True
-except ImportError:
-    HAVE_SELENIUM = False
+HAVE_SELENIUM = importlib.util.find_spec("selenium") is not None
 
 
 def needs_browser(test):

@@ -9,6 +9,7 @@ with a 4xx/5xx status that the page shows; the server itself keeps running.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import threading
 from pathlib import Path
@@ -44,7 +45,7 @@ class TryModel:
 
         model, card = load_run_model(run)
         self.card = card
-        self.sha256 = __import__("hashlib").sha256(model).hexdigest()
+        self.sha256 = hashlib.sha256(model).hexdigest()
         self.labels = list(card.get("labels") or [])
         inp = card.get("input", {})
         shape = inp.get("shape") or [1, inp.get("size", 96), inp.get("size", 96), 3]
