@@ -127,3 +127,65 @@ def test_camera_loop_prints_pred_lines_the_monitor_reads(run, tmp_path):
     conf = int(min(100, max(0, round(100 * (scores[idx] - out["zero_point"]) * out["scale"]))))
     assert any(r.endswith(" ".join(map(str, scores))) and f",{idx},{card['labels'][idx]},{conf}," in r
                for r in rows[1:])
+
+
+@pytest.mark.parametrize("engine", ["c", "python"])
+def test_camera_frame_on_request_is_the_preprocessed_input_and_its_answer(run, tmp_path, engine):
+    """FRAME_REQ: the next camera frame comes back whole (input tensor, label, scores, time), the
+    same the host model gives for that tensor; nothing is sent until asked."""
+    from PIL import Image
+
+    from facemask_edge.data.preprocess import (device_preprocess, rgb565_to_rgb888, rgb888_to_rgb565,
+                                               to_int8)
+    from facemask_edge.device.sim import load_camera_frames
+    from facemask_edge.validate.reference import HostReference
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    rng = np.random.RandomState(3)
+    for i in range(3):
+        Image.fromarray(rng.randint(0, 256, (90, 120, 3)).astype(np.uint8)).save(folder / f"f{i}.png")
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    frames = load_camera_frames(folder)
+    assert len(frames) == 3
+    model, card = load_run_model(run)
+    # The camera delivers RGB565: the firmware expands it, then preprocesses.
+    wanted = {to_int8(device_preprocess(rgb565_to_rgb888(rgb888_to_rgb565(f), 120, 90), 24, "rgb")).tobytes()
+              for f in frames}
+    ref = HostReference(model)
+    with BoardSimulator(model, card, engine=engine, camera_every=0.05, camera_frames=frames) as sim:
+        session = BoardSession(open_port(sim.path, timeout=0.02), timeout=5)
+        first = session.camera_frame()
+        second = session.camera_frame()
+        out_before = sim.stats.bytes_out
+        import time
+        time.sleep(0.5)  # camera keeps running, nobody asks: only PRED lines (no 27 KB frames)
+        quiet = sim.stats.bytes_out - out_before
+    assert sim.engine_used == engine
+    for got in (first, second):
+        assert (got.width, got.height, got.channels) == (24, 24, 3)
+        assert got.pixels in wanted  # the exact tensor the model saw
+        assert list(got.scores) == list(ref.scores(got.pixels))
+        assert got.label == int(np.argmax(got.scores)) and got.micros > 0
+        assert got.rgb().shape == (24, 24, 3)
+    assert second.frame == (first.frame + 1) & 0xFFFF
+    assert quiet < 24 * 24 * 3
+    assert sim.stats.images == 0  # camera frames are not counted as validation images
+
+
+def test_camera_frame_is_refused_in_a_session(run):
+    model, card = load_run_model(run)
+    with BoardSimulator(model, card, camera_every=0.05) as sim:
+        session = BoardSession(open_port(sim.path, timeout=0.02), timeout=5)
+        session.handshake()
+        with pytest.raises(Exception, match="inside a session"):
+            session.camera_frame()
+        session.close()
+        assert session.camera_frame(timeout=5).pixels  # after BYE the camera loop answers again
+
+
+def test_board_sim_frames_option_rejects_a_folder_without_images(run, tmp_path):
+    proc = subprocess.run(CLI + ["board-sim", str(run), "--frames", str(tmp_path), "--duration", "1"],
+                          capture_output=True, text=True, timeout=60, env=_env())
+    assert proc.returncode != 0
+    assert "error: no image in" in proc.stderr and "Traceback" not in proc.stderr

@@ -117,3 +117,58 @@ def test_overhead_of_a_96px_image_is_small():
         wire += len(fr.encode_ack(0, 1, off + 4090))
     wire += len(fr.encode_result(0, 1, 0, 123456, [10, -10]))
     assert len(image) / wire > 0.98
+
+
+def _board_msg(wire: bytes):
+    return fr.parse_board_message(fr.decode_frame(wire[1:-1]))
+
+
+def test_camera_frame_messages_roundtrip_and_assemble():
+    pixels = bytes(random.Random(5).randrange(256) for _ in range(4 * 3 * 3 * 20))  # 720 bytes
+    pieces = [fr.encode_camera_piece(9, 65535, off, pixels[off:off + fr.FRAME_DATA_MAX])
+              for off in range(0, len(pixels), fr.FRAME_DATA_MAX)]
+    assert all(len(p) <= 201 for p in pieces)  # bodies within the 200-byte board-to-host limit
+    end = fr.encode_camera_end(9, 65535, 12, 20, 3, 1, 1234, [-5, 7])
+    asm = fr.CameraFrameAssembler()
+    assert all(asm.add(_board_msg(p)) is None for p in pieces)
+    frame = asm.add(_board_msg(end))
+    assert frame == fr.CameraFrame(65535, 12, 20, 3, 1, 1234, (-5, 7), pixels)
+    assert frame.rgb().shape == (20, 12, 3) and frame.rgb()[0, 0, 0] == (pixels[0] + 128) % 256
+    # A lost piece: the FRAME_END completes nothing (the host asks again).
+    for skip in range(len(pieces)):
+        asm = fr.CameraFrameAssembler()
+        for i, p in enumerate(pieces):
+            if i != skip:
+                asm.add(_board_msg(p))
+        assert asm.add(_board_msg(end)) is None
+    # Pieces of an older frame followed by a new one: only the new one counts.
+    asm = fr.CameraFrameAssembler()
+    asm.add(_board_msg(fr.encode_camera_piece(9, 3, 0, pixels[:184])))
+    for p in pieces:
+        asm.add(_board_msg(p))
+    assert asm.add(_board_msg(end)).pixels == pixels
+
+
+@pytest.mark.parametrize("wire, match", [
+    (fr.encode_frame(fr.Msg.FRAME, 0, b"\x00\x00\x00\x00\x00\x00"), "1..184 data bytes"),
+    (fr.encode_frame(fr.Msg.FRAME, 0, bytes(6 + 185)), "1..184 data bytes"),
+    (fr.encode_frame(fr.Msg.FRAME_END, 0, bytes(10)), "too short"),
+    (fr.encode_camera_end(0, 0, 0, 8, 3, 0, 1, [1, 2]), "width=0"),
+    (fr.encode_camera_end(0, 0, 8, 8, 9, 0, 1, [1, 2]), "channels=9"),
+    (fr.encode_camera_end(0, 0, 8, 8, 3, 2, 1, [1, 2]), "label 2"),
+    (fr.encode_camera_end(0, 0, 8, 8, 3, 0, 0xFFFFFFFF, [1, 2]), "micros"),
+    (fr.encode_camera_end(0, 0, 8, 8, 3, 0, 1, [1] * 17), "classes=17"),
+    (fr.encode_frame(fr.Msg.FRAME_END, 0, fr.encode_camera_end(0, 0, 8, 8, 3, 0, 1, [1, 2])[1:-1][:5]),
+     "too short"),
+])
+def test_malformed_camera_messages_are_protocol_errors(wire, match):
+    with pytest.raises(ProtocolError, match=match):
+        _board_msg(wire)
+
+
+def test_assembler_bounds_the_hosts_memory():
+    asm = fr.CameraFrameAssembler()
+    asm.MAX_BYTES = 1000
+    with pytest.raises(ProtocolError, match="run past"):
+        for off in range(0, 2000, 184):
+            asm.add(fr.CameraPiece(1, off, bytes(184)))

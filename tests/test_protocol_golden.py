@@ -47,7 +47,9 @@ def parse_vectors(path: Path = VECTORS) -> dict:
                                      int(kv["arena"]), int(kv["free"]))
             cur["error"], cur["baud"] = int(kv["error"]), int(kv["baud"])
         elif kind == "in":
-            cur["steps"].append([h(rest[0]), None])
+            cur["steps"].append([h(rest[0]), None, False])
+        elif kind == "camera":  # a camera frame for the camera loop's inference, not serial bytes
+            cur["steps"].append([h(rest[0]), None, True])
         elif kind == "out":
             cur["steps"][-1][1] = h(rest[0])
     return out
@@ -80,8 +82,10 @@ def replay(engine_cls, tr, split: int | None) -> None:
     board.set_error(tr["error"])
     board.set_baud(tr["baud"])
     rng = random.Random(split)
-    for i, (data, want) in enumerate(tr["steps"]):
-        if split is None:
+    for i, (data, want, camera) in enumerate(tr["steps"]):
+        if camera:
+            board.camera(data)
+        elif split is None:
             board.feed(data)
         else:
             pos = 0
@@ -101,7 +105,8 @@ def test_board_engines_reproduce_transcripts(engine, split):
         pytest.skip("no C compiler")
     cls = PyBoardProtocol if engine == "python" else CBoardProtocol
     names = [tr["name"] for tr in V["transcripts"]]
-    assert {"one_image", "pipelined", "faults", "no_session", "model_failed"} <= set(names)
+    assert {"one_image", "pipelined", "faults", "no_session", "model_failed", "camera_frames",
+            "camera_model_failed"} <= set(names)
     for tr in V["transcripts"]:
         replay(cls, tr, split)
 

@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "pipeline": ("pipeline", "pipeline", "Run every stage: train, QAT, convert, profile, export, validate."),
     "sweep": ("sweep", "sweep", "Sweep architecture, width, input size and colour; Pareto plots."),
     "data": ("data", "data", "Inspect a data set: classes, usable and skipped files, duplicates."),
+    "view": ("view", "view", "Local web app: the board's live frames, a run's report, try the model."),
 }
 
 

@@ -30,24 +30,30 @@ __all__ = ["board_sim"]
               help="Protocol engine: the firmware's C code (compiled once with cc) or its Python twin.")
 @click.option("--camera-every", type=float, default=1.0, show_default=True,
               help="Seconds between camera-loop PRED lines outside a session (0: off).")
+@click.option("--frames", "frames", type=click.Path(exists=False, path_type=Path), default=None,
+              help="The camera's frames: a folder of images (or one image), cycled through. "
+                   "Default: random noise.")
 @click.option("--link", "link", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also make this symlink to the pty (a stable port name).")
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
-def board_sim(run_dir, board_name, baud, fault, engine, camera_every, link, duration):
+def board_sim(run_dir, board_name, baud, fault, engine, camera_every, frames, link, duration):
     """Run a simulated board for RUN_DIR's model on a pseudo-terminal.
 
     Prints the port path on stdout, then serves until Ctrl-C. Connect with
     `facemask-edge validate RUN_DIR --port PATH` or `facemask-edge monitor --port PATH`.
     """
-    from facemask_edge.device.sim import BoardSimulator, Faults, load_run_model
+    from facemask_edge.device.sim import BoardSimulator, Faults, load_camera_frames, load_run_model
 
     faults = Faults.parse(fault)
     board = board_name  # a registered name (checked by --board) or None
     if baud < 0:
         raise FacemaskError(f"--baud must be 0 or positive, not {baud}")
+    if camera_every < 0:
+        raise FacemaskError(f"--camera-every must be 0 or positive, not {camera_every:g}")
     model, card = load_run_model(run_dir)
+    camera_frames = load_camera_frames(frames) if frames else None
     sim = BoardSimulator(model, card, board=board, baud=baud, faults=faults, engine=engine,
-                         camera_every=camera_every)
+                         camera_every=camera_every, camera_frames=camera_frames)
     path = sim.start()
     if link:
         try:

@@ -57,6 +57,7 @@ class BoardEngine(Protocol):
     def set_error(self, code: int) -> None: ...
     def set_baud(self, baud: int) -> None: ...
     def in_session(self) -> bool: ...
+    def camera(self, frame: bytes) -> tuple[int, list[int], int]: ...
 
 
 @dataclass
@@ -89,6 +90,9 @@ class PyBoardProtocol:
         self._segment = bytearray()
         self.last_seq = 0
         self.frames_ok = self.frames_bad = self.naks = self.images = 0
+        self.frame_wanted = False
+        self.frame_seq = 0
+        self.frame_no = 0
         self._forget()
 
     # -- public API (mirrors fe_protocol.h) --
@@ -101,6 +105,37 @@ class PyBoardProtocol:
 
     def in_session(self) -> bool:
         return self._session
+
+    def camera(self, frame: bytes) -> tuple[int, list[int], int]:
+        """The camera loop's inference (``fe_protocol_camera``): ``frame`` is the preprocessed
+        camera frame the sketch wrote into the input tensor. When a host asked (FRAME_REQ), the
+        input goes out as FRAME messages first and FRAME_END follows the answer.
+
+        Returns:
+            ``(code, scores, micros)`` of the inference.
+        """
+        self.input[:len(frame)] = frame
+        wanted = self.frame_wanted and not self._session and not self.error
+        if wanted:
+            for off in range(0, self.input_bytes, fr.FRAME_DATA_MAX):
+                self.write(fr.encode_camera_piece(self.frame_seq, self.frame_no, off,
+                                                  bytes(self.input[off:off + fr.FRAME_DATA_MAX])))
+        code, scores, micros = self.infer(bytes(self.input))
+        k = min(self.info.num_classes, fr.MAX_CLASSES)
+        scores = [int(s) for s in scores[:k]] if code == 0 else [0] * k
+        micros = int(micros) & 0xFFFFFFFF if code == 0 else 0
+        if not wanted:
+            return code, scores, micros
+        self.frame_wanted = False
+        if code != 0:
+            self._error(self.frame_seq, code, "invoke failed")
+        else:
+            label = max(range(k), key=lambda i: (scores[i], -i))
+            d = self.info
+            self.write(fr.encode_camera_end(self.frame_seq, self.frame_no, d.input_width, d.input_height,
+                                            d.input_channels, label, micros, scores))
+        self.frame_no = (self.frame_no + 1) & 0xFFFF
+        return code, scores, micros
 
     def _info_error(self) -> int:
         # fe_result_t keeps MAX_CLASSES scores: like fe_protocol_init, refuse to serve more.
@@ -172,6 +207,7 @@ class PyBoardProtocol:
         self.frames_ok += 1
         if msg_type == fr.Msg.HELLO:
             self._forget()
+            self.frame_wanted = False
             self._session = len(body) >= 1 and body[0] == fr.PROTOCOL_VERSION
             self._send_info(seq)
         elif msg_type == fr.Msg.CHUNK:
@@ -185,6 +221,14 @@ class PyBoardProtocol:
                     self._result(seq, r)
                 else:
                     self._error(seq, fr.Err.NO_RESULT, "result not kept")
+        elif msg_type == fr.Msg.FRAME_REQ:
+            if self._session:
+                self._error(seq, fr.Err.BUSY, "in session")
+            elif self.error:
+                self._error(seq, self.error, "model not ready")
+            else:
+                self.frame_wanted = True
+                self.frame_seq = seq
         elif msg_type == fr.Msg.BYE:
             self._session = False
             self._forget()
@@ -299,6 +343,9 @@ class CBoardProtocol:
         lib.fe_protocol_in_session.argtypes = [ctypes.c_void_p]
         lib.fe_protocol_set_error.argtypes = [ctypes.c_void_p, ctypes.c_int]
         lib.fe_protocol_set_baud.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+        lib.fe_protocol_camera.restype = ctypes.c_int
+        lib.fe_protocol_camera.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int8),
+                                           ctypes.POINTER(ctypes.c_uint32)]
         lib.fe_protocol_init.argtypes = [ctypes.c_void_p, ctypes.POINTER(_CInfo),
                                          ctypes.POINTER(ctypes.c_int8), _WRITE, _INFER,
                                          ctypes.c_void_p]
@@ -356,6 +403,19 @@ class CBoardProtocol:
 
     def in_session(self) -> bool:
         return bool(self._lib.fe_protocol_in_session(self._state))
+
+    def camera(self, frame: bytes) -> tuple[int, list[int], int]:
+        """Same as :meth:`PyBoardProtocol.camera`, through ``fe_protocol_camera``."""
+        frame = bytes(frame)[: self.input_bytes]
+        ctypes.memmove(self._input, frame, len(frame))
+        scores = (ctypes.c_int8 * fr.MAX_CLASSES)()
+        micros = ctypes.c_uint32(0)
+        code = self._lib.fe_protocol_camera(self._state, scores, ctypes.byref(micros))
+        if self._error is not None:
+            exc, self._error = self._error, None
+            raise exc
+        k = min(self.info.num_classes, fr.MAX_CLASSES)
+        return int(code), list(scores[:k]), int(micros.value)
 
 
 def make_engine(kind: str, info: DeviceInfo, write: WriteFn, infer: InferFn):

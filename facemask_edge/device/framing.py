@@ -24,9 +24,11 @@ __all__ = [
     "Msg", "Err", "ERROR_NAMES",
     "crc32", "cobs_encode", "cobs_decode", "encode_frame", "decode_frame", "wire_size",
     "Frame", "BadFrame", "Text", "FrameReader",
-    "Info", "Ack", "Nak", "Result", "ErrorMsg", "ByeAck",
-    "hello", "chunk", "result_req", "bye",
+    "Info", "Ack", "Nak", "Result", "ErrorMsg", "ByeAck", "CameraPiece", "CameraEnd",
+    "CameraFrame", "CameraFrameAssembler", "FRAME_DATA_MAX",
+    "hello", "chunk", "result_req", "bye", "frame_req",
     "encode_info", "encode_ack", "encode_nak", "encode_result", "encode_error", "encode_bye_ack",
+    "encode_camera_piece", "encode_camera_end",
     "parse_board_message", "parse_chunk", "looks_like_text",
 ]
 
@@ -38,6 +40,7 @@ CRC = 4
 CHUNK_HEADER = 6
 FRAME_OVERHEAD = 2 + 1 + HEADER + CRC  # delimiters, first COBS code, header, CRC
 MAX_CLASSES = 16  # FE_MAX_CLASSES: fe_result_t keeps this many scores
+FRAME_DATA_MAX = 184  # FE_FRAME_DATA_MAX: input bytes per FRAME (board-to-host bodies <= 200)
 
 # What a board may report, inclusive ranges (PROTOCOL.md, "Limits"). Anything outside is a
 # protocol error: these numbers size the host's buffers and waits.
@@ -70,12 +73,15 @@ class Msg:
     CHUNK = 0x02
     RESULT_REQ = 0x03
     BYE = 0x04
+    FRAME_REQ = 0x05  # addition to version 1: the next camera frame, please
     INFO = 0x81
     ACK = 0x82
     NAK = 0x83
     RESULT = 0x84
     ERROR = 0x85
     BYE_ACK = 0x86
+    FRAME = 0x87  # a piece of the camera frame's input tensor
+    FRAME_END = 0x88  # the camera frame's label, scores, inference time
 
 
 class Err:
@@ -351,7 +357,87 @@ class ByeAck:
     pass
 
 
+@dataclass(frozen=True)
+class CameraPiece:
+    """FRAME: ``data`` are bytes ``offset ..`` of camera frame number ``frame``'s input tensor."""
+
+    frame: int
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class CameraEnd:
+    """FRAME_END: what the model answered for camera frame number ``frame``."""
+
+    frame: int
+    width: int
+    height: int
+    channels: int
+    label: int
+    micros: int
+    scores: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class CameraFrame:
+    """A whole camera frame as the model saw it: the int8 input tensor (HWC) and the answer."""
+
+    frame: int
+    width: int
+    height: int
+    channels: int
+    label: int
+    micros: int
+    scores: tuple[int, ...]
+    pixels: bytes
+
+    def rgb(self):
+        """The input tensor as uint8 pixels (``int8 + 128``), ``(height, width, 3)``."""
+        import numpy as np
+
+        x = (np.frombuffer(self.pixels, dtype=np.int8).astype(np.int16) + 128).astype(np.uint8)
+        x = x.reshape(self.height, self.width, self.channels)
+        return np.repeat(x, 3, axis=2) if self.channels == 1 else x[:, :, :3]
+
+
+class CameraFrameAssembler:
+    """Put FRAME pieces together; a FRAME_END completes the frame when every byte came.
+
+    A piece of another frame number starts over (a FRAME_REQ answered late, or a lost
+    FRAME_END); a FRAME_END with bytes missing (a lost piece) gives nothing: ask again.
+    """
+
+    MAX_BYTES = 1 << 22  # far above any microcontroller's input tensor; bounds the host's memory
+
+    def __init__(self):
+        self._frame: int | None = None
+        self._buf = bytearray()
+
+    def add(self, msg) -> CameraFrame | None:
+        if isinstance(msg, CameraPiece):
+            if msg.frame != self._frame or msg.offset != len(self._buf):
+                if msg.offset != 0:
+                    self._frame, self._buf = None, bytearray()
+                    return None
+                self._frame, self._buf = msg.frame, bytearray()
+            self._buf += msg.data
+            if len(self._buf) > self.MAX_BYTES:
+                raise ProtocolError(f"FRAME pieces run past {self.MAX_BYTES} bytes")
+            return None
+        if isinstance(msg, CameraEnd):
+            size = msg.width * msg.height * msg.channels
+            buf, same = bytes(self._buf), msg.frame == self._frame
+            self._frame, self._buf = None, bytearray()
+            if not same or len(buf) != size:
+                return None
+            return CameraFrame(msg.frame, msg.width, msg.height, msg.channels, msg.label, msg.micros,
+                               msg.scores, buf)
+        return None
+
+
 _INFO_FIXED = struct.Struct("<BBHIIHHBBII")
+_CAMERA_END = struct.Struct("<HHHBBBI")
 
 
 def _str(s: str, limit: int) -> bytes:
@@ -373,6 +459,22 @@ def result_req(seq: int, image_id: int) -> bytes:
 
 def bye(seq: int) -> bytes:
     return encode_frame(Msg.BYE, seq)
+
+
+def frame_req(seq: int) -> bytes:
+    return encode_frame(Msg.FRAME_REQ, seq)
+
+
+def encode_camera_piece(seq: int, frame_no: int, offset: int, data: bytes) -> bytes:
+    return encode_frame(Msg.FRAME, seq, struct.pack("<HI", frame_no & 0xFFFF, offset) + bytes(data))
+
+
+def encode_camera_end(seq: int, frame_no: int, width: int, height: int, channels: int, label: int,
+                      micros: int, scores) -> bytes:
+    scores = bytes(int(s) & 0xFF for s in scores)
+    body = _CAMERA_END.pack(frame_no & 0xFFFF, width, height, channels, label, len(scores),
+                            micros & 0xFFFFFFFF) + scores
+    return encode_frame(Msg.FRAME_END, seq, body)
 
 
 def encode_info(seq: int, info: Info) -> bytes:
@@ -419,7 +521,8 @@ def parse_board_message(frame: Frame):
     """Decode the body of a board-to-host frame and check its numbers (:data:`LIMITS`).
 
     Returns:
-        ``Info``, ``Ack``, ``Nak``, ``Result``, ``ErrorMsg`` or ``ByeAck``; ``None`` for a
+        ``Info``, ``Ack``, ``Nak``, ``Result``, ``ErrorMsg``, ``ByeAck``, ``CameraPiece`` or
+        ``CameraEnd``; ``None`` for a
         type the host does not know (or a host-to-board type, e.g. an echo).
 
     Raises:
@@ -478,6 +581,24 @@ def _parse_board_message(frame: Frame):
         return ErrorMsg(b[0], b[1:].decode("ascii", "replace"))
     if t == Msg.BYE_ACK:
         return ByeAck()
+    if t == Msg.FRAME:
+        if not CHUNK_HEADER < len(b) <= CHUNK_HEADER + FRAME_DATA_MAX:
+            raise ProtocolError(f"FRAME must carry 1..{FRAME_DATA_MAX} data bytes, not {len(b) - CHUNK_HEADER}")
+        frame_no, offset = struct.unpack_from("<HI", b)
+        return CameraPiece(frame_no, offset, b[CHUNK_HEADER:])
+    if t == Msg.FRAME_END:
+        if len(b) < _CAMERA_END.size:
+            raise ProtocolError(f"FRAME_END too short ({len(b)} bytes)")
+        frame_no, width, height, channels, label, k, micros = _CAMERA_END.unpack_from(b)
+        if len(b) != _CAMERA_END.size + k:
+            raise ProtocolError("FRAME_END length does not match its class count")
+        for name, value in (("width", width), ("height", height), ("channels", channels),
+                            ("classes", k), ("micros", micros)):
+            _check_range("FRAME_END", name, value)
+        if label >= k:
+            raise ProtocolError(f"FRAME_END label {label} is not one of its {k} classes")
+        scores = tuple(struct.unpack_from(f"<{k}b", b, _CAMERA_END.size))
+        return CameraEnd(frame_no, width, height, channels, label, micros, scores)
     return None
 
 

@@ -174,6 +174,7 @@ class BoardSession:
         self._fence = 0  # answers to frames sent before this absolute number are stale
         self._expect: dict = {}
         self._echo = False
+        self.on_text: Callable[[str], None] | None = None  # every text line (camera-loop PRED lines)
 
     # ---- low level ----
 
@@ -212,6 +213,8 @@ class BoardSession:
                 self.stats.text_lines += 1
                 self.last_text.append(ev.line)
                 self.log(f"{self.name}: {ev.line}")
+                if self.on_text is not None:
+                    self.on_text(ev.line)
             elif isinstance(ev, fr.Frame):
                 if ev.type < 0x80:
                     self._echo = True
@@ -635,6 +638,52 @@ class BoardSession:
                 last_progress = now
         st.elapsed_s += self.clock() - t0
         st.stream_bytes_out += st.bytes_out - out0
+
+    def camera_frame(self, timeout: float | None = None) -> fr.CameraFrame:
+        """Ask the camera loop for its next frame (FRAME_REQ) and wait for the whole of it.
+
+        Works outside a session only (the camera loop is paused in one): call it on a session
+        that has not shaken hands, or after :meth:`close`.
+
+        Args:
+            timeout: seconds to wait (default: the session's ``timeout``); the request is repeated
+                every second, so a lost FRAME piece costs one repeat, not the whole wait.
+
+        Raises:
+            DeviceTimeout: no complete frame in time (no camera, or not this protocol).
+            DeviceError: the board refused (its model failed, or a session is open).
+        """
+        if self.info is not None:
+            raise DeviceError("camera_frame() inside a session", "close() the session first")
+        wait = self.timeout if timeout is None else float(timeout)
+        deadline = self.clock() + wait
+        assembler = fr.CameraFrameAssembler()
+        asked: set[int] = set()
+        next_req = self.clock()
+        while True:
+            now = self.clock()
+            if now >= deadline:
+                raise DeviceTimeout(f"no camera frame from {self.name} within {wait:g} s",
+                                    "is the board's camera loop running? (firmware of this version, "
+                                    "camera connected, no other program on the port)")
+            if now >= next_req:
+                seq = self._next_seq()
+                asked.add(seq)
+                self._write(fr.frame_req(seq))
+                next_req = now + 1.0
+            for seq, msg in self._read_events():
+                # Outside a session only camera frames come as frames: pieces answering an
+                # earlier request (a repeat that armed the board again) are as good as any.
+                if isinstance(msg, fr.ErrorMsg) and seq in asked:
+                    if msg.code == fr.Err.UNKNOWN_MSG:
+                        raise DeviceError(f"{self.name} does not know FRAME_REQ: its firmware predates "
+                                          "camera frames (protocol 1.1)",
+                                          "flash this version's firmware (facemask-edge flash RUN_DIR)")
+                    raise DeviceError(f"{self.name} refused a camera frame: {msg.describe()}",
+                                      "the board's model did not load, or a validation session is open")
+                frame = assembler.add(msg)
+                if frame is not None:
+                    return frame
 
     def close(self, wait: float = 0.5) -> None:
         """End the session (BYE) so the board resumes its camera loop. Never raises."""

@@ -33,7 +33,7 @@ from facemask_edge.device import framing as fr
 from facemask_edge.device.board import DeviceInfo, make_engine
 from facemask_edge.errors import BudgetError, FacemaskError, ModelError
 
-__all__ = ["Faults", "BoardSimulator", "SimStats", "board_budget", "load_run_model"]
+__all__ = ["Faults", "BoardSimulator", "SimStats", "board_budget", "load_run_model", "load_camera_frames"]
 
 
 @dataclass
@@ -149,6 +149,35 @@ def load_run_model(run_dir: str | Path) -> tuple[bytes, dict]:
     return info.data, card
 
 
+def load_camera_frames(path: str | Path, limit: int = 500) -> list[np.ndarray]:
+    """The simulated camera's frames: every image of a folder (sorted, subfolders too) or one file.
+
+    Args:
+        path: a folder of images (JPEG, PNG, WEBP, BMP, GIF) or a single image.
+        limit: read at most this many (they are kept decoded in memory).
+
+    Raises:
+        DataError: the path does not exist or holds no image that decodes.
+    """
+    from facemask_edge.data.images import decode_image
+    from facemask_edge.errors import DataError
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path} does not exist", "pass a folder of images or one image file")
+    exts = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix.lower() in exts)
+    frames = []
+    for f in files[:limit]:
+        try:
+            frames.append(decode_image(f).rgb)
+        except (ValueError, OSError):
+            continue  # a broken file is one frame less, not a dead camera
+    if not frames:
+        raise DataError(f"no image in {path} decodes", "pass a folder of JPEG/PNG/WEBP/BMP images")
+    return frames
+
+
 class _Model:
     """The model in tflite-micro, as the firmware runs it."""
 
@@ -243,6 +272,7 @@ class BoardSimulator:
         self._threads: list[threading.Thread] = []
         self._stall_done = False
         self._reset_done = False
+        self._in_camera = False
         self.path: str | None = None
         self.labels = list(card.get("labels") or [])
         inp = card.get("input", {})
@@ -283,7 +313,7 @@ class BoardSimulator:
         t = time.monotonic()
         code, scores, us = self.model(data)
         self.stats.busy_s += time.monotonic() - t
-        if code == 0:
+        if code == 0 and not self._in_camera:  # camera frames are not validation images
             self.stats.images += 1
         return code, scores, us
 
@@ -474,7 +504,13 @@ class BoardSimulator:
         x = to_int8(device_preprocess(frame, self.height, self.color))
         if self.model.error:
             return
-        code, scores, us = self.model(x.tobytes())
+        # Through the protocol engine, as the firmware does: it sends the frame to a host that
+        # asked (FRAME_REQ) and costs nothing more when nobody did.
+        self._in_camera = True
+        try:
+            code, scores, us = self.engine.camera(x.tobytes())
+        finally:
+            self._in_camera = False
         if code:
             return
         self.stats.camera_frames += 1

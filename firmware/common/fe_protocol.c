@@ -16,6 +16,12 @@ FE_STATIC_ASSERT(sizeof(((fe_result_t *)0)->scores) == FE_MAX_CLASSES, scores_ho
 FE_STATIC_ASSERT(sizeof(((fe_protocol_t *)0)->raw) >=
                      FE_FRAME_HEADER + 8 + FE_MAX_CLASSES + FE_FRAME_CRC,
                  raw_holds_a_result);
+FE_STATIC_ASSERT(sizeof(((fe_protocol_t *)0)->raw) >=
+                     FE_FRAME_HEADER + FE_CHUNK_HEADER + FE_FRAME_DATA_MAX + FE_FRAME_CRC,
+                 raw_holds_a_camera_frame_piece);
+FE_STATIC_ASSERT(sizeof(((fe_protocol_t *)0)->raw) >=
+                     FE_FRAME_HEADER + 13 + FE_MAX_CLASSES + FE_FRAME_CRC,
+                 raw_holds_a_frame_end);
 
 /* Scores in a RESULT: the model's class count, never more than fe_result_t holds (init refuses
  * a larger count; this keeps memory safe even if a sketch clears that error). */
@@ -312,6 +318,60 @@ static void run_image(fe_protocol_t *p, uint8_t seq) {
   send_result(p, seq, r);
 }
 
+/* ---- camera frames (FRAME_REQ) ----------------------------------------------------------- */
+
+static void send_camera_input(fe_protocol_t *p) {
+  uint32_t off = 0;
+  while (off < p->input_bytes) {
+    uint32_t n = p->input_bytes - off;
+    uint8_t *b = body(p), *q = b;
+    if (n > FE_FRAME_DATA_MAX) n = FE_FRAME_DATA_MAX;
+    q = wr16(q, p->frame_no);
+    q = wr32(q, off);
+    memcpy(q, (const uint8_t *)p->input + off, n);
+    q += n;
+    send_frame(p, FE_MSG_FRAME, p->frame_seq, (size_t)(q - b));
+    off += n;
+  }
+}
+
+static void send_camera_end(fe_protocol_t *p, const int8_t *scores, uint32_t micros) {
+  uint8_t *b = body(p), *q = b;
+  uint8_t k = num_scores(p), label = 0, i;
+  for (i = 1; i < k; i++)
+    if (scores[i] > scores[label]) label = i;
+  q = wr16(q, p->frame_no);
+  q = wr16(q, p->info->input_width);
+  q = wr16(q, p->info->input_height);
+  *q++ = p->info->input_channels;
+  *q++ = label;
+  *q++ = k;
+  q = wr32(q, micros);
+  memcpy(q, scores, k);
+  q += k;
+  send_frame(p, FE_MSG_FRAME_END, p->frame_seq, (size_t)(q - b));
+}
+
+int fe_protocol_camera(fe_protocol_t *p, int8_t *scores, uint32_t *micros) {
+  int8_t local[FE_MAX_CLASSES];
+  int rc;
+  const int wanted = p->frame_wanted && !p->in_session && !p->error;
+  if (wanted) send_camera_input(p); /* before Invoke: the tensor may be reused as scratch */
+  memset(local, 0, sizeof local);
+  *micros = 0;
+  rc = p->infer ? p->infer(p->ctx, p->input, local, micros) : FE_ERR_INVOKE;
+  memcpy(scores, local, num_scores(p));
+  if (!wanted) return rc;
+  p->frame_wanted = 0;
+  if (rc != FE_OK) {
+    send_error(p, p->frame_seq, rc, "invoke failed");
+  } else {
+    send_camera_end(p, local, *micros);
+  }
+  p->frame_no++;
+  return rc;
+}
+
 static void handle_chunk(fe_protocol_t *p, uint8_t seq, uint32_t len) {
   uint16_t id, pid;
   uint32_t off, n, pnext;
@@ -372,6 +432,7 @@ static void handle_frame(fe_protocol_t *p) {
   switch (type) {
     case FE_MSG_HELLO:
       forget_images(p);
+      p->frame_wanted = 0; /* the host now owns the board: no camera frames */
       p->in_session = (len >= 1 && p->scratch[0] == FE_PROTOCOL_VERSION);
       send_info(p, seq);
       break;
@@ -385,6 +446,17 @@ static void handle_frame(fe_protocol_t *p) {
         send_result(p, seq, r);
       } else {
         send_error(p, seq, FE_ERR_NO_RESULT, "result not kept");
+      }
+      break;
+    case FE_MSG_FRAME_REQ:
+      if (p->in_session) {
+        send_error(p, seq, FE_ERR_BUSY, "in session");
+      } else if (p->error) {
+        send_error(p, seq, p->error, "model not ready");
+      } else {
+        /* Answered by the next camera frame (fe_protocol_camera); a repeat only renews the seq. */
+        p->frame_wanted = 1;
+        p->frame_seq = seq;
       }
       break;
     case FE_MSG_BYE:

@@ -78,17 +78,21 @@ extern "C" {
 #define FE_MSG_CHUNK 0x02
 #define FE_MSG_RESULT_REQ 0x03
 #define FE_MSG_BYE 0x04
+#define FE_MSG_FRAME_REQ 0x05 /* protocol 1, addition: the next camera frame, please */
 #define FE_MSG_INFO 0x81
 #define FE_MSG_ACK 0x82
 #define FE_MSG_NAK 0x83
 #define FE_MSG_RESULT 0x84
 #define FE_MSG_ERROR 0x85
 #define FE_MSG_BYE_ACK 0x86
+#define FE_MSG_FRAME 0x87     /* a piece of the camera frame's input tensor */
+#define FE_MSG_FRAME_END 0x88 /* the camera frame's label, scores and inference time */
 
 /* Frame layout before COBS: type u8, seq u8, body length u16 LE, body, CRC-32 u32 LE. */
 #define FE_FRAME_HEADER 4
 #define FE_FRAME_CRC 4
 #define FE_CHUNK_HEADER 6 /* image id u16 LE, offset u32 LE */
+#define FE_FRAME_DATA_MAX 184 /* input bytes per FRAME: body 6 + 184 = 190, within raw[] */
 
 typedef struct {
   const char *board;            /* e.g. "nano33ble" */
@@ -150,10 +154,15 @@ typedef struct fe_protocol {
   fe_result_t history[FE_RESULT_HISTORY];
   uint8_t history_next;
 
+  /* Camera frame asked for with FRAME_REQ (sent by fe_protocol_camera, then forgotten). */
+  uint8_t frame_wanted;
+  uint8_t frame_seq;   /* seq of the FRAME_REQ: the FRAME and FRAME_END messages carry it */
+  uint16_t frame_no;   /* camera frames sent so far (FRAME/FRAME_END `frame`) */
+
   /* Statistics (not on the wire unless asked). */
   uint32_t frames_ok, frames_bad, naks, images;
 
-  uint8_t raw[200]; /* outgoing frame before COBS (INFO is the largest) */
+  uint8_t raw[200]; /* outgoing frame before COBS (a FRAME piece, 198 bytes, is the largest) */
   uint8_t tx[208];  /* the same frame COBS-encoded, with delimiters */
 } fe_protocol_t;
 
@@ -169,6 +178,16 @@ void fe_protocol_set_baud(fe_protocol_t *p, uint32_t baud);
 void fe_protocol_feed(fe_protocol_t *p, const uint8_t *data, size_t len);
 /* 1 between HELLO and BYE: the sketch pauses the camera loop and prints nothing. */
 int fe_protocol_in_session(const fe_protocol_t *p);
+
+/*
+ * The camera loop's inference: run `infer` on the input buffer (which the sketch has just filled
+ * with a preprocessed camera frame) and return its code, scores and time. When a host asked with
+ * FRAME_REQ, first send the input buffer as FRAME messages (TFLM may reuse the input tensor's
+ * memory during Invoke, and there is no second image buffer), then FRAME_END with the answer.
+ * When nobody asked, this is `infer` plus one test: the camera loop is not slowed.
+ * Call only outside a session (fe_protocol_in_session() == 0).
+ */
+int fe_protocol_camera(fe_protocol_t *p, int8_t *scores, uint32_t *micros);
 
 /* Helpers shared with host tests (golden vectors). */
 uint32_t fe_crc32(uint32_t crc, const uint8_t *data, size_t len); /* start with crc = 0 */

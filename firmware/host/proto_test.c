@@ -68,6 +68,7 @@ static char *next_tok(char **p) {
 typedef struct {
   uint8_t *in, *out;
   size_t in_len, out_len;
+  int camera; /* `camera` line: `in` is a camera frame for fe_protocol_camera, not serial bytes */
 } step_t;
 
 static char s_board[64], s_fw[64], s_sha[80];
@@ -113,7 +114,12 @@ static int replay(const char *name, int mode) {
   for (i = 0; i < s_nsteps; i++) {
     step_t *st = &s_steps[i];
     s_written.len = 0;
-    if (mode == 0) {
+    if (st->camera) {
+      int8_t scores[FE_MAX_CLASSES];
+      uint32_t us;
+      memcpy(input, st->in, st->in_len);
+      fe_protocol_camera(&p, scores, &us);
+    } else if (mode == 0) {
       fe_protocol_feed(&p, st->in, st->in_len);
     } else {
       size_t at = 0;
@@ -233,12 +239,13 @@ int main(int argc, char **argv) {
       s_nsteps = 0;
     } else if (!strcmp(kind, "info")) {
       parse_info(rest);
-    } else if (!strcmp(kind, "in")) {
+    } else if (!strcmp(kind, "in") || !strcmp(kind, "camera")) {
       if (s_nsteps == MAX_STEPS) {
         fprintf(stderr, "too many steps in %s\n", name);
         return 2;
       }
       s_steps[s_nsteps].in = unhex(next_tok(&rest), &s_steps[s_nsteps].in_len);
+      s_steps[s_nsteps].camera = !strcmp(kind, "camera");
     } else if (!strcmp(kind, "out")) {
       s_steps[s_nsteps].out = unhex(next_tok(&rest), &s_steps[s_nsteps].out_len);
       s_nsteps++;

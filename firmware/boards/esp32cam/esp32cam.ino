@@ -145,7 +145,8 @@ void loop() {
 
   int8_t scores[FE_NUM_CLASSES];
   uint32_t us = 0;
-  if (fe_inference_run(scores, &us) != FE_OK) {
+  // Runs the model; a host that asked for a frame (FRAME_REQ) gets this one, sent before Invoke.
+  if (fe_protocol_camera(&g_protocol, scores, &us) != FE_OK) {
     Serial.println("invoke failed");
     return;
   }

@@ -15,7 +15,9 @@ Format, one item per line (``-`` is an empty hex string, ``#`` starts a comment)
     transcript <name>
     info board=.. firmware=.. sha=.. width=.. height=.. channels=.. classes=.. arena=.. free=.. error=.. baud=..
     in <hex>       bytes fed to the board (one fe_protocol_feed call)
-    out <hex>      everything the board writes in answer to the previous `in`
+    camera <hex>   a preprocessed camera frame: written to the input buffer, then one
+                   fe_protocol_camera call (the camera loop's inference)
+    out <hex>      everything the board writes in answer to the previous `in` or `camera`
     end
 
 The stub model of the transcripts: with ``s`` the sum of the input bytes read as int8 and
@@ -71,6 +73,12 @@ class Transcript:
     def send(self, data: bytes):
         self.board.feed(data)
         self.lines.append(f"in {hx(data)}")
+        self.lines.append(f"out {hx(b''.join(self.out))}")
+        self.out.clear()
+
+    def camera(self, frame: bytes):
+        self.board.camera(frame)
+        self.lines.append(f"camera {hx(frame)}")
         self.lines.append(f"out {hx(b''.join(self.out))}")
         self.out.clear()
 
@@ -193,6 +201,31 @@ def main(out: Path = OUT) -> None:
     gray = bytes(rng.randrange(256) for _ in range(64))
     t.send(b"".join(fr.chunk(201 + i, 65535, 16 * i, gray[16 * i:16 * i + 16]) for i in range(4)))
     t.send(fr.chunk(205, 0, 0, gray[::-1]))             # id wraps 65535 -> 0
+    t.end()
+
+    # Camera frames on request (FRAME_REQ): nothing is sent until asked, one frame per request,
+    # pieces of at most FRAME_DATA_MAX bytes, refused in a session and when the model failed.
+    big = DeviceInfo("camboard", "0.2.0", "a" * 64, 20, 10, 1, 3, 5000, 6000)  # 200 bytes: 2 pieces
+    cam = [bytes(rng.randrange(256) for _ in range(200)) for _ in range(4)]
+    t = Transcript(lines, "camera_frames", big)
+    t.camera(cam[0])                                    # nobody asked: silent
+    t.send(fr.frame_req(40))                            # armed: no answer yet
+    t.camera(cam[1])                                    # FRAME x2 (seq 40) + FRAME_END, frame 0
+    t.camera(cam[2])                                    # one request, one frame: silent
+    t.send(fr.frame_req(41) + fr.frame_req(42))         # a repeat renews the seq
+    t.camera(b"\x7f" + cam[3][1:])                      # stub fails: FRAME x2 + ERROR 5, frame 1
+    t.send(fr.frame_req(43))
+    t.send(fr.hello(44))                                # a session forgets the request
+    t.send(fr.frame_req(45))                            # in session: ERROR 6
+    t.send(fr.bye(46))
+    t.camera(cam[0])                                    # silent
+    t.send(fr.frame_req(47))
+    t.camera(cam[3])                                    # frame 2
+    t.end()
+
+    t = Transcript(lines, "camera_model_failed", DeviceInfo("nano33ble", "1.2.3", "", 8, 8, 1, 3, 0, 500),
+                   error=1)
+    t.send(fr.frame_req(0))                             # ERROR 1
     t.end()
 
     Path(out).write_text("\n".join(lines) + "\n")
