@@ -18,6 +18,11 @@ from facemask_edge.progress import log
 __all__ = ["qat", "flatten_model", "load_qat_model", "quantize_scope"]
 
 HOST_ONLY = ("vgg16", "densenet201")
+# The defaults of `facemask-edge qat` and of the pipeline's qat_epochs/qat_lr (one home: the
+# pipeline's fields point here). A few epochs at a small rate: QAT only adapts the trained
+# weights to int8 rounding.
+QAT_EPOCHS = 3
+QAT_LR = 5e-5
 
 
 def flatten_model(model):
@@ -84,7 +89,7 @@ def load_qat_model(path: Path):
         return keras().models.load_model(path, compile=False)
 
 
-def qat(run_dir: Path, epochs: int = 5, lr: float = 5e-5, batch_size: int = 32,
+def qat(run_dir: Path, epochs: int = QAT_EPOCHS, lr: float = QAT_LR, batch_size: int = 32,
         patience: int = 3) -> dict:
     """Quantization-aware fine-tuning of ``RUN_DIR/model.keras`` into ``RUN_DIR/model_qat.h5``.
 
