@@ -32,7 +32,7 @@ __all__ = ["option", "meta", "check_fields", "check_value", "describe_type", "ch
 def option(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
            help: str = "", choices: Sequence | Callable[[], Sequence] | None = None,
            cli: str | None = None, flag: str | None = None, metavar: str | None = None,
-           check: Callable[[Any], str | None] | None = None) -> Any:
+           unset: str | None = None, check: Callable[[Any], str | None] | None = None) -> Any:
     """A dataclass field carrying its command-line description.
 
     Args:
@@ -43,10 +43,12 @@ def option(default: Any = dataclasses.MISSING, *, default_factory: Any = datacla
             (e.g. ``--limit`` for ``validate_limit``).
         flag: for booleans, click's ``--on/--off`` pair (default ``--name/--no-name``).
         metavar: shown instead of the type in ``--help``.
-        check: an extra check of a well-typed value; returns what was expected, or None.
+        unset: what a ``None`` default means, shown as the default (``"all"`` for blocks).
+        check: a check of a well-typed value against the file system (a path that must exist);
+            returns what was expected, or None. Run only when :func:`check_fields` is asked to.
     """
     metadata = {"help": help, "choices": choices, "cli": cli, "flag": flag, "metavar": metavar,
-                "check": check}
+                "unset": unset, "check": check}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -126,7 +128,7 @@ def _coerce(value, hint):
     return _NO
 
 
-def check_value(cls, name: str, value, where: str, prefix: str = ""):
+def check_value(cls, name: str, value, where: str, prefix: str = "", files: bool = False):
     """Check one option value against its field; return it (ints made floats where floats are wanted).
 
     Raises:
@@ -144,7 +146,7 @@ def check_value(cls, name: str, value, where: str, prefix: str = ""):
         shown = ", ".join("none" if c is None else str(c) for c in choices)
         raise ConfigError(f"{key} = {value!r} in {where}: expected one of {shown}", _hint(cls, f))
     extra = meta(f, "check")
-    if extra is not None and out is not None:
+    if files and extra is not None and out is not None:
         expected = extra(out)
         if expected:
             raise ConfigError(f"{key} = {value!r} in {where}: expected {expected}", _hint(cls, f))
@@ -156,8 +158,11 @@ def _hint(cls, f: dataclasses.Field) -> str:
     return f"see `facemask-edge {getattr(cls, 'CLI_COMMAND', 'pipeline')} --help`, option {name}"
 
 
-def check_fields(cls, values: dict, where: str, prefix: str = "", skip: Sequence[str] = ()) -> dict:
+def check_fields(cls, values: dict, where: str, prefix: str = "", files: bool = False) -> dict:
     """Check every value of ``values`` against ``cls``'s fields (see :func:`check_value`).
+
+    ``files``: also check that the paths the values name exist (the commands do, before any
+    work; a library caller resolving options for later need not).
 
     Keys that are not fields are left to the caller (it knows the better hint). Returns a copy
     with coerced values.
@@ -165,6 +170,6 @@ def check_fields(cls, values: dict, where: str, prefix: str = "", skip: Sequence
     names = {f.name for f in dataclasses.fields(cls)}
     out = dict(values)
     for k, v in values.items():
-        if k in names and k not in skip:
-            out[k] = check_value(cls, k, v, where, prefix)
+        if k in names:
+            out[k] = check_value(cls, k, v, where, prefix, files)
     return out

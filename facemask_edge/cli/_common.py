@@ -79,7 +79,7 @@ def field_option(cls, name: str, *, layered: bool = False, board_defaults: dict 
     arms = [a for a in typing.get_args(hint) or (hint,) if a is not type(None)]
     opt = cli or meta(f, "cli") or "--" + name.replace("_", "-")
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    shown = shown_default(default, f, opt)
+    shown = shown_default(default, f, opt) or meta(f, "unset")
     kwargs: dict = {}
     decl = opt
     if arms == [bool]:

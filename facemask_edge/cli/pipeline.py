@@ -79,7 +79,7 @@ def pipeline(config_file, redo, **options):
     options["teacher"] = teachers(options["teacher"])
     train = {k: options.pop(k) for k in _TRAIN}
     cli = {**options, "train": train}
-    cfg = build_config(cli, config_file)
+    cfg = build_config(cli, config_file, check_files=True)
     if not cfg.demo:  # (the demo makes its own backbone file in its data stage)
         from facemask_edge.train.model import check_weights_available
 

@@ -61,7 +61,8 @@ def _family(v: str):
 
 @click.command()
 @field_option(PipelineConfig, "data", layered=True)
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Sweep folder (re-running continues it).")
+@field_option(PipelineConfig, "out", required=True, default=None, type=click.Path(file_okay=False),
+              help="Sweep folder (re-running continues it).")
 @field_option(TrainConfig, "weights",
               help="imagenet or none: sweep Keras' MobileNet widths (--families) with those weights; PATH: "
                    "a backbone file (e.g. vww_96.h5), sweep its --blocks cuts x sizes x colours.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from facemask_edge.cli._common import data_option, echo_json_summary, field_option, int_list, teachers
+from facemask_edge.cli._common import echo_json_summary, field_option, int_list, teachers
 
 __all__ = ["train", "train_field_options"]
 
@@ -25,8 +25,10 @@ def train_field_options(names=_FIELDS, layered: bool = False, board_defaults: di
 
     def apply(fn):
         for name in reversed(names):
-            extra = ({"type": click.Path(file_okay=False, exists=True), "multiple": True, "default": ()}
-                     if name == "teacher" else {})
+            extra = {"teacher": {"type": click.Path(file_okay=False, exists=True), "multiple": True, "default": ()},
+                     "data": {"required": True, "default": None},
+                     "out": {"required": True, "default": None, "type": click.Path(file_okay=False)},
+                     }.get(name, {})
             fn = field_option(TrainConfig, name, layered=layered,
                               board_defaults=(board_defaults or {}).get(name), **extra)(fn)
         return fn
@@ -34,21 +36,22 @@ def train_field_options(names=_FIELDS, layered: bool = False, board_defaults: di
 
 
 @click.command()
-@data_option(required=True)
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
-              help="Run folder to write (created).")
+@train_field_options(("data", "out"))
 @train_field_options()
 def train(data, out, **options):
     """Train a MobileNet transfer model on DATA and write a run folder."""
+    from facemask_edge.data.ingest import check_data_path
     from facemask_edge.options import check_fields
     from facemask_edge.train.model import check_weights_available
     from facemask_edge.train.trainer import TrainConfig
     from facemask_edge.train.trainer import train as run_train
 
     options["teacher"] = teachers(options["teacher"])
-    options = check_fields(TrainConfig, options, "the options")
+    options = check_fields(TrainConfig, options, "the options", files=True)
     cfg = TrainConfig(data=data, out=out, **options)
-    # Before TensorFlow and the data: offline, --weights imagenet fails here in a moment.
+    # Before TensorFlow and reading the data: a wrong path, or --weights imagenet offline, fails
+    # here in a moment.
+    check_data_path(data)
     check_weights_available(cfg.weights, cfg.arch, cfg.alpha, cfg.size)
     metrics = run_train(cfg)
     echo_json_summary(f"trained {out}", {

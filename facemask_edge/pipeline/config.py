@@ -153,7 +153,7 @@ def _is_special(key: str, value: str) -> bool:
     return is_url(value) or (key == "weights" and value in ("imagenet", "none"))
 
 
-def _check_layer(layer: dict, where: str) -> dict:
+def _check_layer(layer: dict, where: str, files: bool = False) -> dict:
     """Check one layer of options (keys, then every value's type and allowed values) before any
     work starts; return it with coerced values (``5`` for a float option becomes ``5.0``)."""
     from facemask_edge.train.trainer import TrainConfig
@@ -165,7 +165,7 @@ def _check_layer(layer: dict, where: str) -> dict:
             hint = f"did you mean [train] {key}?" if key in train_fields else \
                 f"valid keys: {', '.join(sorted(top))}"
             raise ConfigError(f"unknown option {key!r} in {where}", hint)
-    layer = check_fields(PipelineConfig, layer, where)
+    layer = check_fields(PipelineConfig, layer, where, files=files)
     for key in (layer.get("train") or {}):
         if key in ("data", "out"):
             raise ConfigError(f"[train] {key} in {where}: set it at the top level", None)
@@ -174,7 +174,7 @@ def _check_layer(layer: dict, where: str) -> dict:
             raise ConfigError(f"unknown training option {key!r} in {where}",
                               f"valid [train] keys: {', '.join(valid)}")
     if layer.get("train"):
-        layer["train"] = check_fields(TrainConfig, layer["train"], where, prefix="[train] ")
+        layer["train"] = check_fields(TrainConfig, layer["train"], where, prefix="[train] ", files=files)
     return layer
 
 
@@ -188,18 +188,25 @@ def _merge(base: dict, layer: dict) -> dict:
     return out
 
 
-def build_config(cli: dict | None = None, toml: str | Path | None = None) -> PipelineConfig:
+def build_config(cli: dict | None = None, toml: str | Path | None = None,
+                 check_files: bool = False) -> PipelineConfig:
     """Resolve the options: defaults < board defaults (or demo preset) < TOML < ``cli``.
 
     Args:
         cli: explicitly given options (``None`` values are ignored), ``train`` a dict of
             TrainConfig fields.
         toml: path of a TOML file (top-level pipeline keys, a ``[train]`` table).
+        check_files: also check that the files and folders the options name exist (the
+            command does, so that a wrong path fails before any work).
+
+    Raises:
+        ConfigError: an unknown key, or a value of the wrong type or not one of the allowed
+            values: one line naming the key, the value, what was expected and where it was set.
     """
     cli = {k: v for k, v in (cli or {}).items() if v is not None}
     cli["train"] = {k: v for k, v in (cli.get("train") or {}).items() if v is not None}
-    cli = _check_layer(cli, "the options")
-    file_layer = _check_layer(load_toml(toml), str(toml)) if toml else {}
+    cli = _check_layer(cli, "the options", check_files)
+    file_layer = _check_layer(load_toml(toml), str(toml), check_files) if toml else {}
     demo = bool(cli.get("demo", file_layer.get("demo", False)))
     board = cli.get("board") or file_layer.get("board") or PipelineConfig.board
     from facemask_edge.profile.boards import get_board
@@ -210,7 +217,7 @@ def build_config(cli: dict | None = None, toml: str | Path | None = None) -> Pip
         raise FacemaskError("no run folder given", "pass --out RUN_DIR (or out = ... in --config)")
     # The board's entry is checked too: a hand-edited defaults.json fails here, not mid-run.
     preset = demo_preset(Path(out).expanduser().resolve()) if demo else \
-        _check_layer(board_defaults(board), f"facemask_edge/defaults.json (board {board})")
+        _check_layer(board_defaults(board), f"facemask_edge/defaults.json (board {board})", check_files)
     merged: dict = {"train": {}}
     for layer in (preset, file_layer, cli):
         merged = _merge(merged, layer)

@@ -70,6 +70,14 @@ def _imagenet_file(arch: str, alpha: float, size: int) -> str | None:
     return None
 
 
+def _keras_homes() -> list[Path]:
+    """Where tf_keras keeps downloads: ~/.keras, or /tmp/.keras when home is not writable."""
+    import os
+
+    homes = [Path(os.environ["KERAS_HOME"])] if os.environ.get("KERAS_HOME") else []
+    return homes + [Path("~/.keras").expanduser(), Path("/tmp/.keras")]
+
+
 def check_weights_available(weights: str, arch: str = "mobilenet_v1", alpha: float = 0.25,
                             size: int = 96, timeout: float = 3.0) -> None:
     """Fail at once, in one line, if ``weights`` cannot be had: a missing file, or ImageNet
@@ -81,7 +89,6 @@ def check_weights_available(weights: str, arch: str = "mobilenet_v1", alpha: flo
     Raises:
         ModelError: the weights are not available; the hint names the alternatives.
     """
-    import os
     import socket
 
     if weights in ("none", "", None):
@@ -92,9 +99,7 @@ def check_weights_available(weights: str, arch: str = "mobilenet_v1", alpha: flo
                              "use --weights imagenet, --weights none, or a path to a Keras model file")
         return
     name = _imagenet_file(arch, alpha, size)
-    homes = [Path(os.environ["KERAS_HOME"])] if os.environ.get("KERAS_HOME") else []
-    homes += [Path("~/.keras").expanduser(), Path("/tmp/.keras")]
-    if name and any((h / "models" / name).is_file() for h in homes):
+    if name and any((h / "models" / name).is_file() for h in _keras_homes()):
         return
     try:
         socket.create_connection((_WEIGHTS_HOST, 443), timeout=timeout).close()

@@ -62,7 +62,7 @@ class TrainConfig:
                           help="imagenet (Keras download, once), none (random initialisation), or PATH "
                                "to a Keras model file whose layers up to the pooled features become the "
                                "backbone (e.g. vww_96.h5).")
-    blocks: int | None = option(None, help="Keep only the first N depthwise-separable blocks of the backbone.")
+    blocks: int | None = option(None, unset="all", help="Keep only the first N depthwise-separable blocks of the backbone.")
     cut: str | None = option(None, help="Or cut the backbone after this layer name.")
     skip_blocks: list[int] | None = option(
         None, metavar="N,N", help="Drop these stride-1 separable blocks (1-based), e.g. 3,5 (fewer MACs; "
