@@ -14,7 +14,9 @@ import pytest
 
 from facemask_edge.device.session import BoardSession
 from facemask_edge.device.sim import BoardSimulator, Faults, load_run_model
-from facemask_edge.device.testing import make_tiny_model, make_tiny_run
+from _fixtures import fixture_model
+
+from facemask_edge.device.testing import make_tiny_run
 from facemask_edge.device.transport import open_port
 from facemask_edge.errors import DataError
 from facemask_edge.validate.runner import read_results, validate
@@ -26,7 +28,7 @@ CLI = [sys.executable, "-m", "facemask_edge"]
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("val")
-    return make_tiny_run(root / "run", data_dir=root / "data", per_class=30, model=make_tiny_model())
+    return make_tiny_run(root / "run", data_dir=root / "data", per_class=30, model=fixture_model("tiny24_rgb"))
 
 
 @pytest.fixture(scope="module")
