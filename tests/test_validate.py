@@ -196,7 +196,9 @@ def test_cli_kill_and_resume_finishes_without_redoing(run, tmp_path):
     assert segments[-1]["images"] == 24 - done_before  # only the rest was streamed
 
 
+@pytest.mark.slow
 def test_tflite_builtin_ref_reference_agrees_bit_exactly(run, vset, tmp_path):
+    pytest.importorskip("tensorflow", reason="TFLite's reference kernels come with TensorFlow")
     small = load_validation_set(run, limit=8)
     report = run_validate(run, small, tmp_path, sims(run), reference="tflite")
     assert report["reference"] == "tflite" and report["agreement"]["bit_exact"] == 1.0

@@ -99,18 +99,20 @@ def qat(run_dir: Path, epochs: int = QAT_EPOCHS, lr: float = QAT_LR, batch_size:
     Raises:
         ModelError: the architecture cannot be quantized for a board.
     """
-    import tensorflow_model_optimization as tfmot
-
-    from facemask_edge._tf import keras
     from facemask_edge.runs import load_config, load_run_data, write_json
-    from facemask_edge.train.trainer import BestWeights, make_dataset
 
-    k = keras()
+    # The run is checked before TensorFlow and tfmot are imported (seconds): a wrong folder fails at once.
     run_dir = Path(run_dir)
     cfg = load_config(run_dir)
     if cfg["arch"] in HOST_ONLY:
         raise ModelError(f"{cfg['arch']} is a host-only comparison model and is not quantized for "
                          "the boards", "train --arch mobilenet_v1 or mobilenet_v2 for a board")
+    import tensorflow_model_optimization as tfmot
+
+    from facemask_edge._tf import keras
+    from facemask_edge.train.trainer import BestWeights, make_dataset
+
+    k = keras()
     data = load_run_data(run_dir)
     t0 = time.monotonic()
     model = flatten_model(k.models.load_model(run_dir / "model.keras", compile=False))
