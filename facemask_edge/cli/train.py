@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from facemask_edge.cli._common import echo_json_summary, field_option, int_list, teachers
+from facemask_edge.cli._common import echo_json_summary, field_option, teachers
 
 __all__ = ["train", "train_field_options"]
 
@@ -15,8 +15,6 @@ _FIELDS = ("arch", "alpha", "size", "color", "weights", "blocks", "cut", "skip_b
            "head_lr", "finetune_lr", "finetune_layers", "patience", "dropout", "label_smoothing",
            "augment", "train_bn", "teacher", "distill_alpha", "distill_temperature", "distribute",
            "wandb", "energy")
-# Kept importable under the old names (pipeline and sweep used them).
-_int_list, _teachers = int_list, teachers
 
 
 def train_field_options(names=_FIELDS, layered: bool = False, board_defaults: dict | None = None):
