@@ -91,12 +91,12 @@ def test_missing_files_are_refused_by_the_command_before_any_work(tmp_path, caps
 def test_wrong_qat_epochs_fails_at_once_without_tensorflow_or_work(tmp_path):
     """The user's case: ``qat_epochs = "three"`` failed after 26 s with ``unexpected TypeError``."""
     toml = tmp_path / "run.toml"
-    toml.write_text('qat_epochs = "three"\n')
+    toml.write_text('qat_epochs = "three"\nuntil = "data"\n')  # (the demo's data stage: seconds)
     run = tmp_path / "run"
     code = ("import sys\nfrom facemask_edge.cli import main\nrc = main(sys.argv[1:])\n"
             "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'\nsys.exit(rc)")
     t0 = time.monotonic()
-    res = subprocess.run([sys.executable, "-c", code, "pipeline", "--demo", "--until", "data", "--config",
+    res = subprocess.run([sys.executable, "-c", code, "pipeline", "--demo", "--config",
                           str(toml), "--out", str(run)], capture_output=True, text=True, timeout=120,
                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
     seconds = time.monotonic() - t0
