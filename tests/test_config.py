@@ -145,7 +145,8 @@ def test_offline_imagenet_default_fails_at_once_in_one_line(tmp_path, monkeypatc
     monkeypatch.setattr(model, "_keras_homes", lambda: [tmp_path / "keras"], raising=False)  # nothing cached
     monkeypatch.setattr(model, "_WEIGHTS_HOST", "weights.invalid", raising=False)  # RFC 6761: never resolves
     for argv in (["pipeline", "--data", str(data), "--out", str(tmp_path / "run")],
-                 ["train", "--data", str(data), "--out", str(tmp_path / "trained")]):
+                 ["train", "--data", str(data), "--out", str(tmp_path / "trained")],
+                 ["sweep", "--data", str(data), "--out", str(tmp_path / "sweep"), "--fast"]):
         t0 = time.monotonic()
         assert main(argv) == 1
         seconds = time.monotonic() - t0
@@ -154,7 +155,7 @@ def test_offline_imagenet_default_fails_at_once_in_one_line(tmp_path, monkeypatc
                               "weights.invalid is not reachable"), err
         assert "--weights PATH" in err and "--weights none" in err and "\n" not in err
         assert seconds < 5, (argv[0], seconds)
-    assert not (tmp_path / "run").exists() and not (tmp_path / "trained").exists()
+    assert not any((tmp_path / d).exists() for d in ("run", "trained", "sweep"))
 
 
 def test_cached_imagenet_weights_need_no_network(tmp_path, monkeypatch):

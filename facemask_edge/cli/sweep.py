@@ -143,6 +143,12 @@ def sweep(data, out, weights, keras_weights, fast, sizes, colors, blocks, skips,
             click.echo(f"{p.name}: {p.describe()}")
         click.echo(f"{len(points)} configurations, epochs {epochs}")
         return
+    from facemask_edge.train.model import check_weights_available
+
+    for p in points:  # offline, Keras' ImageNet weights fail here at once, not once per configuration
+        t = p.train
+        if t.get("weights") == "imagenet":
+            check_weights_available("imagenet", t.get("arch", "mobilenet_v1"), t.get("alpha", 0.25), t["size"])
     train_options = {k: v for k, v in (("seed", seed), ("batch_size", batch_size)) if v is not None}
     if teacher:
         from pathlib import Path
