@@ -26,11 +26,16 @@ from pathlib import Path
 from facemask_edge.boards import BOARDS, DEFAULTS_FILE
 from facemask_edge.errors import FacemaskError
 from facemask_edge.progress import log
+from facemask_edge.train.qat import QAT_EPOCHS
+from facemask_edge.train.trainer import TrainConfig
 
 __all__ = ["SweepPoint", "build_grid", "run_sweep", "recommend", "write_defaults", "default_latency_budgets",
            "default_reference_limits", "sweep_markdown", "FAST_EPOCHS", "FULL_EPOCHS"]
 FAST_EPOCHS = {"head_epochs": 2, "finetune_epochs": 4, "qat_epochs": 1}
-FULL_EPOCHS = {"head_epochs": 3, "finetune_epochs": 10, "qat_epochs": 2}
+# Without --fast the sweep trains each configuration on the same schedule as `train` and
+# `pipeline` (one default per option: TrainConfig's and the pipeline's QAT epochs).
+FULL_EPOCHS = {"head_epochs": TrainConfig.head_epochs, "finetune_epochs": TrainConfig.finetune_epochs,
+               "qat_epochs": QAT_EPOCHS}
 KERAS_FAMILIES = (("mobilenet_v1", 0.25), ("mobilenet_v1", 0.5), ("mobilenet_v2", 0.35))
 
 

@@ -14,7 +14,9 @@ import pytest
 
 from facemask_edge.device.session import BoardSession
 from facemask_edge.device.sim import BoardSimulator, Faults, board_budget, load_run_model
-from facemask_edge.device.testing import make_tiny_model, make_tiny_run
+from _fixtures import fixture_model
+
+from facemask_edge.device.testing import make_tiny_run
 from facemask_edge.device.transport import open_port
 from facemask_edge.errors import BudgetError, FacemaskError, ModelError
 from facemask_edge.boards import get_board
@@ -24,7 +26,7 @@ CLI = [sys.executable, "-m", "facemask_edge"]
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    return make_tiny_run(tmp_path_factory.mktemp("sim") / "run", model=make_tiny_model())
+    return make_tiny_run(tmp_path_factory.mktemp("sim") / "run", model=fixture_model("tiny24_rgb"))
 
 
 def _env():

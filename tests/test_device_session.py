@@ -16,6 +16,8 @@ import pytest
 from facemask_edge.device import framing as fr
 from facemask_edge.device.session import BoardSession
 from facemask_edge.device.sim import BoardSimulator, Faults, load_run_model
+from _fixtures import fixture_model
+
 from facemask_edge.device.testing import make_tiny_model, make_tiny_run
 from facemask_edge.device.transport import choose_port, list_candidates, open_port
 from facemask_edge.errors import DeviceError, DeviceTimeout, ModelMismatch, ProtocolError
@@ -25,7 +27,7 @@ from facemask_edge.validate.reference import HostReference
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    return make_tiny_run(tmp_path_factory.mktemp("proto") / "run", model=make_tiny_model())
+    return make_tiny_run(tmp_path_factory.mktemp("proto") / "run", model=fixture_model("tiny24_rgb"))
 
 
 @pytest.fixture(scope="module")

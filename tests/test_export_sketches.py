@@ -200,21 +200,11 @@ def _resolver_stub() -> str:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """Both sketches exported for a real int8 model, plus the stub include folder."""
-    from test_export import _convert, make_run
-
-    from facemask_edge._tf import keras
-
-    K = keras()
-
-    def build():
-        i = K.Input((32, 32, 3))
-        x = K.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(i)
-        x = K.layers.DepthwiseConv2D(3, padding="same", activation="relu")(x)
-        x = K.layers.GlobalAveragePooling2D()(x)
-        return K.Model(i, K.layers.Dense(2, activation="softmax")(x))
+    from _fixtures import fixture_model
+    from test_export import make_run
 
     root = tmp_path_factory.mktemp("sketches")
-    run = make_run(root, _convert(build, 32, 3, 2, 3), ["with_mask", "without_mask"], "rgb")
+    run = make_run(root, fixture_model("sketch_rgb32"), ["with_mask", "without_mask"], "rgb")
     for board in ("nano33ble", "esp32cam"):
         export_run(run, board, out=root / "out")
     stubs = root / "stubs"

@@ -14,7 +14,9 @@ import pytest
 
 from facemask_edge.device.session import BoardSession
 from facemask_edge.device.sim import BoardSimulator, Faults, load_run_model
-from facemask_edge.device.testing import make_tiny_model, make_tiny_run
+from _fixtures import fixture_model
+
+from facemask_edge.device.testing import make_tiny_run
 from facemask_edge.device.transport import open_port
 from facemask_edge.errors import DataError
 from facemask_edge.validate.runner import read_results, validate
@@ -26,7 +28,7 @@ CLI = [sys.executable, "-m", "facemask_edge"]
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("val")
-    return make_tiny_run(root / "run", data_dir=root / "data", per_class=30, model=make_tiny_model())
+    return make_tiny_run(root / "run", data_dir=root / "data", per_class=30, model=fixture_model("tiny24_rgb"))
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +198,9 @@ def test_cli_kill_and_resume_finishes_without_redoing(run, tmp_path):
     assert segments[-1]["images"] == 24 - done_before  # only the rest was streamed
 
 
+@pytest.mark.slow
 def test_tflite_builtin_ref_reference_agrees_bit_exactly(run, vset, tmp_path):
+    pytest.importorskip("tensorflow", reason="TFLite's reference kernels come with TensorFlow")
     small = load_validation_set(run, limit=8)
     report = run_validate(run, small, tmp_path, sims(run), reference="tflite")
     assert report["reference"] == "tflite" and report["agreement"]["bit_exact"] == 1.0

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from facemask_edge.cli._common import echo_json_summary, run_dir_argument
+from facemask_edge.cli._common import echo_json_summary, field_option, run_dir_argument
+from facemask_edge.pipeline.config import PipelineConfig
 
 __all__ = ["convert"]
 
@@ -16,8 +17,7 @@ __all__ = ["convert"]
 @click.option("--select-best", is_flag=True,
               help="Convert both PTQ and QAT (if trained) and keep the int8 model most faithful "
                    "to the float model on the validation split.")
-@click.option("--representative", type=int, default=300, show_default=True,
-              help="Calibration images from the train split (post-training quantization).")
+@field_option(PipelineConfig, "representative")
 def convert(run_dir, no_qat, select_best, representative):
     """Convert RUN_DIR to a full-int8 model_int8.tflite with labels.txt and model_card.json."""
     from pathlib import Path

@@ -25,7 +25,7 @@ from facemask_edge.errors import DataError
 from facemask_edge.paths import cache_dir
 from facemask_edge.progress import progress
 
-__all__ = ["Item", "Dataset", "scan_dataset", "find_class_root"]
+__all__ = ["Item", "Dataset", "scan_dataset", "check_data_path", "find_class_root"]
 
 PREPROCESS_VERSION = 1
 _IGNORED_NAMES = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"}
@@ -154,6 +154,15 @@ def _decode_one(args):
     return (pixel_hash(dec.rgb), dec.width, dec.height, dec.format, small), None
 
 
+def check_data_path(data: str | Path) -> Path:
+    """The data path, or a DataError if it does not exist (commands call it before other work)."""
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise DataError(f"data path {path} does not exist",
+                        "pass --data DIR with one sub-folder per class, or a .zip of one")
+    return path
+
+
 def scan_dataset(data: str | Path, size: int | None = 96, color: str = "rgb",
                  use_cache: bool = True, workers: int | None = None) -> Dataset:
     """Scan a data set folder (or ``.zip``), decoding every file once.
@@ -171,10 +180,7 @@ def scan_dataset(data: str | Path, size: int | None = 96, color: str = "rgb",
     """
     if color not in COLORS:
         raise DataError(f"unknown colour {color!r}", f"use one of {', '.join(COLORS)}")
-    path = Path(data).expanduser()
-    if not path.exists():
-        raise DataError(f"data path {path} does not exist",
-                        "pass --data DIR with one sub-folder per class, or a .zip of one")
+    path = check_data_path(data)
     if path.is_file():
         if not zipfile.is_zipfile(path):
             raise DataError(f"{path} is a file but not a zip archive",

@@ -12,54 +12,93 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+import typing
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from facemask_edge.errors import FacemaskError
+from facemask_edge.options import option
 from facemask_edge.progress import log
+from facemask_edge.train.model import ARCHS, HEADS
 
 __all__ = ["TrainConfig", "train", "make_dataset", "augmenter", "BestWeights"]
 
 
+def _weights_check(value: str) -> str | None:
+    """``imagenet``, ``none`` or an existing Keras model file."""
+    if value in ("imagenet", "none") or Path(value).expanduser().is_file():
+        return None
+    return "imagenet, none, or the path of an existing Keras model file (the file is not there)"
+
+
+def _teachers_check(value) -> str | None:
+    missing = [t for t in ([value] if isinstance(value, str) else value) if not Path(t).expanduser().is_dir()]
+    return f"trained run folders (not found: {', '.join(missing)})" if missing else None
+
+
 @dataclass
 class TrainConfig:
-    """Every training option; saved as ``config.json``."""
+    """Every training option; saved as ``config.json``.
 
-    data: str = ""
-    out: str = ""
-    arch: str = "mobilenet_v1"
-    alpha: float = 0.25
-    size: int = 96
-    color: str = "rgb"
-    weights: str = "none"
-    blocks: int | None = None
-    cut: str | None = None
-    skip_blocks: list[int] | None = None  # drop these stride-1 backbone blocks (1-based)
-    head: str = "avg"  # "avg" (pool + 1x1 conv) or "spatial" (a conv over the whole feature map)
-    dropout: float = 0.3
-    split: str = "stratified"
-    seed: int = 1337
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    batch_size: int = 32
-    head_epochs: int = 3
-    finetune_epochs: int = 60
-    head_lr: float = 1e-2
-    finetune_lr: float = 2e-3
-    finetune_layers: int = 0  # unfreeze the last N backbone layers; 0 = all of them
-    patience: int = 60  # = the fine-tune schedule: run the cosine to the end, keep the best epoch
-    augment: bool = True
-    train_bn: bool = True  # let BatchNormalization adapt in stage 2
-    label_smoothing: float = 0.1
-    teacher: str | list[str] | None = None  # trained run(s) whose (mean) predictions are soft targets
-    distill_alpha: float = 0.5  # weight of the true labels against the teacher's
-    distill_temperature: float = 2.0
-    distribute: str | None = None
-    wandb: bool = False
-    energy: bool = True
-    extra: dict = field(default_factory=dict)
+    The fields' metadata (:func:`facemask_edge.options.option`) is the one description of each
+    option: ``train``, ``pipeline`` and ``sweep`` derive their command-line options from it, and
+    ``[train]`` tables of config files are checked against it.
+    """
+
+    CLI_COMMAND: typing.ClassVar[str] = "train"
+
+    data: str = option("", help="Data set: a folder with one sub-folder per class, or a .zip of one.")
+    out: str = option("", help="Run folder to write (created).")
+    arch: str = option("mobilenet_v1", choices=ARCHS,
+                       help="Backbone. vgg16/densenet201 are for host-side comparison only.")
+    alpha: float = option(0.25, help="MobileNet width multiplier.")
+    size: int = option(96, help="Input side in pixels.")
+    color: str = option("rgb", choices=("rgb", "grayscale"), help="Input colour.")
+    # ImageNet: the pretrained backbone a fresh machine can get (Keras downloads it once into
+    # ~/.keras); "none" would train the frozen-backbone stage on random features.
+    weights: str = option("imagenet", check=_weights_check, metavar="imagenet|none|PATH",
+                          help="imagenet (Keras download, once), none (random initialisation), or PATH "
+                               "to a Keras model file whose layers up to the pooled features become the "
+                               "backbone (e.g. vww_96.h5).")
+    blocks: int | None = option(None, unset="all", help="Keep only the first N depthwise-separable blocks of the backbone.")
+    cut: str | None = option(None, help="Or cut the backbone after this layer name.")
+    skip_blocks: list[int] | None = option(
+        None, metavar="N,N", help="Drop these stride-1 separable blocks (1-based), e.g. 3,5 (fewer MACs; "
+                                  "the rest keep their weights).")
+    head: str = option("avg", choices=HEADS,
+                       help="Classifier: average-pool then 1x1 conv, or one conv over the whole feature map "
+                            "(keeps where features are; for small inputs).")
+    dropout: float = option(0.3, help="Dropout before the classifier.")
+    split: str = option("stratified", choices=("stratified", "seed-notebook"), help="How to split train/val/test.")
+    seed: int = option(1337, help="Seed of the split, initialisation and augmentation.")
+    val_fraction: float = option(0.15, help="Share of the images in the validation split.")
+    test_fraction: float = option(0.15, help="Share of the images in the test split.")
+    batch_size: int = option(32, help="Batch size.")
+    head_epochs: int = option(3, help="Stage 1 (frozen backbone) epochs at most.")
+    finetune_epochs: int = option(60, help="Stage 2 (fine-tuning) epochs at most; 0 skips it.")
+    head_lr: float = option(1e-2, help="Stage 1 learning rate.")
+    finetune_lr: float = option(2e-3, help="Stage 2 peak learning rate (cosine schedule).")
+    finetune_layers: int = option(0, help="Unfreeze the last N backbone layers in stage 2 (0 = all).")
+    # = the fine-tune schedule: run the cosine to the end, keep the best epoch
+    patience: int = option(60, help="Early stopping: epochs without a better validation result (the "
+                                    "default lets the cosine schedule run to its end; the best epoch is kept).")
+    augment: bool = option(True, help="Flip, rotate, zoom, shift, brightness and contrast in training.")
+    train_bn: bool = option(True, flag="--train-bn/--freeze-bn",
+                            help="Let BatchNormalization adapt in fine-tuning, or keep it frozen.")
+    label_smoothing: float = option(0.1, help="Label smoothing of the loss.")
+    teacher: str | list[str] | None = option(
+        None, check=_teachers_check,
+        help="Distil from this trained run (its predictions become soft targets); repeat it for an "
+             "ensemble of teachers.")
+    distill_alpha: float = option(0.5, help="Weight of the true labels against the teacher's.")
+    distill_temperature: float = option(2.0, help="Softmax temperature of the distillation.")
+    distribute: str | None = option(None, choices=(None, "mirrored", "multiworker"),
+                                    help="tf.distribute strategy; multiworker reads TF_CONFIG.")
+    wandb: bool = option(False, help="Log to Weights & Biases (offline mode).")
+    energy: bool = option(True, help="Measure energy with CodeCarbon when installed.")
+    extra: dict = option(default_factory=dict, help="Free-form notes stored in config.json.")
 
 
 def augmenter(seed: int):
