@@ -35,7 +35,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from facemask_edge.runs import sha256_file  # noqa: F401 - re-exported
+from facemask_edge.artifacts.files import sha256_file  # noqa: F401 - re-exported
 from facemask_edge.errors import DataError
 from facemask_edge.progress import log, progress
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from facemask_edge.pipeline.config import STAGES, PipelineConfig
 
 def _write_summary(r, wall: float, failure: BaseException | None) -> dict:
-    from facemask_edge.runs import write_json
+    from facemask_edge.artifacts.files import write_json
 
     cfg = r.cfg
     stages = {}
