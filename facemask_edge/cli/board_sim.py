@@ -39,15 +39,16 @@ def board_sim(run_dir, board_name, baud, fault, engine, camera_every, link, dura
     Prints the port path on stdout, then serves until Ctrl-C. Connect with
     `facemask-edge validate RUN_DIR --port PATH` or `facemask-edge monitor --port PATH`.
     """
-    from facemask_edge.device.sim import BoardSimulator, Faults, load_run_model
+    from facemask_edge.artifacts.run import Run
+    from facemask_edge.device.sim import BoardSimulator, Faults
     from facemask_edge.profile.boards import get_board
 
     faults = Faults.parse(fault)
     board = get_board(board_name) if board_name else None
     if baud < 0:
         raise FacemaskError(f"--baud must be 0 or positive, not {baud}")
-    model, card = load_run_model(run_dir)
-    sim = BoardSimulator(model, card, board=board, baud=baud, faults=faults, engine=engine,
+    m = Run(run_dir).shipped()
+    sim = BoardSimulator(m.data, m.card, board=board, baud=baud, faults=faults, engine=engine,
                          camera_every=camera_every)
     path = sim.start()
     if link:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 import pty
 import select
@@ -23,15 +22,14 @@ import threading
 import time
 import tty
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from facemask_edge.device import framing as fr
 from facemask_edge.device.board import DeviceInfo, make_engine
-from facemask_edge.errors import BudgetError, FacemaskError, ModelError
+from facemask_edge.errors import BudgetError, FacemaskError
 
-__all__ = ["Faults", "BoardSimulator", "SimStats", "board_budget", "load_run_model"]
+__all__ = ["Faults", "BoardSimulator", "SimStats", "board_budget"]
 
 
 @dataclass
@@ -128,23 +126,6 @@ def board_budget(board, uart: bool) -> int:
     if uart:
         ram -= fr.RX_WINDOW + 256
     return ram
-
-
-def load_run_model(run_dir: str | Path) -> tuple[bytes, dict]:
-    """``model_int8.tflite`` bytes and ``model_card.json`` of a converted run.
-
-    Raises:
-        ModelError: the run has not been converted.
-    """
-    run_dir = Path(run_dir)
-    card_path = run_dir / "model_card.json"
-    if not card_path.exists():
-        raise ModelError(f"{card_path} not found", f"convert the run first: facemask-edge convert {run_dir}")
-    card = json.loads(card_path.read_text())
-    model_path = run_dir / card.get("model", "model_int8.tflite")
-    if not model_path.exists():
-        raise ModelError(f"{model_path} not found", f"convert the run first: facemask-edge convert {run_dir}")
-    return model_path.read_bytes(), card
 
 
 class _Model:

@@ -43,10 +43,9 @@ class RunModel:
     sha256: str
 
 
-def _io_quantization(path: Path) -> tuple[dict, dict]:
+def _io_quantization(buf: bytes, path: Path) -> tuple[dict, dict]:
     from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
-    buf = path.read_bytes()
     if len(buf) < 8 or buf[4:8] != b"TFL3":
         raise ModelError(f"{path} is not a TFLite model", "re-run facemask-edge convert")
     g = schema.Model.GetRootAs(buf, 0).Subgraphs(0)
@@ -79,35 +78,24 @@ def _scaling(inp: dict, path: Path) -> str:
 
 
 def load_run_model(run_dir: str | Path) -> RunModel:
-    """Read ``model_int8.tflite``, ``labels.txt`` (or the model card's labels) from a run.
+    """Describe the run's shipped model (``Run.shipped``) the way Edge Impulse needs it.
 
     Raises:
-        ModelError: no converted model, no labels, or labels that do not match the outputs.
+        ModelError: no usable shipped model, no labels, or labels that do not match the outputs.
     """
-    run = Path(run_dir)
-    path = run / "model_int8.tflite"
-    if not path.is_file():
-        raise ModelError(f"no model_int8.tflite in {run}", "convert the run first: "
-                                                          "facemask-edge convert RUN_DIR")
-    card = {}
-    if (run / "model_card.json").is_file():
-        try:
-            card = json.loads((run / "model_card.json").read_text())
-        except ValueError:
-            card = {}
-    if (run / "labels.txt").is_file():
-        labels = [ln.strip() for ln in (run / "labels.txt").read_text().splitlines() if ln.strip()]
-    else:
-        labels = list(card.get("labels") or [])
+    from facemask_edge.artifacts.run import LABELS, Run
+
+    run = Run(run_dir)
+    m = run.shipped()
+    labels = run.labels if run.exists(LABELS) else m.labels
     if not labels:
-        raise ModelError(f"no labels for {path}", f"{run} needs labels.txt (one class per line)")
-    inp, out = _io_quantization(path)
+        raise ModelError(f"no labels for {m.path}", f"{run.path} needs labels.txt (one class per line)")
+    inp, out = _io_quantization(m.data, m.path)
     classes = out["shape"][-1] if out["shape"] else 0
     if classes != len(labels):
-        raise ModelError(f"{path.name} has {classes} outputs but labels.txt lists {len(labels)} "
+        raise ModelError(f"{m.path.name} has {classes} outputs but labels.txt lists {len(labels)} "
                          "classes", "use the labels.txt of the run that made the model")
-    return RunModel(run, path, labels, _scaling(inp, path), inp["shape"], classes,
-                    hashlib.sha256(path.read_bytes()).hexdigest())
+    return RunModel(run.path, m.path, labels, _scaling(inp, m.path), inp["shape"], classes, m.sha256)
 
 
 def our_figures(run_dir: Path) -> dict[str, dict]:
@@ -118,14 +106,13 @@ def our_figures(run_dir: Path) -> dict[str, dict]:
             out[p.stem[len("profile_"):]] = json.loads(p.read_text())
         except ValueError:
             continue
-    card = Path(run_dir) / "model_card.json"
-    if card.is_file():
-        try:
-            c = json.loads(card.read_text())
-            out["model_card"] = {"arena_bytes": c.get("arena_bytes"),
-                                 "flash_bytes": c.get("flatbuffer_bytes")}
-        except ValueError:
-            pass
+    from facemask_edge.artifacts.run import Run
+
+    try:
+        c = Run(run_dir).shipped().card
+        out["model_card"] = {"arena_bytes": c.get("arena_bytes"), "flash_bytes": c.get("flatbuffer_bytes")}
+    except ModelError:
+        pass
     return out
 
 

@@ -14,21 +14,20 @@ A sketch folder looks like this once exported (``src/`` is written by the export
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from facemask_edge import __version__
+from facemask_edge.artifacts.run import Run
 from facemask_edge.errors import BudgetError, ConversionError, FacemaskError, ModelError
 from facemask_edge.export import generate
 from facemask_edge.export.host import firmware_dir
 from facemask_edge.export.tflite_info import TfliteInfo, read_tflite
 from facemask_edge.profile.boards import Board, get_board
 
-__all__ = ["FORMATS", "LIBRARIES", "ExportResult", "Budget", "load_converted_run", "check_budget",
+__all__ = ["FORMATS", "LIBRARIES", "ExportResult", "Budget", "check_budget",
            "render_sources", "export_run"]
 
 FORMATS = ("sketch", "arduino-library")
@@ -82,30 +81,17 @@ class _Run:
     info: TfliteInfo
 
 
-def load_converted_run(run_dir: str | Path) -> _Run:
-    """Read ``model_int8.tflite`` and ``model_card.json`` and check they belong together.
+def _shipped_for_firmware(run_dir: str | Path) -> _Run:
+    """The run's shipped model (``Run.shipped``), checked to be what the firmware feeds.
 
     Raises:
-        ModelError: files missing, or the card does not describe this flatbuffer.
+        ModelError: see ``Run.shipped`` (missing, not the card's file, stale, not TFLite).
         ConversionError: the model is not the full-int8 model the firmware feeds.
     """
-    run = Path(run_dir)
-    tflite, card_path = run / "model_int8.tflite", run / "model_card.json"
-    for p in (tflite, card_path):
-        if not p.is_file():
-            raise ModelError(f"{p} not found", f"run `facemask-edge convert {run}` first")
-    model = tflite.read_bytes()
-    sha = hashlib.sha256(model).hexdigest()
-    try:
-        card = json.loads(card_path.read_text())
-        labels = [str(x) for x in card["labels"]]
-        size, color = int(card["input"]["size"]), str(card["input"]["color"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ModelError(f"{card_path} is not a model card ({exc})",
-                         f"re-run `facemask-edge convert {run}`") from None
-    if card.get("sha256") and card["sha256"] != sha:
-        raise ModelError("model_card.json describes another model_int8.tflite (sha256 differs)",
-                         f"re-run `facemask-edge convert {run}`")
+    shipped = Run(run_dir).shipped()
+    run, model, sha, card = Path(run_dir), shipped.data, shipped.sha256, shipped.card
+    labels = shipped.labels
+    size, color = int(card["input"]["size"]), str(card["input"]["color"])
     info = read_tflite(model)
     if len(info.inputs) != 1 or len(info.outputs) != 1:
         raise ConversionError(f"the model has {len(info.inputs)} inputs and {len(info.outputs)} outputs",
@@ -298,7 +284,7 @@ def export_run(run_dir: str | Path, board: str, out: str | Path | None = None,
     if fmt not in FORMATS:
         raise FacemaskError(f"unknown export format {fmt!r}", f"use one of {', '.join(FORMATS)}")
     b = get_board(board)
-    run = load_converted_run(run_dir)
+    run = _shipped_for_firmware(run_dir)
     budget = check_budget(run, b)
     if not budget.fits:
         raise BudgetError(f"the model does not fit {b.title}: {budget.reason}",

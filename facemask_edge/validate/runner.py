@@ -290,12 +290,14 @@ def validate_run(run_dir: str | Path, ports: list[str] | None = None, data: str 
         DeviceError: a port cannot be opened, or the boards failed (results so far are kept).
     """
     from facemask_edge.device.session import BoardSession
-    from facemask_edge.device.sim import load_run_model
+    from facemask_edge.artifacts.run import Run
     from facemask_edge.device.transport import choose_port, open_port
     from facemask_edge.validate.testset import load_validation_set
 
-    run_dir = Path(run_dir)
-    model, card = load_run_model(run_dir)
+    run = Run(run_dir)
+    run_dir = run.path
+    shipped = run.shipped()
+    model, card = shipped.data, shipped.card
     urls = list(ports or []) or [choose_port()]
     if len(set(urls)) != len(urls):
         raise DeviceError("the same port is given twice", "give each board's port once")
@@ -303,7 +305,7 @@ def validate_run(run_dir: str | Path, ports: list[str] | None = None, data: str 
     try:
         for url in urls:
             opened.append((url, open_port(url, baud=baud, timeout=0.02)))
-        vset = load_validation_set(run_dir, data, limit=limit)
+        vset = load_validation_set(run, data, limit=limit)
         sessions = [BoardSession(p, name=url, timeout=timeout, chunk_size=chunk, window=window, log=log_fn)
                     for url, p in opened]
         out = Path(out_dir) if out_dir else default_out_dir(run_dir, data)
