@@ -182,16 +182,38 @@ def validate(sessions: list[BoardSession], vset: ValidationSet, model: bytes, ca
                                         appender, stop)
             appender.write(segment)
             segments.append(segment)
+    except BaseException as exc:
+        # Ctrl-C or an error outside the boards' threads: the report says so and how far it got.
+        write_report(out_dir, build_report(vset, records, segments, card, sha, reference,
+                                           failure=_failure(exc, records, vset, segment)))
+        raise
     finally:
         appender.close()
-    report = build_report(vset, records, segments, card, sha, reference)
-    write_report(out_dir, report)
+    error = None
     if failures and len(records) < len(vset):
         if not segment["images"] and isinstance(failures[0], FacemaskError):
-            raise failures[0]  # no board got going: its own message says why
-        raise DeviceError(f"{len(vset) - len(records)} image(s) not validated: {failures[0]}",
-                          f"results so far are in {path}; run the same command again to resume")
+            error = failures[0]  # no board got going: its own message says why
+        else:
+            error = DeviceError(f"{len(vset) - len(records)} image(s) not validated: {failures[0]}",
+                                f"results so far are in {path}; run the same command again to resume")
+    report = build_report(vset, records, segments, card, sha, reference,
+                          failure=_failure(error, records, vset, segment) if error else None)
+    write_report(out_dir, report)
+    if error is not None:
+        raise error
     return report
+
+
+def _failure(exc: BaseException, records: dict, vset, segment: dict | None) -> dict:
+    """What the report says about a validation that did not finish: why, and how far it got."""
+    if isinstance(exc, KeyboardInterrupt):
+        status, why = "interrupted", "interrupted (Ctrl-C)"
+    else:
+        status, why = "failed", (str(exc) if isinstance(exc, FacemaskError) else f"{type(exc).__name__}: {exc}")
+    streamed = bool(segment and segment.get("images"))
+    return {"status": status, "error": why, "validated": len(records), "images": len(vset),
+            "stage": "streaming images" if streamed or records else "connecting to the board(s)",
+            "boards": dict(segment.get("errors", {})) if segment else {}}
 
 
 def _stream(sessions, vset, todo, model, card, sha, reference, records, appender, stop) -> dict:
