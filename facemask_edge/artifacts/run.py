@@ -97,8 +97,12 @@ class RunData:
         return self.images[idx], self.labels[idx]
 
 
+#: Models every stage records when it writes them; in a run with provenance, one without an
+#: entry came from elsewhere.
+_RECORDED = (QAT_MODEL, SHIPPED, *(variant_model(k) for k in KINDS))
+
 # What to run again when an artifact is stale.
-_REMAKE = {QAT_MODEL: "facemask-edge qat {run}", SHIPPED: "facemask-edge convert {run}",
+_REMAKE = {FLOAT_MODEL: "facemask-edge train --out {run} ...", QAT_MODEL: "facemask-edge qat {run}", SHIPPED: "facemask-edge convert {run}",
            **{variant_model(k): "facemask-edge convert {run}" for k in KINDS}}
 
 
@@ -261,6 +265,9 @@ class Run:
 
     def _stale(self, name: str, prov: dict, seen: set) -> str | None:
         entry = prov.get(name)
+        if entry is None and prov and name in _RECORDED:
+            # This run keeps provenance, and this model is not in it: a file from elsewhere.
+            return f"{name} is not recorded in {PROVENANCE} (it was not made by this run's stages)"
         if entry is None or name in seen:
             return None
         seen.add(name)

@@ -383,6 +383,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
 
     model.save(out / "model.keras")  # every worker saves (a collective op under multi-worker)
     if chief:
+        Run(out).record("model.keras", ["config.json", "split.json", "manifest.json"])
         write_json(out / "metrics.json", metrics)
         if "test" in metrics:
             plot_confusion(metrics["test"]["confusion_matrix"], classes, out / "confusion_matrix.png",
