@@ -17,7 +17,6 @@ import pytest
 from facemask_edge.cli import main as cli_main
 from facemask_edge.errors import BudgetError, ConversionError, ModelError
 from facemask_edge.export import export_run
-from facemask_edge.export.exporter import load_converted_run
 from facemask_edge.export.tflite_info import RESOLVER_METHODS, read_tflite
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning"),
@@ -341,8 +340,8 @@ def test_not_a_tflite_and_wrong_quantization(runs, models, tmp_path):
     card = json.loads((run / "model_card.json").read_text())
     card["sha256"] = hashlib.sha256(b"\x00" * 64).hexdigest()
     (run / "model_card.json").write_text(json.dumps(card))
-    with pytest.raises(ModelError, match="not a TFLite flatbuffer"):
-        load_converted_run(run)
+    with pytest.raises(ModelError, match="not a valid TFLite model"):
+        export_run(run, "nano33ble", out=tmp_path / "out")
     # A card that promises another input size than the flatbuffer has.
     run2 = tmp_path / "r2"
     shutil.copytree(runs["rgb"], run2)
@@ -350,4 +349,4 @@ def test_not_a_tflite_and_wrong_quantization(runs, models, tmp_path):
     card["input"]["size"] = 96
     (run2 / "model_card.json").write_text(json.dumps(card))
     with pytest.raises(ConversionError, match=r"int8 \[1, 96, 96, 3\]"):
-        load_converted_run(run2)
+        export_run(run2, "nano33ble", out=tmp_path / "out")
