@@ -247,3 +247,26 @@ def test_provenance_follows_the_chain(tmp_path):
     assert "not recorded in provenance.json" in run.stale("model_int8_ptq.tflite")
     # A folder without provenance (a copied model and its card) is taken as it is.
     assert Run(tmp_path / "nothing").stale("model_int8.tflite") is None
+
+
+# ---- behaviour 10: failed commands leave no folders ------------------------------------------------
+
+@pytest.mark.parametrize("cmd", [["evaluate"], ["validate", "--port", "loop://"], ["profile"],
+                                 ["export", "--board", "nano33ble", "--format", "arduino-library"],
+                                 ["convert"], ["qat"]])
+def test_a_command_on_a_missing_run_creates_nothing(tmp_path, capsys, cmd):
+    missing = tmp_path / "missing"
+    assert main([cmd[0], str(missing), *cmd[1:]]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert not missing.exists()
+
+
+@pytest.mark.slow
+def test_training_on_missing_data_creates_no_run_folder(tmp_path):
+    from facemask_edge.errors import DataError
+    from facemask_edge.train.trainer import TrainConfig, train
+
+    with pytest.raises(DataError):
+        train(TrainConfig(data=str(tmp_path / "no-data"), out=str(tmp_path / "run"), energy=False))
+    assert not (tmp_path / "run").exists()

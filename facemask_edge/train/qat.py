@@ -94,17 +94,18 @@ def qat(run_dir: Path, epochs: int = 5, lr: float = 5e-5, batch_size: int = 32,
     Raises:
         ModelError: the architecture cannot be quantized for a board.
     """
-    import tensorflow_model_optimization as tfmot
-
-    from facemask_edge._tf import keras
     from facemask_edge.artifacts.files import write_json
     from facemask_edge.artifacts.run import FLOAT_MODEL, QAT_MODEL, QAT_RECORD, SPLIT, Run
     from facemask_edge.train.trainer import BestWeights, make_dataset
 
-    k = keras()
     run = Run(run_dir)
     run_dir = run.path
-    cfg = run.config
+    cfg = run.config  # not a trained run: say so before importing TensorFlow
+    import tensorflow_model_optimization as tfmot
+
+    from facemask_edge._tf import keras
+
+    k = keras()
     if cfg["arch"] in HOST_ONLY:
         raise ModelError(f"{cfg['arch']} is a host-only comparison model and is not quantized for "
                          "the boards", "train --arch mobilenet_v1 or mobilenet_v2 for a board")

@@ -241,18 +241,18 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
     t_start = time.monotonic()
     strategy, chief = _strategy(cfg.distribute)
     out = Path(cfg.out) if chief else Path(tempfile.mkdtemp(prefix="facemask-worker-"))
+    k, T = keras(), tf()
+    T.random.set_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+
+    ds = scan_dataset(cfg.data, size=cfg.size, color=cfg.color)  # bad data: nothing written yet
+    log(ds.summary_line())
     out.mkdir(parents=True, exist_ok=True)
     if chief:
         gone = Run(out).clear_derived()
         if gone:
             log(f"{out} already held a trained run: removed what was made from its model "
                 f"({', '.join(gone)}); convert again after training")
-    k, T = keras(), tf()
-    T.random.set_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-
-    ds = scan_dataset(cfg.data, size=cfg.size, color=cfg.color)
-    log(ds.summary_line())
     ds.write_manifest(out)
     fractions = (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction)
     split = make_split(ds, cfg.split, cfg.seed, fractions)
