@@ -330,7 +330,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
         first, earlier, seconds = 0, {}, 0.0
         if saved:  # interrupted in this stage: weights, optimizer (schedule position), best epoch
             first, earlier, seconds = ckpt.restore(model, name, best)
-            log(f"  {name}: resuming after epoch {first} of {epochs} (step {int(model.optimizer.iterations)} "
+            log(f"  {name}: resuming after epoch {first} of {epochs} (step {int(k.backend.get_value(model.optimizer.iterations))} "
                 f"of the learning-rate schedule's {steps})")
         t0 = time.monotonic()
         ctx = energy.stage(name) if energy else _null()
@@ -341,7 +341,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
         stage_history = {key_: list(earlier.get(key_, [])) + [float(v) for v in values]
                          for key_, values in h.history.items()}
         stage_times[name] = round(seconds + time.monotonic() - t0, 1)
-        steps_done[name] = int(model.optimizer.iterations)
+        steps_done[name] = int(k.backend.get_value(model.optimizer.iterations))
         for key_, values in stage_history.items():
             history.setdefault(key_, []).extend(values)
         wandb.log({f"{name}/{k_}": v[-1] for k_, v in h.history.items()})

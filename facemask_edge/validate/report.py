@@ -11,24 +11,17 @@ __all__ = ["build_report", "write_report", "classification_metrics", "closing_no
 
 
 def classification_metrics(true: np.ndarray, pred: np.ndarray, classes: list[str]) -> dict:
-    """Accuracy, per-class precision/recall/F1, macro F1 and the confusion matrix (rows: true)."""
-    k = len(classes)
-    cm = np.zeros((k, k), dtype=np.int64)
-    for t, p in zip(true, pred):
-        if 0 <= p < k:
-            cm[t, p] += 1
-    per = {}
-    for c in range(k):
-        tp = cm[c, c]
-        prec = tp / cm[:, c].sum() if cm[:, c].sum() else 0.0
-        rec = tp / cm[c, :].sum() if cm[c, :].sum() else 0.0
-        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-        per[classes[c]] = {"precision": float(prec), "recall": float(rec), "f1": float(f1),
-                           "support": int(cm[c, :].sum())}
-    n = int(cm.sum())
-    return {"accuracy": float(np.trace(cm) / n) if n else 0.0,
-            "macro_f1": float(np.mean([v["f1"] for v in per.values()])) if per else 0.0,
-            "per_class": per, "confusion": cm.tolist()}
+    """The study's metrics (:func:`facemask_edge.metrics.classification_metrics`, the one
+    implementation) under the report's names: accuracy, macro F1, per class, confusion (rows:
+    true). A label outside the classes (a confused board) counts as wrong and is counted."""
+    from facemask_edge.metrics import classification_metrics as metrics
+
+    true, pred = np.asarray(true, dtype=np.int64), np.asarray(pred, dtype=np.int64)
+    valid = (pred >= 0) & (pred < len(classes))
+    m = metrics(true[valid], pred[valid], classes)
+    return {"accuracy": float((pred == true).mean()) if len(true) else 0.0, "macro_f1": m["f1"],
+            "per_class": m["per_class"], "confusion": m["confusion_matrix"],
+            "invalid_labels": int((~valid).sum())}
 
 
 def _pct(values, q):
