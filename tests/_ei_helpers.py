@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ def small_dataset(root: Path, per_class: int = 12, seed: int = 0) -> Path:
 def tiny_int8_run(run_dir: Path, labels=("with_mask", "without_mask"), size: int = 16,
                   channels: int = 3) -> Path:
     """A run folder with a full-int8 ``model_int8.tflite`` (input scale 1/255, zero point -128)
-    and ``labels.txt``."""
+    ``labels.txt`` and a minimal ``model_card.json``."""
     from facemask_edge._tf import tf
 
     tfm = tf()
@@ -37,6 +39,12 @@ def tiny_int8_run(run_dir: Path, labels=("with_mask", "without_mask"), size: int
 
     from facemask_edge.convert.converter import convert_keras
 
-    (run_dir / "model_int8.tflite").write_bytes(convert_keras(model, rep))
+    data = convert_keras(model, rep)
+    (run_dir / "model_int8.tflite").write_bytes(data)
     (run_dir / "labels.txt").write_text("".join(f"{x}\n" for x in labels))
+    # The smallest card the run loader accepts (convert writes the full one).
+    card = {"schema": 1, "model": "model_int8.tflite", "sha256": hashlib.sha256(data).hexdigest(),
+            "quantization": "ptq", "labels": list(labels),
+            "input": {"size": size, "color": "grayscale" if channels == 1 else "rgb"}}
+    (run_dir / "model_card.json").write_text(json.dumps(card))
     return run_dir
