@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facemask_edge import __version__
-from facemask_edge.artifacts.run import Run
+from facemask_edge.artifacts.run import SHIPPED, Run
 from facemask_edge.errors import BudgetError, ConversionError, FacemaskError, ModelError
 from facemask_edge.export import generate
 from facemask_edge.export.host import firmware_dir
@@ -146,7 +146,7 @@ def check_budget(run: _Run, board: Board) -> Budget:
         from facemask_edge.profile import profile_model  # type: ignore[attr-defined]
     except ImportError:
         return _estimate_budget(run.card, board, len(run.model))
-    p = profile_model(run.path / "model_int8.tflite", board.name)
+    p = profile_model(Run(run.path).file(SHIPPED), board.name)
     arena = int(p["arena_bytes"])
     return Budget(fits=bool(p["fits"]), arena_bytes=arena,
                   arena_with_margin_bytes=_round16(int(p.get("arena_with_margin_bytes") or arena)),

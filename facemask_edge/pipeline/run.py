@@ -242,7 +242,9 @@ class _Runner:
         tc["data_fingerprint"] = _fingerprint_tree(Path(self.data_path)) if self.data_path else None
         use_qat = "qat" in cfg.variants()
         train_outs = ["config.json", "labels.txt", "split.json", "model.keras"]
-        model_files = ["model_int8.tflite", "model_card.json"]
+        from facemask_edge.artifacts.run import CARD, SHIPPED
+
+        model_files = [SHIPPED, CARD]
         ref = {"path": str(Path(cfg.reference).resolve()),
                "sha256": sha256_file(Path(cfg.reference)) if Path(cfg.reference).is_file() else None} \
             if cfg.reference else None
