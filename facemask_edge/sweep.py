@@ -163,16 +163,11 @@ def build_grid(weights: str | None = None, keras_weights: str | None = None, fas
 
 
 def _test_accuracy(run_dir: Path) -> float | None:
-    """Int8 accuracy of the chosen model on the test split, in tflite-micro."""
-    from facemask_edge.convert.runtimes import TFLMRunner
-    from facemask_edge.data.preprocess import to_int8
-    from facemask_edge.runs import load_run_data
+    """Int8 accuracy of the shipped model on the test split, in tflite-micro."""
+    from facemask_edge.artifacts.run import Run
+    from facemask_edge.convert.evaluate import split_accuracy
 
-    x, y = load_run_data(run_dir).part("test")
-    if not len(x):
-        return None
-    pred = TFLMRunner(run_dir / "model_int8.tflite").run_batch(to_int8(x)).argmax(1)
-    return float((pred == y).mean())
+    return split_accuracy(Run(run_dir), "test")
 
 
 def _row(point: SweepPoint, summary: dict, test_int8: float | None, seconds: float,
@@ -227,7 +222,7 @@ def run_sweep(data: str | None, out: str | Path, points: list[SweepPoint], epoch
     """
     from facemask_edge.data.download import resolve_data
     from facemask_edge.pipeline import PipelineConfig, run_pipeline
-    from facemask_edge.runs import write_json
+    from facemask_edge.artifacts.files import write_json
 
     out = Path(out)
     (out / "configs").mkdir(parents=True, exist_ok=True)
@@ -238,11 +233,11 @@ def run_sweep(data: str | None, out: str | Path, points: list[SweepPoint], epoch
     limits = (default_reference_limits() if reference_limits is None else reference_limits) if ref else {}
     teacher_size = None
     if (train_options or {}).get("teacher"):
-        from facemask_edge.runs import load_config
+        from facemask_edge.artifacts.run import Run
 
         from facemask_edge.train.trainer import teacher_dirs
 
-        teacher_size = min(load_config(t).get("size") for t in teacher_dirs(train_options["teacher"]))
+        teacher_size = min(Run(t).config.get("size") for t in teacher_dirs(train_options["teacher"]))
     rows, failed = [], []
     t_all = time.monotonic()
     for i, p in enumerate(points, 1):
@@ -358,7 +353,7 @@ def write_defaults(rec: dict, path: Path | None = None, source: str = "") -> Pat
     """Put the recommendation into ``facemask_edge/defaults.json`` (the pipeline's --board
     defaults): each board's arch, alpha, size, colour and blocks; other keys (epochs, weights)
     are kept."""
-    from facemask_edge.runs import write_json
+    from facemask_edge.artifacts.files import write_json
 
     path = Path(path) if path else DEFAULTS_FILE
     doc = json.loads(path.read_text()) if path.exists() else {"schema": 1, "boards": {}}

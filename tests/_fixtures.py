@@ -31,3 +31,11 @@ def tf_ops(model: bytes) -> set[str]:
         if entry["sha256"] == sha:
             return set(entry["tf_ops"])
     raise KeyError("not a fixture model: regenerate tests/fixtures (python tests/fixtures/generate.py)")
+
+
+def run_model(run) -> tuple[bytes, dict]:
+    """The shipped model's bytes and card of a run folder, through the one run loader."""
+    from facemask_edge.artifacts.run import Run
+
+    m = Run(run).shipped()
+    return m.data, m.card

@@ -82,7 +82,7 @@ def tiny_run(tiny_trained_run) -> Path:
     """The tiny run converted to full int8 (PTQ): model_int8.tflite and model_card.json."""
     from facemask_edge.convert.converter import convert_run
 
-    convert_run(tiny_trained_run, qat=False, representative=40)
+    convert_run(tiny_trained_run, quantization="ptq", representative=40)
     return tiny_trained_run
 
 

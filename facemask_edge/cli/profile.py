@@ -26,23 +26,23 @@ def profile(target, boards, references):
     """
     from facemask_edge.boards import board_names, get_board
     from facemask_edge.profile import ARENA_MARGIN, profile_model, profile_table
-    from facemask_edge.runs import read_json, write_json
+    from facemask_edge.artifacts.files import write_json
+    from facemask_edge.artifacts.run import Run
 
     path = Path(target)
     run_dir = path if path.is_dir() else None
-    model = path / "model_int8.tflite" if run_dir else path
-    if not model.exists():
-        raise FacemaskError(f"{model} not found",
-                            f"convert first: facemask-edge convert {target}" if run_dir
-                            else "pass a run folder or an int8 .tflite file")
+    arena = None
+    if run_dir:
+        shipped = Run(run_dir).shipped()  # missing, replaced or stale: one error line
+        model, arena = shipped.path, shipped.card.get("arena_bytes")
+    else:
+        model = path
+        if not model.exists():
+            raise FacemaskError(f"{model} not found", "pass a run folder or an int8 .tflite file")
     for ref in references:
         if not Path(ref).exists():
             raise FacemaskError(f"reference model {ref} not found")
     boards = boards or board_names()
-    arena = None
-    if run_dir and (run_dir / "model_card.json").exists():
-        card = read_json(run_dir / "model_card.json")
-        arena = card.get("arena_bytes")
     rows, results = [], {}
     name = run_dir.name if run_dir else model.name
     for b in boards:

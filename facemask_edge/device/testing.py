@@ -103,7 +103,7 @@ def make_tiny_run(run_dir: str | Path, data_dir: str | Path | None = None, size:
     """
     from facemask_edge.data.ingest import scan_dataset
     from facemask_edge.data.splits import make_split, save_split
-    from facemask_edge.runs import write_json
+    from facemask_edge.artifacts.files import write_json
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

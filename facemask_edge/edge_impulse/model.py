@@ -58,35 +58,25 @@ def _scaling(inp: Tensor, path: Path) -> str:
 
 
 def load_run_model(run_dir: str | Path) -> RunModel:
-    """Read ``model_int8.tflite``, ``labels.txt`` (or the model card's labels) from a run.
+    """Describe the run's shipped model (``Run.shipped``) the way Edge Impulse needs it.
 
     Raises:
-        ModelError: no converted model, no labels, or labels that do not match the outputs.
+        ModelError: no usable shipped model, no labels, or labels that do not match the outputs.
     """
-    run = Path(run_dir)
-    path = run / "model_int8.tflite"
-    if not path.is_file():
-        raise ModelError(f"no model_int8.tflite in {run}", "convert the run first: "
-                                                          "facemask-edge convert RUN_DIR")
-    info = read_tflite(path, hint=f"re-run `facemask-edge convert {run}` to write it again")
-    card = {}
-    if (run / "model_card.json").is_file():
-        try:
-            card = json.loads((run / "model_card.json").read_text())
-        except ValueError:
-            card = {}
-    if (run / "labels.txt").is_file():
-        labels = [ln.strip() for ln in (run / "labels.txt").read_text().splitlines() if ln.strip()]
-    else:
-        labels = list(card.get("labels") or [])
+    from facemask_edge.artifacts.run import LABELS, Run
+
+    run = Run(run_dir)
+    m = run.shipped()  # missing, damaged, replaced or stale: one error line
+    labels = run.labels if run.exists(LABELS) else m.labels
     if not labels:
-        raise ModelError(f"no labels for {path}", f"{run} needs labels.txt (one class per line)")
+        raise ModelError(f"no labels for {m.path}", f"{run.path} needs labels.txt (one class per line)")
+    info = read_tflite(m.data, name=str(m.path))
     inp, out = info.inputs[0], info.outputs[0]
     classes = out.shape[-1] if out.shape else 0
     if classes != len(labels):
-        raise ModelError(f"{path.name} has {classes} outputs but labels.txt lists {len(labels)} "
+        raise ModelError(f"{m.path.name} has {classes} outputs but labels.txt lists {len(labels)} "
                          "classes", "use the labels.txt of the run that made the model")
-    return RunModel(run, path, labels, _scaling(inp, path), list(inp.shape), classes, info.sha256)
+    return RunModel(run.path, m.path, labels, _scaling(inp, m.path), list(inp.shape), classes, m.sha256)
 
 
 def our_figures(run_dir: Path) -> dict[str, dict]:
@@ -97,14 +87,13 @@ def our_figures(run_dir: Path) -> dict[str, dict]:
             out[p.stem[len("profile_"):]] = json.loads(p.read_text())
         except ValueError:
             continue
-    card = Path(run_dir) / "model_card.json"
-    if card.is_file():
-        try:
-            c = json.loads(card.read_text())
-            out["model_card"] = {"arena_bytes": c.get("arena_bytes"),
-                                 "flash_bytes": c.get("flatbuffer_bytes")}
-        except ValueError:
-            pass
+    from facemask_edge.artifacts.run import Run
+
+    try:
+        c = Run(run_dir).shipped().card
+        out["model_card"] = {"arena_bytes": c.get("arena_bytes"), "flash_bytes": c.get("flatbuffer_bytes")}
+    except ModelError:
+        pass
     return out
 
 

@@ -37,7 +37,7 @@ from urllib.parse import quote
 import requests
 from requests.adapters import HTTPAdapter
 
-from facemask_edge.runs import sha256_file
+from facemask_edge.artifacts.files import sha256_file
 from facemask_edge.data.ingest import scan_dataset
 from facemask_edge.data.splits import load_split, split_indices
 from facemask_edge.edge_impulse.config import (KEY_HINT, EIConfig, RedirectRefused, ei_session,

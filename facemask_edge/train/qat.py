@@ -99,23 +99,25 @@ def qat(run_dir: Path, epochs: int = QAT_EPOCHS, lr: float = QAT_LR, batch_size:
     Raises:
         ModelError: the architecture cannot be quantized for a board.
     """
-    from facemask_edge.runs import load_config, load_run_data, write_json
+    from facemask_edge.artifacts.files import write_json
+    from facemask_edge.artifacts.run import FLOAT_MODEL, QAT_MODEL, QAT_RECORD, SPLIT, Run
+    from facemask_edge.train.trainer import BestWeights, make_dataset
 
-    # The run is checked before TensorFlow and tfmot are imported (seconds): a wrong folder fails at once.
-    run_dir = Path(run_dir)
-    cfg = load_config(run_dir)
-    if cfg["arch"] in HOST_ONLY:
-        raise ModelError(f"{cfg['arch']} is a host-only comparison model and is not quantized for "
-                         "the boards", "train --arch mobilenet_v1 or mobilenet_v2 for a board")
+    run = Run(run_dir)
+    run_dir = run.path
+    cfg = run.config  # not a trained run: say so before importing TensorFlow
     import tensorflow_model_optimization as tfmot
 
     from facemask_edge._tf import keras
-    from facemask_edge.train.trainer import BestWeights, make_dataset
 
     k = keras()
-    data = load_run_data(run_dir)
+    if cfg["arch"] in HOST_ONLY:
+        raise ModelError(f"{cfg['arch']} is a host-only comparison model and is not quantized for "
+                         "the boards", "train --arch mobilenet_v1 or mobilenet_v2 for a board")
+    data = run.data()
     t0 = time.monotonic()
-    model = flatten_model(k.models.load_model(run_dir / "model.keras", compile=False))
+    float_sha = run.sha256(FLOAT_MODEL)  # what the QAT model is made from (before any reading)
+    model = flatten_model(run.float_model())
     try:
         qmodel = tfmot.quantization.keras.quantize_apply(_annotate(model))
     except Exception as exc:
@@ -140,13 +142,14 @@ def qat(run_dir: Path, epochs: int = QAT_EPOCHS, lr: float = QAT_LR, batch_size:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        qmodel.save(run_dir / "model_qat.h5")
+        qmodel.save(run.file(QAT_MODEL))
+    run.record(QAT_MODEL, {FLOAT_MODEL: float_sha, SPLIT: run.sha256(SPLIT)})
     result = {"val_accuracy_before": float(before),
               "val_accuracy": float(best.best[1]) if best.best_epoch >= 0 else float(before),
               "best_epoch": best.best_epoch + 1,
               "epochs": len(hist.history.get("loss", [])), "lr": lr,
               "seconds": round(time.monotonic() - t0, 1)}
-    write_json(run_dir / "qat.json", result)
+    write_json(run.file(QAT_RECORD), result)
     return result
 
 

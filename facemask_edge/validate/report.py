@@ -10,24 +10,17 @@ __all__ = ["build_report", "write_report", "classification_metrics", "closing_no
 
 
 def classification_metrics(true: np.ndarray, pred: np.ndarray, classes: list[str]) -> dict:
-    """Accuracy, per-class precision/recall/F1, macro F1 and the confusion matrix (rows: true)."""
-    k = len(classes)
-    cm = np.zeros((k, k), dtype=np.int64)
-    for t, p in zip(true, pred):
-        if 0 <= p < k:
-            cm[t, p] += 1
-    per = {}
-    for c in range(k):
-        tp = cm[c, c]
-        prec = tp / cm[:, c].sum() if cm[:, c].sum() else 0.0
-        rec = tp / cm[c, :].sum() if cm[c, :].sum() else 0.0
-        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-        per[classes[c]] = {"precision": float(prec), "recall": float(rec), "f1": float(f1),
-                           "support": int(cm[c, :].sum())}
-    n = int(cm.sum())
-    return {"accuracy": float(np.trace(cm) / n) if n else 0.0,
-            "macro_f1": float(np.mean([v["f1"] for v in per.values()])) if per else 0.0,
-            "per_class": per, "confusion": cm.tolist()}
+    """The study's metrics (:func:`facemask_edge.metrics.classification_metrics`, the one
+    implementation) under the report's names: accuracy, macro F1, per class, confusion (rows:
+    true). A label outside the classes (a confused board) counts as wrong and is counted."""
+    from facemask_edge.metrics import classification_metrics as metrics
+
+    true, pred = np.asarray(true, dtype=np.int64), np.asarray(pred, dtype=np.int64)
+    valid = (pred >= 0) & (pred < len(classes))
+    m = metrics(true[valid], pred[valid], classes)
+    return {"accuracy": float((pred == true).mean()) if len(true) else 0.0, "macro_f1": m["f1"],
+            "per_class": m["per_class"], "confusion": m["confusion_matrix"],
+            "invalid_labels": int((~valid).sum())}
 
 
 def _pct(values, q):
@@ -35,8 +28,14 @@ def _pct(values, q):
 
 
 def build_report(vset, records: dict[int, dict], segments: list[dict], card: dict, sha: str,
-                 reference: str) -> dict:
-    """Everything the report says, from the per-image records and the link segments."""
+                 reference: str, failure: dict | None = None) -> dict:
+    """Everything the report says, from the per-image records and the link segments.
+
+    ``failure`` (from the runner) marks a validation that did not finish: the report's
+    ``status`` is then ``failed`` or ``interrupted`` and says why and how far it got; with no
+    image validated there are no accuracy figures at all (None), never a 0 % that reads like a
+    measurement.
+    """
     idx = sorted(records)
     recs = [records[i] for i in idx]
     true = np.array([r["label"] for r in recs], dtype=np.int64)
@@ -57,8 +56,11 @@ def build_report(vset, records: dict[int, dict], segments: list[dict], card: dic
 
     link = _link(segments)
     n = len(recs)
-    return {
+    status = failure["status"] if failure else ("complete" if n == len(vset) else "incomplete")
+    report = {
         "schema": 1,
+        "status": status,
+        "failure": failure,
         "model_sha256": sha,
         "source": vset.source,
         "data_root": vset.data_root,
@@ -83,6 +85,9 @@ def build_report(vset, records: dict[int, dict], segments: list[dict], card: dic
         "per_port_images": {p: sum(1 for r in recs if r.get("port") == p)
                             for p in sorted({r.get("port", "?") for r in recs})},
     }
+    if not n:  # nothing measured: no figures that look like measurements
+        report["board"] = report["host"] = report["agreement"] = None
+    return report
 
 
 def _link(segments: list[dict]) -> dict:
@@ -135,8 +140,19 @@ def _link(segments: list[dict]) -> dict:
     }
 
 
+def _failure_line(report: dict) -> str | None:
+    f = report.get("failure")
+    if not f:
+        return None
+    return (f"Validation {f['status']} while {f['stage']}: {f['error']}. {f['validated']} of "
+            f"{f['images']} images validated" + (" (figures below are for those only)" if f["validated"] else
+                                                  "; no figures") + ".")
+
+
 def closing_note(report: dict) -> str:
     """One paragraph for the terminal."""
+    if not report["validated"]:
+        return _failure_line(report) or f"0/{report['images']} images validated"
     b, a, link = report["board"], report["agreement"], report["link"]
     parts = [f"{report['validated']}/{report['images']} images ({report['source']}): "
              f"board accuracy {b['accuracy']:.2%} (host {report['host']['accuracy']:.2%}), "
@@ -164,7 +180,17 @@ def _md_table(rows: list[list], header: list[str]) -> str:
 def _markdown(r: dict) -> str:
     classes = r["classes"]
     b, h, a = r["board"], r["host"], r["agreement"]
-    lines = [f"# On-device validation", "",
+    head = ["# On-device validation" + (f": {r['status'].upper()}" if r.get("failure") else ""), ""]
+    if r.get("failure"):
+        f = r["failure"]
+        head += [f"**{_failure_line(r)}**", ""]
+        head += [f"- {name}: {why}" for name, why in f.get("boards", {}).items()] + ([""] if f.get("boards") else [])
+        head += ["Run the same command again to resume: images already validated are kept "
+                 "(results.jsonl).", ""]
+    if not r["validated"]:
+        return "\n".join(head + [f"Model `{r['model_sha256'][:16]}...`, {r['images']} images of the "
+                                  f"{r['source']} ({r['data_root']}) to validate; none was.", ""])
+    lines = head + [
              f"Model `{r['model_sha256'][:16]}...`, {r['validated']} of {r['images']} images of the "
              f"{r['source']} ({r['data_root']}), host reference: {r['reference']}.", "",
              _md_table([
@@ -245,7 +271,7 @@ def _png(r: dict, path: Path) -> None:
 
 def write_report(out_dir: Path, report: dict) -> None:
     """``report.json``, ``report.md`` and ``confusion.png`` in ``out_dir``."""
-    from facemask_edge.runs import write_atomic, write_json
+    from facemask_edge.artifacts.files import write_atomic, write_json
 
     out_dir = Path(out_dir)
     write_json(out_dir / "report.json", report)
