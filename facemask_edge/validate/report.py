@@ -79,11 +79,35 @@ def build_report(vset, records: dict[int, dict], segments: list[dict], card: dic
         },
         "latency_ms": {"p50": _pct(us, 50) / 1e3 if n else None, "p95": _pct(us, 95) / 1e3 if n else None,
                        "max": float(us.max()) / 1e3 if n else None, "source": "board timer"},
+        "counts": _counts(recs),
         "link": link,
         "ports": sorted({r.get("port", "?") for r in recs}),
         "per_port_images": {p: sum(1 for r in recs if r.get("port") == p)
                             for p in sorted({r.get("port", "?") for r in recs})},
     }
+
+
+def _counts(recs: list[dict]) -> dict | None:
+    """Per-inference instruction/cycle counts (protocol FEATURE_COUNTS) and their time at the
+    board's clock, or None when the board did not report counts."""
+    counted = [r["board"] for r in recs if "count" in r["board"]]
+    if not counted:
+        return None
+    from facemask_edge.emulate.measure import latency_figures
+
+    return latency_figures([b["count"] for b in counted], counted[-1].get("counter", "?"),
+                           counted[-1].get("name", ""))
+
+
+def _count_text(c: dict) -> str:
+    unit = c["counter"]
+    text = (f"{unit} per inference p50 {c['p50'] / 1e6:.3f} M, p95 {c['p95'] / 1e6:.3f} M, "
+            f"max {c['max'] / 1e6:.3f} M")
+    if c.get("ms"):
+        lo, hi = c["ms"]["p50"]
+        cpi = f" at {c['cpi_range'][0]}-{c['cpi_range'][1]} cycles/instruction" if c.get("cpi_range") else ""
+        text += f" = {lo:.1f}-{hi:.1f} ms on {c['board']} ({c['clock_hz'] / 1e6:.0f} MHz{cpi})"
+    return text
 
 
 def _link(segments: list[dict]) -> dict:
@@ -147,6 +171,8 @@ def closing_note(report: dict) -> str:
     lat = report["latency_ms"]
     if lat["p50"] is not None:
         parts.append(f"latency p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms, max {lat['max']:.1f} ms")
+    if report.get("counts"):
+        parts.append(_count_text(report["counts"]))
     if link.get("images_per_s"):
         busy = [p["line_busy"] for p in link.get("ports", {}).values() if p.get("line_busy")]
         line = f", line busy {min(busy):.1%}" if busy else ""
@@ -189,6 +215,8 @@ def _markdown(r: dict) -> str:
     if lat["p50"] is not None:
         lines += ["## Latency (board timer)", "",
                   f"p50 {lat['p50']:.2f} ms, p95 {lat['p95']:.2f} ms, max {lat['max']:.2f} ms.", ""]
+    if r.get("counts"):
+        lines += ["## Measured counts (board)", "", _count_text(r["counts"]) + ".", ""]
     link = r["link"]
     if link.get("images"):
         lines += ["## Link", "",
