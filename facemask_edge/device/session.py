@@ -443,7 +443,7 @@ class BoardSession:
             on_result(BoardResult(
                 s.key, msg.label, msg.scores, msg.micros, self.name, msg.count,
                 fr.COUNTER_NAMES.get(self.info.counter, "?") if msg.count is not None and self.info else "",
-                self.info.board if self.info else "")))
+                self.info.board if self.info else ""))
             return True
 
         def rehandshake(why: str) -> None:

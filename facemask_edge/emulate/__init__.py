@@ -23,7 +23,7 @@ from facemask_edge.emulate.measure import CPI_NOTE, CPI_RANGE, count_to_ms, late
 from facemask_edge.emulate.qemu import BootReport, Emulator, parse_log
 from facemask_edge.errors import DeviceError
 
-__all__ = ["EMULATED_BOARDS", "Prepared", "build_for_run", "layer_table", "measurement", "measure_run",
+__all__ = ["model_run", "attach_measurement", "EMULATED_BOARDS", "Prepared", "build_for_run", "layer_table", "measurement", "measure_run",
            "read_measurement", "Emulator", "BootReport", "parse_log", "build_tflm", "find_tflm",
            "CPI_RANGE", "CPI_NOTE", "count_to_ms", "latency_figures", "MEASURE_FILE"]
 
@@ -187,3 +187,45 @@ def summary_lines(m: dict) -> list[str]:
         f"= {plo:.1f}-{phi:.1f} ms",
         f"arena used {m['arena_used_bytes']:,} bytes, RAM left {m['free_ram_bytes']:,} bytes (of the Nano's 256 KB)",
     ]
+
+
+def model_run(tflite: str | Path, out_dir: str | Path, labels: list[str] | None = None) -> Path:
+    """A run folder for a bare int8 ``.tflite`` (e.g. the MLPerf Tiny VWW reference), so that it can
+    be exported, emulated and validated like a trained run.
+
+    The model card is derived from the flatbuffer: square int8 input (RGB or grayscale), one int8
+    output; labels default to ``class0..classN-1``.
+    """
+    import hashlib
+
+    from facemask_edge.export.tflite_info import read_tflite
+
+    data = Path(tflite).read_bytes()
+    info = read_tflite(data)
+    inp, out = info.inputs[0], info.outputs[0]
+    classes = out.shape[-1] if out.shape else 0
+    labels = list(labels) if labels else [f"class{i}" for i in range(classes)]
+    run = Path(out_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "model_int8.tflite").write_bytes(data)
+    card = {"schema": 1, "model": "model_int8.tflite", "sha256": hashlib.sha256(data).hexdigest(),
+            "run": Path(tflite).stem, "labels": labels,
+            "input": {"shape": list(inp.shape), "size": inp.shape[1],
+                      "color": "grayscale" if inp.shape[-1] == 1 else "rgb"}}
+    (run / "model_card.json").write_text(json.dumps(card, indent=1) + "\n")
+    (run / "labels.txt").write_text("".join(f"{label}\n" for label in labels))
+    return run
+
+
+def attach_measurement(profile: dict, m: dict | None) -> dict:
+    """Put a measurement next to ``profile_model``'s estimate: ``latency_ms`` stays the estimate,
+    ``measured_latency_ms`` is the emulator's, ``latency_source`` says which one to quote."""
+    profile = dict(profile)
+    if m and m.get("board") == profile.get("board") and m.get("model_sha256") == profile.get("model_sha256"):
+        profile["measured_latency_ms"] = [round(v, 2) for v in m["invoke_ms"]]
+        profile["measured"] = {k: m[k] for k in ("invoke_instructions", "preprocess_instructions",
+                                                  "instructions_per_mac", "cpi_range", "target")}
+        profile["latency_source"] = "measured (emulated Cortex-M4, instructions x CPI range)"
+    else:
+        profile["latency_source"] = "estimate (MACs x cycles/MAC)"
+    return profile
