@@ -298,7 +298,7 @@ def build_firmware(sketch_src: Path, out_dir: Path, *, tflm: str | Path | None =
         _run(cmd, f"compiling {p.name}")
         objects.append(obj)
     elf = out_dir / "firmware.elf"
-    cmd = [gxx, *CPU_FLAGS, "-Os", "-nostartfiles", "--specs=nano.specs", "-Wl,--gc-sections",
+    cmd = [gxx, *CPU_FLAGS, "-Os", "-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs", "-Wl,--gc-sections",
            "-T", str(board / "mps2_an386.ld"), "-Wl,-Map," + str(out_dir / "firmware.map"),
            *map(str, objects), str(lib.archive), "-lm", "-o", str(elf)]
     _run(cmd, "linking firmware.elf")

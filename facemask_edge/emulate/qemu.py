@@ -100,13 +100,14 @@ class Emulator:
             raise ToolMissing(f"{QEMU} not found", "install it: apt-get install qemu-system-arm")
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.log.write_text("")
+        # QEMU names the pty on stdout ("char device redirected to ..."), errors on stderr: read both.
         self.proc = subprocess.Popen(qemu_command(self.elf, self.log), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         found = threading.Event()
 
         def read_stderr() -> None:
-            assert self.proc is not None and self.proc.stderr is not None
-            for line in self.proc.stderr:
+            assert self.proc is not None and self.proc.stdout is not None
+            for line in self.proc.stdout:
                 self._stderr.append(line.rstrip())
                 m = _PTY.search(line)
                 if m:

@@ -1,8 +1,8 @@
 /* startup.c: reset handler and vector table of the emulator board (Cortex-M4F on QEMU mps2-an386).
  *
  * Copies .data, clears .bss, turns the FPU on (the code is built with -mfpu=fpv4-sp-d16), runs
- * the C++ constructors and calls main(). Faults print their name on UART1 and stop QEMU through
- * semihosting-free means: they simply spin, and the host times out. */
+ * the C++ constructors and calls main(). Faults print their name on UART1 ("FE-EMU fault ...",
+ * which the host reports) and spin. */
 #include <stdint.h>
 
 extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _estack;
@@ -22,6 +22,12 @@ void Reset_Handler(void) {
   for (;;) {
   }
 }
+
+/* newlib's __libc_init_array calls _init/_fini, normally from crti.o (not linked: -nostartfiles). */
+void _init(void);
+void _fini(void);
+void _init(void) {}
+void _fini(void) {}
 
 static void hard_fault(void) { fe_emu_fault("HardFault"); }
 static void mem_fault(void) { fe_emu_fault("MemManage"); }
