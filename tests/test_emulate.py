@@ -117,12 +117,13 @@ def test_vww_reference_loads_counts_within_5_percent_and_is_bit_exact(emulated, 
     from facemask_edge.emulate import model_run
     from facemask_edge.validate.runner import validate_run
 
-    run = model_run(VWW, tmp_path / "vww", ["no_person", "person"])
+    # VWW's two outputs named after the data's class folders: only bit-exactness counts here.
+    run = model_run(VWW, tmp_path / "vww", ["with_mask", "without_mask"])
     prep, emu = emulated(run)
     boot = emu.boot_report()
     assert boot.status == 0, f"model init failed on the board: status {boot.status}"
     assert abs(boot.invoke - VWW_REFERENCE_INSTRUCTIONS) <= 0.05 * VWW_REFERENCE_INSTRUCTIONS, boot.invoke
-    n = max(8, IMAGES // 2)
+    n = max(6, IMAGES // 4)
     report, _ = validate_run(run, [emu.port], data=synthetic_data, out_dir=tmp_path / "v", limit=n, timeout=60)
     assert report["validated"] == n
     assert report["agreement"]["bit_exact"] == 1.0
