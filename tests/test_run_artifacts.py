@@ -175,7 +175,7 @@ def test_evaluate_reports_on_the_shipped_model_and_refuses_a_bad_one(qat_run, tm
 def test_training_into_an_existing_run_leaves_nothing_stale(qat_run, tmp_path, tiny_backbone, capsys):
     """Behaviour 1: train --out R into a converted run with a QAT model, then convert: only what
     the new training made is used, and every figure of the card describes the shipped file."""
-    from facemask_edge.convert.tflite_info import read_model
+    from facemask_edge.artifacts.tflite import read_tflite
     from facemask_edge.testing import make_synthetic_dataset
     from facemask_edge.train.trainer import TrainConfig, train
 
@@ -198,7 +198,7 @@ def test_training_into_an_existing_run_leaves_nothing_stale(qat_run, tmp_path, t
     shipped = (run / "model_int8.tflite").read_bytes()
     assert card["quantization"] == "ptq" and set(card["selection"]["validation"]) == {"ptq"}
     assert shipped != old["model_int8.tflite"]
-    info = read_model(shipped)
+    info = read_tflite(shipped)
     assert card["sha256"] == _sha(run / "model_int8.tflite") and card["flatbuffer_bytes"] == len(shipped)
     assert card["macs"] == info.macs and card["params"] == m["params"]
     prov = json.loads((run / "provenance.json").read_text())["artifacts"]

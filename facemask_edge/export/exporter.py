@@ -299,6 +299,12 @@ def export_run(run_dir: str | Path, board: str, out: str | Path | None = None,
         raise FacemaskError(f"unknown export format {fmt!r}", f"use one of {', '.join(FORMATS)}")
     b = get_board(board)
     run = _shipped_for_firmware(run_dir)
+    missing = {op: why for op, why in b.unsupported_ops.items() if op in run.info.op_names}
+    if missing:
+        raise ConversionError(f"the model uses {', '.join(sorted(missing))}, which {b.title} cannot run: "
+                              + "; ".join(missing.values()),
+                              "rebuild the model without that layer (e.g. a matmul between activations), "
+                              "or export for a board whose library has it (esp32cam)")
     budget = check_budget(run, b)
     if not budget.fits:
         raise BudgetError(f"the model does not fit {b.title}: {budget.reason}",

@@ -57,6 +57,10 @@ def build_report(vset, records: dict[int, dict], segments: list[dict], card: dic
     link = _link(segments)
     n = len(recs)
     status = failure["status"] if failure else ("complete" if n == len(vset) else "incomplete")
+    counts = _counts(recs)
+    # An emulated board's timer is virtual time (1 instruction = 1 ns): not a board's latency.
+    timer = ("emulator virtual time (1 instruction = 1 ns), not the board's: see counts"
+             if counts and counts.get("counter") == "instructions" else "board timer")
     report = {
         "schema": 1,
         "status": status,
@@ -79,7 +83,8 @@ def build_report(vset, records: dict[int, dict], segments: list[dict], card: dic
             "first_disagreements": [sample(r) for r in disagree[:10]],
         },
         "latency_ms": {"p50": _pct(us, 50) / 1e3 if n else None, "p95": _pct(us, 95) / 1e3 if n else None,
-                       "max": float(us.max()) / 1e3 if n else None, "source": "board timer"},
+                       "max": float(us.max()) / 1e3 if n else None, "source": timer},
+        "counts": counts,
         "link": link,
         "ports": sorted({r.get("port", "?") for r in recs}),
         "per_port_images": {p: sum(1 for r in recs if r.get("port") == p)
@@ -88,6 +93,29 @@ def build_report(vset, records: dict[int, dict], segments: list[dict], card: dic
     if not n:  # nothing measured: no figures that look like measurements
         report["board"] = report["host"] = report["agreement"] = None
     return report
+
+
+def _counts(recs: list[dict]) -> dict | None:
+    """Per-inference instruction/cycle counts (protocol FEATURE_COUNTS) and their time at the
+    board's clock, or None when the board did not report counts."""
+    counted = [r["board"] for r in recs if "count" in r["board"]]
+    if not counted:
+        return None
+    from facemask_edge.emulate.measure import latency_figures
+
+    return latency_figures([b["count"] for b in counted], counted[-1].get("counter", "?"),
+                           counted[-1].get("name", ""))
+
+
+def _count_text(c: dict) -> str:
+    unit = c["counter"]
+    text = (f"{unit} per inference p50 {c['p50'] / 1e6:.3f} M, p95 {c['p95'] / 1e6:.3f} M, "
+            f"max {c['max'] / 1e6:.3f} M")
+    if c.get("ms"):
+        lo, hi = c["ms"]["p50"]
+        cpi = f" at {c['cpi_range'][0]}-{c['cpi_range'][1]} cycles/instruction" if c.get("cpi_range") else ""
+        text += f" = {lo:.1f}-{hi:.1f} ms on {c['board']} ({c['clock_hz'] / 1e6:.0f} MHz{cpi})"
+    return text
 
 
 def _link(segments: list[dict]) -> dict:
@@ -160,8 +188,10 @@ def closing_note(report: dict) -> str:
     if a["disagreeing_images"]:
         parts.append(f"{a['disagreeing_images']} disagree (max score diff {a['max_score_diff']})")
     lat = report["latency_ms"]
-    if lat["p50"] is not None:
+    if lat["p50"] is not None and lat.get("source", "board timer") == "board timer":
         parts.append(f"latency p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms, max {lat['max']:.1f} ms")
+    if report.get("counts"):
+        parts.append(_count_text(report["counts"]))
     if link.get("images_per_s"):
         busy = [p["line_busy"] for p in link.get("ports", {}).values() if p.get("line_busy")]
         line = f", line busy {min(busy):.1%}" if busy else ""
@@ -212,8 +242,10 @@ def _markdown(r: dict) -> str:
                             ["#", "file", "true", "board", "board scores", "host", "host scores"]), ""]
     lat = r["latency_ms"]
     if lat["p50"] is not None:
-        lines += ["## Latency (board timer)", "",
+        lines += [f"## Latency ({lat.get('source', 'board timer')})", "",
                   f"p50 {lat['p50']:.2f} ms, p95 {lat['p95']:.2f} ms, max {lat['max']:.2f} ms.", ""]
+    if r.get("counts"):
+        lines += ["## Measured counts (board)", "", _count_text(r["counts"]) + ".", ""]
     link = r["link"]
     if link.get("images"):
         lines += ["## Link", "",

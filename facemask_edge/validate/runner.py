@@ -312,6 +312,8 @@ def _stream(sessions, vset, todo, model, card, sha, reference, records, appender
                 rec = {"kind": "image", "i": i, "key": vset.keys[i], "label": int(vset.labels[i]),
                        "board": {"label": r.label, "scores": list(r.scores), "us": r.micros},
                        "host": {"label": host_label, "scores": host}, "port": r.port}
+                if r.count is not None:
+                    rec["board"].update(count=r.count, counter=r.counter, name=r.board)
                 appender.write(rec)
                 records[i] = rec
                 done_now += 1
