@@ -171,7 +171,7 @@ def _tflm_key(src: Path, gcc: str, flags: tuple[str, ...]) -> str:
 def _cache_root() -> Path:
     """``$FACEMASK_EDGE_BUILD_CACHE`` or the user cache's ``emulate/``: builds are keyed by the
     hash of their sources and flags, so any number of checkouts and test sessions can share them."""
-    from facemask_edge.data.ingest import cache_dir
+    from facemask_edge.paths import cache_dir
 
     env = os.environ.get("FACEMASK_EDGE_BUILD_CACHE")
     return Path(env) if env else cache_dir() / "emulate"
