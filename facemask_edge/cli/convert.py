@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import click
 
-from facemask_edge.cli._common import echo_json_summary, field_option, run_dir_argument
+from facemask_edge.cli._common import FieldOption, echo_json_summary, field_option, run_dir_argument
 from facemask_edge.pipeline.config import PipelineConfig
 
 __all__ = ["convert"]
 
 
+# PipelineConfig.quantization as flags: one default ("best", the pipeline's rule) for both commands.
+_Q = {"cls": FieldOption, "source": "PipelineConfig.quantization", "shown": PipelineConfig.quantization}
+
+
 @click.command()
 @run_dir_argument()
-@click.option("--best", "quantization", flag_value="best", default=True,
+@click.option("--best", "quantization", flag_value="best", default=PipelineConfig.quantization == "best", **_Q,
               help="[default] Convert PTQ and, if trained, QAT; ship the one most faithful to the "
                    "float model on the validation split (the pipeline's rule).")
-@click.option("--ptq", "quantization", flag_value="ptq",
+@click.option("--ptq", "quantization", flag_value="ptq", **_Q,
               help="Ship post-training quantization of the float model.")
-@click.option("--qat", "quantization", flag_value="qat",
+@click.option("--qat", "quantization", flag_value="qat", **_Q,
               help="Ship the quantization-aware model (facemask-edge qat first).")
-@click.option("--no-qat", "quantization", flag_value="ptq", hidden=True)  # older name of --ptq
-@click.option("--select-best", "quantization", flag_value="best", hidden=True)  # older name of --best
+@click.option("--no-qat", "quantization", flag_value="ptq", hidden=True, **_Q)  # older name of --ptq
+@click.option("--select-best", "quantization", flag_value="best", hidden=True, **_Q)  # older name of --best
 @field_option(PipelineConfig, "representative")
 def convert(run_dir, quantization, representative):
     """Convert RUN_DIR to a full-int8 model_int8.tflite with model_card.json.
