@@ -12,17 +12,18 @@ __all__ = ["convert"]
 
 # PipelineConfig.quantization as flags: one default ("best", the pipeline's rule) for both commands.
 _Q = {"cls": FieldOption, "source": "PipelineConfig.quantization", "shown": PipelineConfig.quantization}
+_SHOWN = f"  [default: {PipelineConfig.quantization}]"
 
 
 @click.command()
 @run_dir_argument()
 @click.option("--best", "quantization", flag_value="best", default=PipelineConfig.quantization == "best", **_Q,
-              help="[default] Convert PTQ and, if trained, QAT; ship the one most faithful to the "
-                   "float model on the validation split (the pipeline's rule).")
+              help="Convert PTQ and, if trained, QAT; ship the one most faithful to the float model on the "
+                   "validation split (the pipeline's rule)." + _SHOWN)
 @click.option("--ptq", "quantization", flag_value="ptq", **_Q,
-              help="Ship post-training quantization of the float model.")
+              help="Ship post-training quantization of the float model." + _SHOWN)
 @click.option("--qat", "quantization", flag_value="qat", **_Q,
-              help="Ship the quantization-aware model (facemask-edge qat first).")
+              help="Ship the quantization-aware model (facemask-edge qat first)." + _SHOWN)
 @click.option("--no-qat", "quantization", flag_value="ptq", hidden=True, **_Q)  # older name of --ptq
 @click.option("--select-best", "quantization", flag_value="best", hidden=True, **_Q)  # older name of --best
 @field_option(PipelineConfig, "representative")
