@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import email.utils
 import io
+import json
 import random
 import re
 import threading
@@ -67,6 +68,8 @@ class UploadItem:
         sha256: hash of the file's bytes: the ledger key.
         format: decoded format (``JPEG``, ``PNG``, ``WEBP``...).
         copies: other files with exactly the same bytes (not sent).
+        split: the run's split part (``train``/``val``/``test``) or the category.
+        run_id: the run folder's name with ``--split-from``, else ``""``.
     """
 
     path: str
@@ -75,6 +78,17 @@ class UploadItem:
     sha256: str
     format: str
     copies: list[str] = field(default_factory=list)
+    split: str = ""
+    run_id: str = ""
+
+    def metadata(self) -> dict[str, str]:
+        """What goes into ``x-metadata`` (string values: Edge Impulse's sample metadata is
+        ``Dict[str, str]``): enough to trace a sample back to its file, split and run, and to
+        reconcile the project with the data set (``ei status``)."""
+        meta = {"source": self.path, "sha256": self.sha256, "split": self.split or self.category}
+        if self.run_id:
+            meta["run_id"] = self.run_id
+        return meta
 
 
 @dataclass
@@ -118,12 +132,15 @@ def plan_upload(data: str | Path, split_from: str | Path | None = None,
         raise DataError(f"unknown category {category!r}", f"use one of {', '.join(CATEGORIES)}")
     ds = scan_dataset(data, size=None)
     where: dict[str, str] = {}
+    part_of: dict[str, str] = {}
+    run_id = Path(split_from).resolve().name if split_from is not None else ""
     if split_from is not None:
         split = load_split(Path(split_from))
         idx = split_indices(ds, split)
         for name, cat in (("train", "training"), ("val", "training"), ("test", "testing")):
             for i in idx[name]:
                 where[ds.items[int(i)].path] = cat
+                part_of[ds.items[int(i)].path] = name
         extra = [it.path for it in ds.items if it.path not in where]
         if extra:
             raise DataError(f"{len(extra)} usable image(s) in {ds.root} are not in "
@@ -140,7 +157,8 @@ def plan_upload(data: str | Path, split_from: str | Path | None = None,
             first.copies.append(it.path)
             other_category += first.category != cat
             continue
-        by_sha[sha] = UploadItem(it.path, label, cat, sha, it.format)
+        by_sha[sha] = UploadItem(it.path, label, cat, sha, it.format,
+                                 split=part_of.get(it.path, cat), run_id=run_id)
     return UploadPlan(ds.root, list(by_sha.values()), len(ds.items), list(ds.skipped),
                       other_category)
 
@@ -220,7 +238,7 @@ class _Abort(Exception):
 class UploadSummary:
     """What an upload did."""
 
-    project_id: int
+    project_id: int | None
     usable: int
     unique: int
     copies: int
@@ -344,7 +362,10 @@ class _Uploader:
         name, payload, ctype = _payload(self.root, item)
         url = self.cfg.ingestion_url(f"/api/{item.category}/files")
         headers = {"x-api-key": self.cfg.api_key, "x-label": quote(item.label, safe="-_.!~*'()"),
-                   "x-disallow-duplicates": "1", "Accept": "application/json"}
+                   "x-disallow-duplicates": "1", "Accept": "application/json",
+                   # ASCII JSON (non-ASCII path characters escaped): a header must be latin-1
+                   "x-metadata": json.dumps(item.metadata(), ensure_ascii=True,
+                                            separators=(",", ":"))}
         ambiguous = False  # an earlier attempt may have stored the image
         last = ""
         out = _Outcome(item, "failed")
@@ -377,7 +398,8 @@ class _Uploader:
                 self.reached.set()
                 self.connect_failures = 0
                 status = resp.status_code
-                if status in (401, 403):
+                if status in (401, 403, 421):
+                    # 421: the ingestion service's answer to a request without the key header
                     text = _body_error(resp)
                     raise _Abort(EdgeImpulseError(f"Edge Impulse ingestion rejected the API key "
                                                   f"({status}: {text})", KEY_HINT))
@@ -465,7 +487,7 @@ def _first_id(error: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def upload_dataset(cfg: EIConfig, plan: UploadPlan, ledger: Ledger, project_id: int,
+def upload_dataset(cfg: EIConfig, plan: UploadPlan, ledger: Ledger, project_id: int | None,
                    concurrency: int = 8, policy: RetryPolicy | None = None,
                    session: requests.Session | None = None, seed: int | None = None,
                    show_progress: bool = True, recheck: bool = False) -> UploadSummary:
@@ -555,7 +577,7 @@ def upload_dataset(cfg: EIConfig, plan: UploadPlan, ledger: Ledger, project_id: 
     return summary
 
 
-def _account(summary: UploadSummary, out: _Outcome, ledger: Ledger, project_id: int) -> None:
+def _account(summary: UploadSummary, out: _Outcome, ledger: Ledger, project_id: int | None) -> None:
     summary.requests += out.requests
     it = out.item
     if out.status in ("uploaded", "already-there"):
