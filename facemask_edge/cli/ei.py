@@ -335,7 +335,10 @@ def status(data, split_from, category, ledger, repair, concurrency, api_key, api
                 click.echo("after repair: " + rep.lines()[0])
     click.echo(f"ledger: {path}")
     if not rep.in_sync:
-        raise click.exceptions.Exit(1)
+        raise EdgeImpulseError(
+            f"project {rep.project_id} differs from the data set: {len(rep.missing)} missing, "
+            f"{len(rep.wrong_label)} wrong label, {len(rep.wrong_category)} wrong category",
+            "see the report above" + ("" if repair else "; --repair fixes these"))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -212,10 +212,11 @@ def _upload_model(studio: Studio, m: RunModel, imp: Impulse | None, device: str 
     form = {"modelFileName": m.path.name, "modelFileType": "tflite"}
     if device:
         form["device"] = device
-    with open(m.path, "rb") as fh:
-        studio.start_and_wait("/pretrained-model/upload", "model upload", params=_params(imp),
-                              files={"modelFile": (m.path.name, fh, "application/octet-stream")},
-                              data=form)
+    # Bytes, not a file handle: a retried request must send the whole model again.
+    model = m.path.read_bytes()
+    studio.start_and_wait("/pretrained-model/upload", "model upload", params=_params(imp),
+                          files={"modelFile": (m.path.name, model, "application/octet-stream")},
+                          data=form)
 
 
 def _check_device(studio: Studio, device: str) -> None:
