@@ -267,16 +267,17 @@ def failure_kind(exc: BaseException, timeout: float) -> str:
         if isinstance(e, (requests.exceptions.ProxyError, u3.ProxyError)):
             return "the proxy failed: " + redact_clip(str(e), 160)
     for e in chain:
-        if isinstance(e, (requests.Timeout, socket.timeout, TimeoutError, u3.TimeoutError)):
-            return f"timed out after {timeout:g} s"
-    for e in chain:
         if isinstance(e, ConnectionRefusedError):
             return "connection refused"
-        if isinstance(e, socket.gaierror) or "Name or service not known" in str(e) \
-                or "nodename nor servname" in str(e):
+        if isinstance(e, socket.gaierror):
             return "host name not found"
         if isinstance(e, (ConnectionResetError, BrokenPipeError)):
             return "connection reset by the server"
+    for e in chain:
+        # urllib3's NewConnectionError subclasses ConnectTimeoutError: it is no timeout.
+        if isinstance(e, (requests.Timeout, socket.timeout, TimeoutError, u3.TimeoutError)) \
+                and not isinstance(e, u3.NewConnectionError):
+            return f"timed out after {timeout:g} s"
     for e in chain:
         if isinstance(e, (u3.ProtocolError, requests.exceptions.ChunkedEncodingError)) \
                 or "RemoteDisconnected" in repr(e):
