@@ -328,3 +328,25 @@ def test_status_matches_by_content_hash_without_metadata_or_ledger(server, key, 
     out = capfd.readouterr()[0]
     # the synthetic set has WEBP/BMP files, sent as PNG: their hash is of the PNG we send
     assert rc == 0 and "ok 12, missing 0, extra 0" in out.splitlines()[0], out
+
+
+def test_sdk_settings_hand_the_proxy_to_the_sdks_client(server, key, monkeypatch):
+    """The generated client reads only ``Configuration.proxy``: under ``sdk_settings`` an SDK
+    call goes through the proxy the environment names."""
+    pytest.importorskip("edgeimpulse")
+    from facemask_edge.edge_impulse.config import resolve_config, sdk_settings
+
+    cfg = resolve_config(key, server.api_endpoint, server.ingestion_endpoint, timeout=10)
+    with LoopbackProxy() as proxy:
+        for k, v in proxy.env().items():
+            monkeypatch.setenv(k, v)
+        with sdk_settings(cfg) as ei:
+            devices = ei.model.list_profile_devices()
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        monkeypatch.setenv("no_proxy", "127.0.0.1")
+        n = len(proxy.log)
+        with sdk_settings(cfg) as ei:
+            ei.model.list_profile_devices()
+    assert devices[0] == "cortex-m4f-80mhz"
+    assert proxy.seen(f"{server.url}/v1/api/projects") and proxy.seen(f"{server.url}/v1/api/4242")
+    assert len(proxy.log) == n  # NO_PROXY honoured too

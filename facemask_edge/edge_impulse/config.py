@@ -386,6 +386,14 @@ def import_sdk():
     return edgeimpulse
 
 
+def env_proxy(url: str) -> str | None:
+    """The proxy the standard variables name for ``url`` (``None``: direct, e.g. by
+    ``NO_PROXY``) - the same choice ``requests`` makes for the toolkit's own calls."""
+    from requests.utils import get_environ_proxies, select_proxy
+
+    return select_proxy(url, get_environ_proxies(url)) or None
+
+
 @contextmanager
 def sdk_settings(cfg: EIConfig):
     """Point the ``edgeimpulse`` SDK at ``cfg`` for the block; bound every socket wait.
@@ -396,7 +404,11 @@ def sdk_settings(cfg: EIConfig):
     Its generated client (``edgeimpulse_api.rest.RESTClientObject``) builds a urllib3
     ``PoolManager`` that follows redirects and keeps ``x-api-key`` on a host change; for the
     block, every such client gets :class:`_SameOriginRetry` (same ``total=10, backoff_factor=1``
-    as the SDK's default) so that a redirect to another origin raises :class:`RedirectRefused`.
+    as the SDK's default) so that a redirect to another origin raises :class:`RedirectRefused`,
+    and the proxy of the standard variables (:func:`env_proxy`), which it would ignore.
+
+    The toolkit's own commands no longer call the SDK (see :mod:`.studio` for why); this is for
+    scripts and tests that do.
     """
     ei = import_sdk()
     from edgeimpulse_api import rest
@@ -408,6 +420,10 @@ def sdk_settings(cfg: EIConfig):
     def init(self, configuration, *args, **kwargs):
         if not isinstance(configuration.retries, _SameOriginRetry):
             configuration.retries = _SameOriginRetry(total=10, backoff_factor=1.0)
+        if not configuration.proxy:
+            # The generated client reads only ``configuration.proxy``; give it what
+            # HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY say, as requests does for ours.
+            configuration.proxy = env_proxy(configuration.host)
         old_init(self, configuration, *args, **kwargs)
 
     ei.API_KEY, ei.API_ENDPOINT, ei.INGESTION_ENDPOINT = (cfg.api_key, cfg.api_endpoint,
