@@ -29,6 +29,7 @@ class LoopbackProxy:
 
     def __init__(self):
         self.log: list[tuple[str, str]] = []
+        self.upstream_ports: set[int] = set()  # local ports of the proxy's origin connections
         self._lock = threading.Lock()
         self._server: socketserver.ThreadingTCPServer | None = None
 
@@ -107,6 +108,8 @@ class LoopbackProxy:
             kept = [h for h in headers if not h.lower().startswith((b"connection:",
                                                                      b"proxy-"))]
             with socket.create_connection((parts.hostname, parts.port or 80), timeout=30) as up:
+                with self._lock:
+                    self.upstream_ports.add(up.getsockname()[1])
                 up.sendall(f"{method} {path} {version}\r\n".encode("latin-1") + b"".join(kept)
                            + b"Connection: close\r\n\r\n" + body)
                 while True:
@@ -125,6 +128,8 @@ class LoopbackProxy:
         except OSError:
             conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
             return
+        with self._lock:
+            self.upstream_ports.add(up.getsockname()[1])
         conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
         with up:
             socks = [conn, up]

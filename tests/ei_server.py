@@ -158,6 +158,7 @@ class RecordedRequest:
     status: int | None = None
     fault: str | None = None
     time: float = 0.0  # time.monotonic() when the request arrived
+    peer_port: int = 0  # the client's source port (tells a proxied request from a direct one)
 
 
 @dataclass
@@ -225,6 +226,40 @@ class _Impulse:
     profile: dict | None = None
     saved: dict | None = None
     builds: dict = field(default_factory=dict)
+
+
+def _self_signed_cert() -> tuple[str, str]:
+    """A throw-away certificate and key for 127.0.0.1 (PEM files in a temporary folder)."""
+    import datetime
+    import ipaddress
+    import os
+    import tempfile
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ei-loopback")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    folder = tempfile.mkdtemp(prefix="ei-tls-")
+    cert_path, key_path = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM,
+                                  serialization.PrivateFormat.TraditionalOpenSSL,
+                                  serialization.NoEncryption()))
+    return cert_path, key_path
 
 
 def _parse_multipart(content_type: str, body: bytes) -> dict[str, list]:
@@ -316,9 +351,11 @@ class EIServer:
     def __init__(self, api_key: str = "ei_" + "0123456789abcdef" * 4, *,
                  faults: FaultConfig | None = None, project_id: int = 4242,
                  project_name: str = "facemask-edge loopback", job_seconds: float = 0.0,
-                 store_data: bool = True, leaky: bool = False):
+                 store_data: bool = True, leaky: bool = False, tls: bool = False):
         self.state = _State(api_key, project_id, project_name, store_data)
         self.leaky = leaky  # echo the received key in error bodies (a careless server)
+        self.tls = tls  # serve https with a self-signed certificate for 127.0.0.1 (ca_file)
+        self.ca_file: str | None = None
         self.faults = faults or FaultConfig()
         self.job_seconds = job_seconds
         self._rng = random.Random(self.faults.seed)
@@ -338,6 +375,14 @@ class EIServer:
             ei = server
 
         self._httpd = _HTTPServer(("127.0.0.1", 0), Handler)
+        if self.tls:
+            import ssl
+
+            cert, key = _self_signed_cert()
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(cert, key)
+            self.ca_file = cert
+            self._httpd.socket = ctx.wrap_socket(self._httpd.socket, server_side=True)
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="ei-server",
                                         kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
@@ -358,7 +403,7 @@ class EIServer:
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
 
     @property
     def api_endpoint(self) -> str:
@@ -517,7 +562,7 @@ class _Handler(BaseHTTPRequestHandler):
         ingestion = bool(re.fullmatch(r"/api/[^/]+/(files|data)", path))
         record = RecordedRequest(self.command, path, query,
                                  {k.lower(): v for k, v in self.headers.items()}, None,
-                                 time=time.monotonic())
+                                 time=time.monotonic(), peer_port=self.client_address[1])
         self._record = record
         st = self.ei.state
         with st.lock:

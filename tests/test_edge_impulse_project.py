@@ -28,7 +28,8 @@ from facemask_edge.edge_impulse.redact import forget_secret  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_int8.tflite"
 ENV_VARS = ("EI_API_KEY", "EI_API_ENDPOINT", "EI_INGESTION_ENDPOINT", "HTTPS_PROXY", "HTTP_PROXY",
-            "NO_PROXY", "https_proxy", "http_proxy", "no_proxy", "ALL_PROXY", "all_proxy")
+            "NO_PROXY", "https_proxy", "http_proxy", "no_proxy", "ALL_PROXY", "all_proxy",
+            "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
 
 @pytest.fixture()
@@ -212,8 +213,39 @@ def test_upload_profile_and_deploy_all_go_through_the_proxy(server, key, run, da
     assert proxy.seen(f"{base}/v1/api/4242/pretrained-model/profile")  # profile
     assert proxy.seen(f"{base}/v1/api/4242/jobs/build-ondevice-model")  # deploy
     assert proxy.seen(f"{base}/v1/api/4242/deployment/download")
-    # every request the server saw came through the proxy
+    # every request the server saw came through the proxy (from one of its sockets)
     assert len(server.requests) == len(proxy.log)
+    assert {r.peer_port for r in server.requests} <= proxy.upstream_ports
+
+
+def test_https_goes_through_the_proxy_with_connect(key, run, dataset, monkeypatch, capfd):
+    """The real service is https: HTTPS_PROXY alone, CONNECT tunnels, TLS end to end."""
+    with EIServer(key, tls=True) as server, LoopbackProxy() as proxy:
+        env = {**server.env(key), "REQUESTS_CA_BUNDLE": server.ca_file,
+               "HTTPS_PROXY": proxy.url, "https_proxy": proxy.url, "NO_PROXY": "",
+               "no_proxy": ""}
+        assert _main(monkeypatch, env, "upload-data", "--data", str(dataset)) == 0
+        assert _main(monkeypatch, env, "profile", str(run)) == 0
+        assert _main(monkeypatch, env, "deploy", str(run), "--target", "zip") == 0
+        port = server.url.rsplit(":", 1)[1]
+    capfd.readouterr()
+    assert proxy.log and all(e == ("CONNECT", f"127.0.0.1:{port}") for e in proxy.log)
+    assert {r.peer_port for r in server.requests} <= proxy.upstream_ports
+    for path in (r"^/api/split/files$", r"/pretrained-model/profile$",
+                 r"/jobs/build-ondevice-model$", r"/deployment/download$"):
+        assert server.requests_to(path), path
+
+
+def test_a_tls_failure_says_so_at_once(key, run, monkeypatch, capfd):
+    """An untrusted certificate fails in the handshake: not "connection failed after 30 s"."""
+    with EIServer(key, tls=True) as server:
+        t0 = time.monotonic()
+        rc = _main(monkeypatch, server.env(key), "profile", str(run))
+        elapsed = time.monotonic() - t0
+    (line,) = _errors(capfd.readouterr()[1])
+    assert rc == 1 and elapsed < 10
+    assert "(TLS error: " in line and "CERTIFICATE_VERIFY_FAILED" in line
+    assert "after" not in line.split("(TLS error")[1].split(")")[0]
 
 
 def test_only_an_ingestion_endpoint_does_not_ask_the_default_studio(server, key, dataset,
