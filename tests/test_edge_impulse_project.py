@@ -382,3 +382,29 @@ def test_sdk_settings_hand_the_proxy_to_the_sdks_client(server, key, monkeypatch
     assert devices[0] == "cortex-m4f-80mhz"
     assert proxy.seen(f"{server.url}/v1/api/projects") and proxy.seen(f"{server.url}/v1/api/4242")
     assert len(proxy.log) == n  # NO_PROXY honoured too
+
+
+def test_a_421_for_a_missing_key_header_stops_the_upload_at_once(server, dataset, tmp_path):
+    """421 is the ingestion service's answer to a request without the key header (a proxy
+    that strips it, say): a key problem for the whole run, not three per-image refusals."""
+    from facemask_edge.edge_impulse.config import EIConfig
+    from facemask_edge.edge_impulse.ledger import Ledger
+    from facemask_edge.edge_impulse.upload import plan_upload, upload_dataset
+    from facemask_edge.errors import EdgeImpulseError
+
+    cfg = EIConfig("", server.api_endpoint, server.ingestion_endpoint, 5.0)
+    with Ledger(tmp_path / "l.jsonl") as led, \
+            pytest.raises(EdgeImpulseError, match=r"rejected the API key \(421: Missing"):
+        upload_dataset(cfg, plan_upload(dataset), led, 4242, concurrency=1,
+                       show_progress=False)
+    assert len(server.requests_to(r"/files$")) == 1
+
+
+def test_our_impulse_beside_a_users_is_not_taken_unasked(server, key, run, monkeypatch, capfd):
+    assert _main(monkeypatch, server.env(key), "deploy", str(run), "--target", "zip") == 0
+    (ours,) = server.state.impulses
+    user = server.add_impulse("Trained in Studio")
+    rc = _main(monkeypatch, server.env(key), "deploy", str(run), "--target", "zip")
+    (line,) = _errors(capfd.readouterr()[1])
+    assert rc == 1 and f"impulse {user} 'Trained in Studio'" in line
+    assert f"--impulse {ours}" in line

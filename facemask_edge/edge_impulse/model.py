@@ -192,14 +192,16 @@ def choose_impulse(studio: Studio, impulse: int | None = None, new_impulse: bool
         return ours[0]
     if yes:
         return None
-    first = found[0]
-    more = f" and {len(found) - 1} more" if len(found) > 1 else ""
+    theirs = [i for i in found if not i.ours]
+    first = theirs[0]
+    more = f" and {len(theirs) - 1} more" if len(theirs) > 1 else ""
+    mine = f" (facemask-edge's own: --impulse {ours[0].id})" if ours else ""
     raise EdgeImpulseError(
         f"project {pid} ({studio.project.name}) already has impulse {first.id} "
         f"'{redact_clip(first.name, 80)}'{more}; sending the model would replace the default "
         "impulse's model",
         f"pass --impulse {first.id} to replace it, --new-impulse to add a separate impulse, or "
-        "--yes to use the default impulse; best: a separate project (and key) for "
+        f"--yes to use the default impulse{mine}; best: a separate project (and key) for "
         "bring-your-own-model")
 
 
