@@ -344,13 +344,15 @@ class EIServer:
         api_key: the one valid project key.
         leaky: put the key the client sent into error messages, to test client-side redaction.
         faults: random fault injection (default: none).
-        job_seconds: how long each job runs before ``finished`` is set.
+        job_seconds: how long each job runs before ``finished`` is set; or a dict by job key
+            (``pretrained-model-upload``, ``pretrained-model-profile``,
+            ``build-ondevice-model``), 0 for the others.
         store_data: keep uploaded bytes (off for the big acceptance run).
     """
 
     def __init__(self, api_key: str = "ei_" + "0123456789abcdef" * 4, *,
                  faults: FaultConfig | None = None, project_id: int = 4242,
-                 project_name: str = "facemask-edge loopback", job_seconds: float = 0.0,
+                 project_name: str = "facemask-edge loopback", job_seconds: float | dict = 0.0,
                  store_data: bool = True, leaky: bool = False, tls: bool = False):
         self.state = _State(api_key, project_id, project_name, store_data)
         self.leaky = leaky  # echo the received key in error bodies (a careless server)
@@ -882,7 +884,9 @@ class _Handler(BaseHTTPRequestHandler):
                     break
             jid = st.next_job
             st.next_job += 1
-            job = _Job(jid, category, key, _now(), time.monotonic() + self.ei.job_seconds, ok,
+            secs = self.ei.job_seconds
+            secs = secs.get(key, 0.0) if isinstance(secs, dict) else secs
+            job = _Job(jid, category, key, _now(), time.monotonic() + secs, ok,
                        list(logs))
             st.jobs[jid] = job
         return job

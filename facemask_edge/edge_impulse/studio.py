@@ -201,8 +201,15 @@ class Studio:
             EdgeImpulseError: the deadline passed (the job is cancelled first).
         """
         interval = 0.1
+        doing = f"{what} (job {job_id})"
         while True:
-            job = self.get(f"/jobs/{job_id}/status", f"{what} (job {job_id})").get("job") or {}
+            try:
+                job = self.get(f"/jobs/{job_id}/status", doing).get("job") or {}
+            except EdgeImpulseError:
+                left = self.deadline.remaining()
+                if left is not None and left <= 0:
+                    self._cancel(job_id)  # out of time: stop the job we no longer wait for
+                raise
             if job.get("finished"):
                 if job.get("finishedSuccessful") is True:
                     return job
@@ -213,12 +220,10 @@ class Studio:
                                 "the job's last log lines are above; fix the cause, or look at "
                                 "the job in Studio", job_id, tail)
             left = self.deadline.remaining()
-            if left is not None and left <= interval:
+            if left is not None and left <= 0:
                 self._cancel(job_id)
-                self.deadline.check(f"{what} (job {job_id})")
-                time.sleep(max(0.0, left))
-                continue
-            time.sleep(interval)
+                self.deadline.check(doing)
+            time.sleep(interval if left is None else max(0.0, min(interval, left)))
             interval = min(2.0, interval * 2)
 
     def _cancel(self, job_id: int) -> None:
