@@ -26,11 +26,14 @@ from __future__ import annotations
 import email.utils
 import io
 import json
+import os
 import random
 import re
+import signal
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -535,12 +538,28 @@ def upload_dataset(cfg: EIConfig, plan: UploadPlan, ledger: Ledger, project_id: 
     start = time.monotonic()
     abort: _Abort | None = None
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ei-upload")
+    ctrl_c = threading.Event()
+
+    def stop_and_record(pending) -> None:
+        summary.interrupted = True
+        up.stop.set()
+        from facemask_edge.progress import log
+
+        log(f"interrupted: waiting for the requests in flight (at most "
+            f"{cfg.timeout:g} s) to record them; Ctrl-C again to abandon them")
+        for fut in pending:
+            fut.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+        for fut in pending:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                _account(summary, fut.result(), ledger, project_id)
+
     try:
         with progress(f"uploading {len(todo)} images to Edge Impulse", total=len(todo)) \
-                if show_progress and todo else _null_progress() as bar:
+                if show_progress and todo else _null_progress() as bar, _ctrl_c_sets(ctrl_c):
             pending = {pool.submit(up.send, it) for it in todo}
             try:
-                while pending:
+                while pending and not ctrl_c.is_set():
                     done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
                     for fut in done:
                         try:
@@ -553,19 +572,10 @@ def upload_dataset(cfg: EIConfig, plan: UploadPlan, ledger: Ledger, project_id: 
                         bar.advance()
                     if abort is not None:
                         break
-            except KeyboardInterrupt:
-                summary.interrupted = True
-                up.stop.set()
-                from facemask_edge.progress import log
-
-                log(f"interrupted: waiting for the requests in flight (at most "
-                    f"{cfg.timeout:g} s) to record them; Ctrl-C again to abandon them")
-                for fut in pending:
-                    fut.cancel()
-                pool.shutdown(wait=True, cancel_futures=True)
-                for fut in pending:
-                    if fut.done() and not fut.cancelled() and fut.exception() is None:
-                        _account(summary, fut.result(), ledger, project_id)
+                if ctrl_c.is_set():
+                    stop_and_record(pending)
+            except KeyboardInterrupt:  # not in the main thread: Ctrl-C arrives as usual
+                stop_and_record(pending)
     finally:
         up.stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
@@ -575,6 +585,34 @@ def upload_dataset(cfg: EIConfig, plan: UploadPlan, ledger: Ledger, project_id: 
     if abort is not None:
         raise abort.error from abort.error.__cause__
     return summary
+
+
+@contextmanager
+def _ctrl_c_sets(event: threading.Event):
+    """While the upload runs, Ctrl-C sets ``event`` instead of raising ``KeyboardInterrupt``.
+
+    A ``KeyboardInterrupt`` raised inside ``concurrent.futures.wait`` can leave a future's
+    lock held: the workers then block in ``set_result`` and ``shutdown(wait=True)`` never
+    returns (seen: an upload hung for 12 minutes after one Ctrl-C). A second Ctrl-C abandons
+    the requests in flight and exits at once: the ledger is ``fsync``'d entry by entry, so
+    nothing recorded is lost. Outside the main thread (no signal handlers there) nothing
+    changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if event.is_set():
+            os.write(2, b"\nabandoned the requests in flight; re-run to resume\n")
+            os._exit(130)
+        event.set()
+
+    old = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def _account(summary: UploadSummary, out: _Outcome, ledger: Ledger, project_id: int | None) -> None:
