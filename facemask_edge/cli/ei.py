@@ -82,7 +82,10 @@ def _config(api_key, api_endpoint, ingestion_endpoint, timeout):
 
 @click.group("ei")
 def ei():
-    """Edge Impulse: upload the data set, profile and deploy the int8 model.
+    """Edge Impulse: upload the data set, check it (status), profile and deploy the int8 model.
+
+    Profile and deploy never replace an impulse you made in Studio unasked; best use a separate
+    project (and key) for bring-your-own-model.
 
     Endpoints and key: --api-key/EI_API_KEY, --api-endpoint/EI_API_ENDPOINT,
     --ingestion-endpoint/EI_INGESTION_ENDPOINT.

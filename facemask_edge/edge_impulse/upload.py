@@ -17,8 +17,9 @@ Why not ``edgeimpulse.data.upload_samples``: it builds the same request (we keep
 headers and ``data`` field name) but returns only the JSON body of a failure, so the status code
 and ``Retry-After`` of a 429 are lost; it has no retries and no per-sample completion hook for the
 ledger; and importing ``edgeimpulse`` imports TensorFlow (seconds) for what is an HTTP POST. So
-this module calls the ingestion API with ``requests`` directly; the studio-API calls of
-``ei profile``/``ei deploy`` do go through the SDK.
+this module calls the ingestion API with ``requests`` directly (as :mod:`.studio` does for the
+studio API). Each upload also carries ``x-metadata`` (source path, sha256, split part, run id),
+which ``ei status`` uses to match samples to files.
 """
 
 from __future__ import annotations
