@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "flash": ("flash", "flash", "Build and upload the firmware with arduino-cli."),
     "board-sim": ("board_sim", "board_sim", "Run a simulated board on a pseudo-terminal."),
     "validate": ("validate", "validate", "Stream test images to a board and compare with the host."),
+    "predict": ("predict", "predict", "Classify photos with the shipped int8 model (and on a board with --port)."),
     "monitor": ("monitor", "monitor", "Show a running board's camera-loop predictions live."),
     "ei": ("ei", "ei", "Edge Impulse: upload data, profile and deploy the model."),
     "pipeline": ("pipeline", "pipeline", "Run every stage: train, QAT, convert, profile, export, validate."),
@@ -62,12 +63,17 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="facemask-edge")
-@click.option("--verbose", "-v", is_flag=True, help="Show full tracebacks and debug output.")
+@click.option("--verbose", "-v", is_flag=True,
+              help="Show full tracebacks, debug output and TensorFlow's own log lines.")
 @click.pass_context
 def cli(ctx, verbose):
     """From a folder of face images to a validated int8 model on a microcontroller."""
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = verbose
+    if verbose:
+        from facemask_edge._tf import show_library_logs
+
+        show_library_logs()
 
 
 def main(argv=None) -> int:

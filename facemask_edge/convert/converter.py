@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from facemask_edge.convert.compat import check_compatible
 from facemask_edge.convert.runtimes import measure_arena
 from facemask_edge.artifacts.tflite import TfliteModel, read_tflite
 from facemask_edge.errors import ConversionError, ModelError
-from facemask_edge.progress import log
+from facemask_edge.progress import log, progress, ticking
 
 __all__ = ["convert_keras", "convert_run", "select_best", "model_card", "check_input_quantization",
            "INPUT_SCALE", "INPUT_ZERO_POINT"]
@@ -70,7 +69,7 @@ def convert_keras(model, representative=None) -> bytes:
         # The converter prints "fully_quantize: 0, inference_type: 6 ..." from C++ and warns
         # "Statistics for quantized inputs were expected" (the int8 input's statistics come from
         # the representative set); both are noise here and are replayed only on failure.
-        with quiet_native(), warnings.catch_warnings():
+        with ticking("converting to int8"), quiet_native(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
             return bytes(conv.convert())
     except Exception as exc:
@@ -94,14 +93,9 @@ def check_input_quantization(info: TfliteModel) -> None:
 
 
 def _versions() -> dict[str, str]:
-    out = {}
-    for pkg in ("facemask-edge", "tensorflow", "tf_keras", "tensorflow-model-optimization",
-                "tflite-micro", "numpy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    from facemask_edge._tf import library_versions
+
+    return library_versions()
 
 
 def model_card(data: bytes, labels: list[str], color: str, quantization: str,
@@ -162,9 +156,11 @@ def select_best(run_dir: Path, representative: int = 300) -> dict:
     pf = float_model.predict(xv.astype(np.float32) / 255.0, batch_size=128, verbose=0)
     stats = {}
     for kind in kinds:
-        convert_run(run_dir, qat=(kind == "qat"), representative=representative)
+        convert_run(run_dir, qat=(kind == "qat"), representative=representative, install=False)
         runner = TFLMRunner(run_dir / f"model_int8_{kind}.tflite")
-        q = runner.run_batch(to_int8(xv)).astype(np.float32)
+        with progress(f"{kind.upper()} int8 on {len(xv)} validation images (tflite-micro)",
+                      total=len(xv), transient=True) as bar:
+            q = runner.run_batch(to_int8(xv), bar).astype(np.float32)
         qp = runner.output["quantization_parameters"]
         probs = (q - qp["zero_points"][0]) * qp["scales"][0]
         stats[kind] = {"label_agreement_with_float": float((q.argmax(1) == pf.argmax(1)).mean()),
@@ -182,10 +178,13 @@ def select_best(run_dir: Path, representative: int = 300) -> dict:
     log(f"selected {best.upper()}: " + "; ".join(
         f"{k} agreement {v['label_agreement_with_float']:.4f}, score diff {v['mean_score_diff']:.4f}, "
         f"accuracy {v['accuracy']:.4f}" for k, v in stats.items()))
+    log(f"shipping model_int8_{best}.tflite as model_int8.tflite ({best.upper()}, "
+        f"{card['flatbuffer_bytes']} bytes)")
     return card["selection"]
 
 
-def convert_run(run_dir: Path, qat: bool | None = None, representative: int = 300) -> Path:
+def convert_run(run_dir: Path, qat: bool | None = None, representative: int = 300,
+                install: bool = True) -> Path:
     """Convert a trained run to ``model_int8.tflite`` with ``labels.txt`` and ``model_card.json``.
 
     Args:
@@ -193,18 +192,22 @@ def convert_run(run_dir: Path, qat: bool | None = None, representative: int = 30
         qat: True: use ``model_qat.h5`` (error if missing); False: post-training quantization
             of ``model.keras``; None: QAT when it exists, else PTQ.
         representative: calibration images from the train split (PTQ).
+        install: also make it the run's shipped model (``model_int8.tflite`` and
+            ``model_card.json``); False writes only the variant's own files.
 
     Returns:
-        Path of ``model_int8.tflite``. The variant is also kept as ``model_int8_qat.tflite`` or
-        ``model_int8_ptq.tflite`` with its card, so both can be compared.
+        Path of ``model_int8.tflite`` (``install``), else of the variant's file. The variant is
+        always kept as ``model_int8_qat.tflite`` or ``model_int8_ptq.tflite`` with its card, so
+        both can be compared.
     """
-    from facemask_edge._tf import keras
+    from facemask_edge._tf import keras, seed_everything
     from facemask_edge.runs import load_config, load_labels, load_run_data, write_json
     from facemask_edge.train.qat import HOST_ONLY, load_qat_model
 
     run_dir = Path(run_dir)
     t0 = time.monotonic()
     cfg = load_config(run_dir)
+    reproducibility = seed_everything(cfg.get("seed", 0))
     if cfg["arch"] in HOST_ONLY:
         raise ModelError(f"{cfg['arch']} is a host-only comparison model; it never fits a board",
                          "train --arch mobilenet_v1 or mobilenet_v2 to convert for a board")
@@ -235,11 +238,15 @@ def convert_run(run_dir: Path, qat: bool | None = None, representative: int = 30
     card = model_card(tflite, labels, cfg["color"], kind, run_dir, params)
     card["model"] = f"model_int8_{kind}.tflite"
     card["convert_seconds"] = round(time.monotonic() - t0, 1)
+    card["reproducibility"] = reproducibility
     (run_dir / f"model_int8_{kind}.tflite").write_bytes(tflite)
     write_json(run_dir / f"model_card_{kind}.json", card)
+    log(f"wrote model_int8_{kind}.tflite ({kind.upper()}): {len(tflite)} bytes, arena "
+        f"{card['arena_bytes']} bytes, {card['macs']:,} MACs ({card['convert_seconds']} s)")
+    if not install:
+        return run_dir / f"model_int8_{kind}.tflite"
     card["model"] = "model_int8.tflite"
     (run_dir / "model_int8.tflite").write_bytes(tflite)
     write_json(run_dir / "model_card.json", card)
-    log(f"wrote {run_dir / 'model_int8.tflite'}: {len(tflite)} bytes, arena {card['arena_bytes']} "
-        f"bytes, {card['macs']:,} MACs ({card['convert_seconds']} s)")
+    log(f"shipping it as {run_dir / 'model_int8.tflite'} ({kind.upper()})")
     return run_dir / "model_int8.tflite"

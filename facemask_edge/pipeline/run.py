@@ -90,7 +90,7 @@ class _Runner:
 
     def stage_convert(self, resume: bool):
         from facemask_edge.convert.converter import convert_run, select_best
-        from facemask_edge.runs import read_json, write_json
+        from facemask_edge.runs import read_json
 
         kinds = self.cfg.variants()
         for stale in ("ptq", "qat"):  # evaluate compares every variant present: only ours
@@ -102,15 +102,10 @@ class _Runner:
             sel = select_best(self.run_dir, representative=self.cfg.representative)
             val = {k: v["accuracy"] for k, v in sel["validation"].items()}
         else:
-            for kind in kinds:  # the last one converted becomes model_int8.tflite
-                convert_run(self.run_dir, qat=(kind == "qat"), representative=self.cfg.representative)
             chosen = self.cfg.quantization if self.cfg.quantization in kinds else kinds[-1]
-            if chosen != kinds[-1]:
-                card = read_json(self.run_dir / f"model_card_{chosen}.json")
-                card["model"] = "model_int8.tflite"
-                data = (self.run_dir / f"model_int8_{chosen}.tflite").read_bytes()
-                (self.run_dir / "model_int8.tflite").write_bytes(data)
-                write_json(self.run_dir / "model_card.json", card)
+            for kind in kinds:  # only the chosen one becomes model_int8.tflite
+                convert_run(self.run_dir, qat=(kind == "qat"), representative=self.cfg.representative,
+                            install=(kind == chosen))
             val = _val_accuracy(self.run_dir, kinds)
             log("  int8 validation accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in val.items())
                 + f"; model_int8.tflite is the {chosen.upper()} model")
@@ -309,9 +304,16 @@ def _val_accuracy(run_dir: Path, kinds: list[str]) -> dict[str, float]:
     x, y = load_run_data(run_dir).part("val")
     if not len(x):
         return {}
+    from facemask_edge.progress import progress
+
     xq = to_int8(x)
-    return {k: float((TFLMRunner(run_dir / f"model_int8_{k}.tflite").run_batch(xq).argmax(1) == y).mean())
-            for k in kinds}
+    out = {}
+    for k in kinds:
+        with progress(f"{k.upper()} int8 on {len(xq)} validation images (tflite-micro)",
+                      total=len(xq), transient=True) as bar:
+            out[k] = float((TFLMRunner(run_dir / f"model_int8_{k}.tflite").run_batch(xq, bar).argmax(1)
+                            == y).mean())
+    return out
 
 
 def _train_figures(m: dict) -> dict:
