@@ -71,16 +71,24 @@ def _python_stderr_off_fd2() -> None:
     _terminal = io.TextIOWrapper(io.FileIO(os.dup(2), "w"), encoding=sys.stderr.encoding,
                                  errors=sys.stderr.errors, line_buffering=True, write_through=True)
     sys.stderr = _terminal
+    # A native crash (SIGSEGV, abort) while fd 2 is held would otherwise die in silence.
+    import faulthandler
+
+    faulthandler.enable(file=_terminal)
 
 
 @contextlib.contextmanager
-def quiet_native():
-    """Hold C-level stderr (fd 2) during the block; replay it if the block raises.
+def quiet_native(replay=None):
+    """Hold C-level stderr (fd 2) during the block; replay it if the block fails.
 
-    For TensorFlow's native chatter (start-up notices, ``cuInit`` errors, the converter's
-    ``fully_quantize: 0 ...`` line, absl) that Python's logging and warnings filters cannot
-    reach. Python-level output (``sys.stderr``) still reaches the terminal.
-    ``FACEMASK_EDGE_TF_LOGS=1`` lets everything through.
+    For TensorFlow's native chatter (start-up notices, ``cuInit`` errors, tf.data graph
+    warnings, the converter's ``fully_quantize: 0 ...`` line, absl) that Python's logging and
+    warnings filters cannot reach. Python-level output (``sys.stderr``) still reaches the
+    terminal. ``FACEMASK_EDGE_TF_LOGS=1`` lets everything through.
+
+    Args:
+        replay: called with the exception that ends the block; the held output is shown when it
+            returns True. Default: for every exception but ``KeyboardInterrupt``.
     """
     if library_logs_shown():
         yield
@@ -90,17 +98,22 @@ def quiet_native():
     saved = os.dup(2)
     with tempfile.TemporaryFile() as tmp:
         os.dup2(tmp.fileno(), 2)
-        ok = False
+        failure: BaseException | None = None
         try:
             yield
-            ok = True
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
-            if not ok:
+            if failure is not None and (replay(failure) if replay else
+                                        not isinstance(failure, KeyboardInterrupt)):
                 tmp.seek(0)
-                sys.stderr.write(tmp.read().decode(errors="replace"))
+                held = tmp.read().decode(errors="replace")
+                if held:
+                    sys.stderr.write(held if held.endswith("\n") else held + "\n")
 
 
 @contextlib.contextmanager

@@ -37,6 +37,28 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+# Commands that run TensorFlow or tflite-micro: their native log lines (fd 2) are held for the
+# whole command and shown only with --verbose, or when the command fails unexpectedly. Commands
+# whose subprocesses talk to the user on stderr (flash: arduino-cli) are not held.
+_HOLD_NATIVE = {"train", "qat", "convert", "evaluate", "profile", "export", "board-sim", "validate",
+                "predict", "pipeline", "sweep"}
+
+
+def _native_held(args: list[str]):
+    """The fd-2 hold for the command in ``args`` (a no-op for the others)."""
+    import contextlib
+
+    command = next((a for a in args if not a.startswith("-")), None)
+    if command not in _HOLD_NATIVE:
+        return contextlib.nullcontext()
+    from facemask_edge._tf import quiet_native
+
+    # Replayed only for a crash: a toolkit error is one line, and Ctrl-C is the user's doing.
+    return quiet_native(replay=lambda exc: not isinstance(
+        exc, (FacemaskError, click.exceptions.ClickException, click.exceptions.Exit,
+              click.exceptions.Abort, KeyboardInterrupt)))
+
+
 class LazyGroup(click.Group):
     """A group that imports a command's module only when that command is used."""
 
@@ -78,9 +100,11 @@ def cli(ctx, verbose):
 
 def main(argv=None) -> int:
     """Entry point: run the CLI and turn toolkit errors into one-line messages."""
-    verbose = "--verbose" in (argv or sys.argv[1:]) or "-v" in (argv or sys.argv[1:])
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in args or "-v" in args
     try:
-        cli.main(args=argv, prog_name="facemask-edge", standalone_mode=False)
+        with _native_held(args):
+            cli.main(args=argv, prog_name="facemask-edge", standalone_mode=False)
     except FacemaskError as exc:
         if verbose:
             raise

@@ -181,16 +181,21 @@ def BestWeights(patience: int, label: str):  # noqa: N802 - a class factory (TF 
 def stage_callbacks(run_dir: Path, label: str, epochs: int, steps: int) -> list:
     """What every ``fit`` of a run gets besides :func:`BestWeights`: a bar per epoch on a
     terminal, and TensorBoard logs in ``RUN_DIR/tensorboard/LABEL`` (scalars per epoch; no
-    graph, histograms or profiler: they cost time and disk).
+    graph, histograms or profiler: they cost time and disk; skipped if the ``tensorboard``
+    package, a dependency, was removed).
     """
+    import importlib.util
     import sys
 
     from facemask_edge._tf import keras
 
-    logdir = Path(run_dir) / "tensorboard" / label
-    shutil.rmtree(logdir, ignore_errors=True)  # a stage run again replaces its curves
-    out = [keras().callbacks.TensorBoard(log_dir=str(logdir), histogram_freq=0, write_graph=False,
-                                         write_images=False, update_freq="epoch", profile_batch=0)]
+    out = []
+    if importlib.util.find_spec("tensorboard") is not None:  # tf.summary.scalar lives there
+        logdir = Path(run_dir) / "tensorboard" / label
+        shutil.rmtree(logdir, ignore_errors=True)  # a stage run again replaces its curves
+        out.append(keras().callbacks.TensorBoard(log_dir=str(logdir), histogram_freq=0,
+                                                 write_graph=False, write_images=False,
+                                                 update_freq="epoch", profile_batch=0))
     if sys.stderr.isatty():
         out.insert(0, _Callbacks.epoch_bar()(label, epochs, steps))
     return out
@@ -269,7 +274,7 @@ def train(cfg: TrainConfig) -> dict:
     Returns:
         The metrics dictionary (also in ``metrics.json``).
     """
-    from facemask_edge._tf import keras, library_versions, seed_everything, tf
+    from facemask_edge._tf import keras, library_versions, seed_everything
     from facemask_edge.data.ingest import scan_dataset
     from facemask_edge.data.splits import make_split, save_split, split_indices
     from facemask_edge.metrics import classification_metrics
@@ -282,7 +287,7 @@ def train(cfg: TrainConfig) -> dict:
     strategy, chief = _strategy(cfg.distribute)
     out = Path(cfg.out) if chief else Path(tempfile.mkdtemp(prefix="facemask-worker-"))
     out.mkdir(parents=True, exist_ok=True)
-    k, T = keras(), tf()
+    k = keras()
     reproducibility = seed_everything(cfg.seed)
 
     ds = scan_dataset(cfg.data, size=cfg.size, color=cfg.color)
