@@ -6,6 +6,7 @@ import click
 
 from facemask_edge.cli.train import _int_list, _teachers
 from facemask_edge.cli._common import BOARD
+from facemask_edge.fmt import span
 from facemask_edge.train.model import HEADS
 
 __all__ = ["pipeline"]
@@ -129,6 +130,6 @@ def pipeline(data, out, board, config_file, port, demo, redo, weights, arch, alp
         if isinstance(v, float):
             v = f"{v:.1f}" if k in secs else f"{v:.4f}"
         elif isinstance(v, list):
-            v = f"{v[0]:.0f}-{v[1]:.0f}"
+            v = span(v[0], v[1])
         click.echo(f"  {k.ljust(width)}  {v}")
     click.echo(f"summary: {cfg.out}/summary.md")
