@@ -136,7 +136,8 @@ def test_predict_bad_files_get_their_own_line_and_the_rest_continue(tiny_run, sy
     assert cap.out.startswith(f"{good}: ") and len(cap.out.strip().splitlines()) == 1
     assert f"error: {bad}: not an image" in cap.err
     assert f"error: {tmp_path / 'missing.png'}: no such file" in cap.err
-    assert "1 of 3 image(s) classified; 2 could not be read" in cap.err
+    assert cap.err.strip().splitlines()[-1] == \
+        "error: 1 of 3 image(s) classified; 2 could not be read (listed above)"
     assert "Traceback" not in cap.err
 
 

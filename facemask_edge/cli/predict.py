@@ -22,8 +22,7 @@ __all__ = ["predict"]
 @click.option("--baud", type=int, default=921600, show_default=True, help="UART speed of --port.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=8.0, show_default=True,
               envvar="FACEMASK_EDGE_TIMEOUT", help="Seconds to wait for a board that does not answer.")
-@click.pass_context
-def predict(ctx, run_dir, images, as_json, port, baud, timeout):
+def predict(run_dir, images, as_json, port, baud, timeout):
     """Classify IMAGES (files or folders) with RUN_DIR's shipped int8 model.
 
     Each photo is decoded and preprocessed exactly as the board does (centre crop, box resize,
@@ -66,9 +65,8 @@ def predict(ctx, run_dir, images, as_json, port, baud, timeout):
     for p in failed:
         click.echo(f"error: {p.path}: {p.error}", err=True)
     if failed:
-        click.echo(f"{len(preds) - len(failed)} of {len(preds)} image(s) classified; "
-                   f"{len(failed)} could not be read", err=True)
-        ctx.exit(1)
+        raise DataError(f"{len(preds) - len(failed)} of {len(preds)} image(s) classified; "
+                        f"{len(failed)} could not be read (listed above)")
 
 
 def _scores(scores: dict[str, float]) -> str:
