@@ -57,8 +57,10 @@ def predict(run_dir, images, as_json, port, baud, timeout):
             if p.error:
                 continue
             click.echo(f"{p.path}: {p.label} {p.confidence:.3f}  ({_scores(p.scores)})")
-            if p.board is not None:
-                b = p.board
+            b = p.board
+            if b is not None and "error" in b:
+                click.echo(f"  board: {b['error']}")
+            elif b is not None:
                 same = "same scores as the host" if b.get("same_as_host") else "DIFFERS from the host"
                 click.echo(f"  board: {b['label']} {b['confidence']:.3f}  ({_scores(b['scores'])}), "
                            f"{b['ms']:.1f} ms, {same}")
