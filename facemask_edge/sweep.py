@@ -25,6 +25,7 @@ from pathlib import Path
 
 from facemask_edge.boards import BOARDS, DEFAULTS_FILE
 from facemask_edge.errors import FacemaskError
+from facemask_edge.fmt import span
 from facemask_edge.progress import log
 from facemask_edge.train.qat import QAT_EPOCHS
 from facemask_edge.train.trainer import TrainConfig
@@ -407,7 +408,7 @@ def sweep_markdown(res: dict) -> str:
             cells += [f"{r['arena_vs_reference']:.1%}", f"{r['flash_vs_reference']:.1%}"]
         for b in names:
             lo, hi = r["boards"][b]["latency_ms"]
-            cells += [f"{lo:.0f}-{hi:.0f}" if lo != hi else f"{lo:.0f}", "yes" if r["boards"][b]["fits"] else "NO"]
+            cells += [span(lo, hi), "yes" if r["boards"][b]["fits"] else "NO"]
         cells.append(_f(r["seconds"], 0))
         lines.append("| " + " | ".join(cells) + " |")
     if res.get("failed"):
@@ -417,8 +418,8 @@ def sweep_markdown(res: dict) -> str:
         if r.get("name"):
             lines.append(f"- **{b}**: `{r['name']}` ({r['family']}, {r['train']['size']} px {r['train']['color']}, "
                          f"blocks {_blocks_cell(r['train'])}): int8 val {r['int8_val_accuracy']:.4f}, arena "
-                         f"{r['arena_bytes']:,} B, model {r['flatbuffer_bytes']:,} B, latency {r['latency_ms'][0]:.0f}-"
-                         f"{r['latency_ms'][1]:.0f} ms. {r['why']}.")
+                         f"{r['arena_bytes']:,} B, model {r['flatbuffer_bytes']:,} B, latency "
+                         f"{span(*r['latency_ms'])} ms. {r['why']}.")
         else:
             lines.append(f"- **{b}**: none. {r['why']}.")
     plots = res.get("plots") or {}

@@ -67,10 +67,10 @@ def make_tiny_backbone(path: str | Path, size: int = 32, seed: int = 0) -> Path:
     It is randomly initialised: what it stands in for is the shape of a real backbone file
     (like vww_96.h5) at a size that trains and converts in seconds.
     """
-    from facemask_edge._tf import keras, tf
+    from facemask_edge._tf import keras, seed_everything
 
     k = keras()
-    tf().random.set_seed(seed)
+    seed_everything(seed)  # unseeded initialisers draw from Python's random, not TF's seed
     L = k.layers
     inp = k.Input((size, size, 3))
     x = L.Conv2D(8, 3, strides=2, padding="same", use_bias=False)(inp)

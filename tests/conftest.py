@@ -20,8 +20,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# Decoded-image cache of the tests goes to a temporary folder, not the user's cache.
-os.environ.setdefault("FACEMASK_EDGE_CACHE", tempfile.mkdtemp(prefix="facemask-edge-test-cache-"))
+# Decoded-image cache of the tests goes to a temporary folder, not the user's cache; removed
+# when the session ends (pytest_unconfigure) unless the caller chose the cache.
+_OWN_CACHE = None if os.environ.get("FACEMASK_EDGE_CACHE") else \
+    tempfile.mkdtemp(prefix="facemask-edge-test-cache-")
+if _OWN_CACHE:
+    os.environ["FACEMASK_EDGE_CACHE"] = _OWN_CACHE
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 SHARED_DATA = Path(os.environ.get("FACEMASK_EDGE_DEV_DATA", ROOT.parent / "shared" / "datasets" / "facemask-dev"))
@@ -36,6 +40,13 @@ def pytest_addoption(parser):
     parser.addoption("--port", action="store", default=None,
                      help="Run the hardware-marked tests against the board on this serial port "
                           "(default: a simulated board on a pseudo-terminal).")
+
+
+def pytest_unconfigure(config):
+    if _OWN_CACHE:
+        import shutil
+
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -140,3 +140,28 @@ def test_same_pixels_under_two_classes_are_dropped_and_listed(tmp_path):
     ds = scan_dataset(root, size=16, use_cache=False)
     assert len(ds.conflicts) == 1
     assert {s["path"] for s in ds.skipped} == {src.relative_to(root).as_posix(), "without_mask/dup.png"}
+
+
+def test_symlink_loops_and_dangling_links_are_listed_as_skipped(tmp_path):
+    """A link loop, a link to nothing and a linked folder are never silently left out."""
+    import os
+
+    root = make_synthetic_dataset(tmp_path / "data", per_class=4, size=48)
+    wm = root / "with_mask"
+    os.symlink("loop", wm / "loop")  # points at itself
+    os.symlink("missing.jpg", wm / "dangling.jpg")
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", root / "without_mask" / "linked")
+    os.symlink("..", wm / "up")  # a folder loop: the class folder's parent
+    ds = scan_dataset(root, size=32, use_cache=False)
+    reasons = {s["path"]: s["reason"] for s in ds.skipped}
+    assert reasons["with_mask/loop"] == "symbolic link loop"
+    assert reasons["with_mask/dangling.jpg"].startswith("broken symbolic link (to missing.jpg)")
+    assert "not followed" in reasons["without_mask/linked"]
+    assert "not followed" in reasons["with_mask/up"]
+    assert len(ds.items) == 8
+    ds.write_manifest(tmp_path / "run")
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert {s["path"] for s in manifest["skipped"]} == set(reasons)
+    assert (tmp_path / "run" / "skipped.txt").read_text().count("\n") == 4
+    assert "skipped 4 file(s)" in ds.summary_line()

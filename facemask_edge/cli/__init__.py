@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "board-sim": ("board_sim", "board_sim", "Run a simulated board on a pseudo-terminal."),
     "emulate": ("emulate", "emulate", "Run the Nano firmware on an emulated Cortex-M4 (QEMU) on a pseudo-terminal."),
     "validate": ("validate", "validate", "Stream test images to a board and compare with the host."),
+    "predict": ("predict", "predict", "Classify photos with the shipped int8 model (and on a board with --port)."),
     "monitor": ("monitor", "monitor", "Show a running board's camera-loop predictions live."),
     "ei": ("ei", "ei", "Edge Impulse: upload data, profile and deploy the model."),
     "pipeline": ("pipeline", "pipeline", "Run every stage: train, QAT, convert, profile, export, validate."),
@@ -36,6 +37,28 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "data": ("data", "data", "Inspect a data set: classes, usable and skipped files, duplicates."),
     "view": ("view", "view", "Local web app: the board's live frames, a run's report, try the model."),
 }
+
+
+# Commands that run TensorFlow or tflite-micro: their native log lines (fd 2) are held for the
+# whole command and shown only with --verbose, or when the command fails unexpectedly. Commands
+# whose subprocesses talk to the user on stderr (flash: arduino-cli) are not held.
+_HOLD_NATIVE = {"train", "qat", "convert", "evaluate", "profile", "export", "board-sim", "validate",
+                "predict", "pipeline", "sweep"}
+
+
+def _native_held(args: list[str]):
+    """The fd-2 hold for the command in ``args`` (a no-op for the others)."""
+    import contextlib
+
+    command = next((a for a in args if not a.startswith("-")), None)
+    if command not in _HOLD_NATIVE:
+        return contextlib.nullcontext()
+    from facemask_edge._tf import quiet_native
+
+    # Replayed only for a crash: a toolkit error is one line, and Ctrl-C is the user's doing.
+    return quiet_native(replay=lambda exc: not isinstance(
+        exc, (FacemaskError, click.exceptions.ClickException, click.exceptions.Exit,
+              click.exceptions.Abort, KeyboardInterrupt)))
 
 
 class LazyGroup(click.Group):
@@ -64,19 +87,26 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="facemask-edge")
-@click.option("--verbose", "-v", is_flag=True, help="Show full tracebacks and debug output.")
+@click.option("--verbose", "-v", is_flag=True,
+              help="Show full tracebacks, debug output and TensorFlow's own log lines.")
 @click.pass_context
 def cli(ctx, verbose):
     """From a folder of face images to a validated int8 model on a microcontroller."""
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = verbose
+    if verbose:
+        from facemask_edge._tf import show_library_logs
+
+        show_library_logs()
 
 
 def main(argv=None) -> int:
     """Entry point: run the CLI and turn toolkit errors into one-line messages."""
-    verbose = "--verbose" in (argv or sys.argv[1:]) or "-v" in (argv or sys.argv[1:])
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in args or "-v" in args
     try:
-        cli.main(args=argv, prog_name="facemask-edge", standalone_mode=False)
+        with _native_held(args):
+            cli.main(args=argv, prog_name="facemask-edge", standalone_mode=False)
     except FacemaskError as exc:
         if verbose:
             raise

@@ -159,5 +159,6 @@ def echo_json_summary(title: str, figures: dict) -> None:
     width = max((len(k) for k in figures), default=0)
     for key, value in figures.items():
         if isinstance(value, float):
-            value = f"{value:.4f}" if value < 100 else f"{value:.1f}"
+            # Seconds are measured to a tenth; ratios (accuracy, F1) to four decimals.
+            value = f"{value:.1f}" if key.endswith("seconds") or value >= 100 else f"{value:.4f}"
         click.echo(f"  {key.ljust(width)}  {value}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from facemask_edge.cli._common import BOARD, field_option
+from facemask_edge.fmt import span
 from facemask_edge.cli.train import train_field_options
 from facemask_edge.pipeline.config import STAGES, PipelineConfig, board_defaults
 from facemask_edge.boards import BOARDS
@@ -106,6 +107,6 @@ def pipeline(config_file, redo, **options):
         if isinstance(v, float):
             v = f"{v:.1f}" if k in secs else f"{v:.4f}"
         elif isinstance(v, list):
-            v = f"{v[0]:.0f}-{v[1]:.0f}"
+            v = span(v[0], v[1])
         click.echo(f"  {k.ljust(width)}  {v}")
     click.echo(f"summary: {cfg.out}/summary.md")

@@ -8,6 +8,7 @@ import click
 
 from facemask_edge.cli._common import BOARD
 from facemask_edge.errors import BudgetError, FacemaskError
+from facemask_edge.fmt import span
 
 __all__ = ["profile"]
 
@@ -67,7 +68,7 @@ def profile(target, boards, references, measure, tflm):
              "- latency = MACs x cycles-per-MAC / clock:"]
     for b in boards:
         bd = get_board(b)
-        notes.append(f"  - {b}: {bd.cycles_per_mac[0]}-{bd.cycles_per_mac[1]} cycles/MAC at "
+        notes.append(f"  - {b}: {span(*bd.cycles_per_mac, digits=1)} cycles/MAC at "
                      f"{bd.clock_hz / 1e6:.0f} MHz; source: {bd.cycles_source}")
     text = table + "\n\n" + "\n".join(notes) + "\n" + measured_text
     click.echo(text)

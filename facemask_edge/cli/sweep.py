@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from facemask_edge.fmt import span
+
 from facemask_edge.boards import BOARDS
 from facemask_edge.cli._common import field_option, teachers
 from facemask_edge.pipeline.config import PipelineConfig
@@ -142,8 +144,10 @@ def sweep(data, out, weights, keras_weights, fast, sizes, colors, blocks, skips,
             epochs[k] = v
     if dry_run:
         for p in points:
-            click.echo(f"{p.name}: {p.describe()}")
-        click.echo(f"{len(points)} configurations, epochs {epochs}")
+            click.echo(f"{p.name}: " + ", ".join(f"{k} {_cell(v)}" for k, v in p.describe().items()
+                                                 if k != "name" and v is not None))
+        click.echo(f"{len(points)} configurations; epochs at most: " +
+                   ", ".join(f"{k.removesuffix('_epochs')} {v}" for k, v in epochs.items()))
         return
     from facemask_edge.train.model import check_weights_available
 
@@ -163,10 +167,15 @@ def sweep(data, out, weights, keras_weights, fast, sizes, colors, blocks, skips,
     for b, r in res["recommendation"].items():
         if r.get("name"):
             click.echo(f"  {b}: {r['name']} int8 val {r['int8_val_accuracy']:.4f}, arena {r['arena_bytes']:,} B, "
-                       f"latency {r['latency_ms'][0]:.0f}-{r['latency_ms'][1]:.0f} ms")
+                       f"latency {span(*r['latency_ms'])} ms")
         else:
             click.echo(f"  {b}: {r['why']}")
     if write_defaults:
         path = write(res["recommendation"], source=f"facemask-edge sweep --out {out}")
         click.echo(f"defaults: {path}")
     click.echo(f"table: {out}/sweep.md")
+
+
+def _cell(v) -> str:
+    """A configuration value as a user reads it: ``3,5`` for a list."""
+    return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)

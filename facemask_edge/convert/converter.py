@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from facemask_edge.convert.compat import check_compatible
 from facemask_edge.convert.runtimes import measure_arena
 from facemask_edge.artifacts.tflite import TfliteModel, read_tflite
 from facemask_edge.errors import ConversionError, ModelError
-from facemask_edge.progress import log
+from facemask_edge.progress import log, ticking
 
 __all__ = ["convert_keras", "convert_run", "convert_variant", "fidelity", "model_card",
            "check_input_quantization", "QUANTIZATIONS", "BEST_RULE",
@@ -73,7 +72,7 @@ def convert_keras(model, representative=None) -> bytes:
         # The converter prints "fully_quantize: 0, inference_type: 6 ..." from C++ and warns
         # "Statistics for quantized inputs were expected" (the int8 input's statistics come from
         # the representative set); both are noise here and are replayed only on failure.
-        with quiet_native(), warnings.catch_warnings():
+        with ticking("converting to int8"), quiet_native(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
             return bytes(conv.convert())
     except Exception as exc:
@@ -97,14 +96,9 @@ def check_input_quantization(info: TfliteModel) -> None:
 
 
 def _versions() -> dict[str, str]:
-    out = {}
-    for pkg in ("facemask-edge", "tensorflow", "tf_keras", "tensorflow-model-optimization",
-                "tflite-micro", "numpy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    from facemask_edge._tf import library_versions
+
+    return library_versions()
 
 
 def model_card(data: bytes, labels: list[str], color: str, quantization: str,
@@ -263,11 +257,13 @@ def convert_variant(run, kind: str, representative: int = 300):
     Returns:
         The variant (:class:`~facemask_edge.artifacts.run.ModelFile`).
     """
+    from facemask_edge._tf import seed_everything
     from facemask_edge.artifacts.run import FLOAT_MODEL, QAT_MODEL, SPLIT
     from facemask_edge.train.qat import load_qat_model
 
     t0 = time.monotonic()
     cfg = run.config
+    reproducibility = seed_everything(cfg.get("seed", 0))
     source = QAT_MODEL if kind == "qat" else FLOAT_MODEL
     # Hash the inputs before reading them: a file replaced meanwhile makes this variant stale.
     inputs = {source: run.sha256(source), SPLIT: run.sha256(SPLIT)}
@@ -286,4 +282,7 @@ def convert_variant(run, kind: str, representative: int = 300):
     check_compatible(info)
     card = model_card(tflite, run.labels, cfg["color"], kind, run.path, int(float_model.count_params()))
     card["convert_seconds"] = round(time.monotonic() - t0, 1)
+    card["reproducibility"] = reproducibility
+    log(f"wrote model_int8_{kind}.tflite ({kind.upper()}): {len(tflite)} bytes, arena "
+        f"{card['arena_bytes']} bytes, {card['macs']:,} MACs ({card['convert_seconds']} s)")
     return run.write_variant(kind, tflite, card, inputs)

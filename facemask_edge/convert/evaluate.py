@@ -172,7 +172,7 @@ def evaluation_markdown(report: dict) -> str:
     lines = [f"# Evaluation on {report['images']} images ({report['set']})", "",
              f"Shipped model: `{sh['model']}` ({sh['quantization'].upper()}, sha256 {sh['sha256'][:16]}...). "
              "Variants are the other int8 conversions of this run, for comparison; they are not shipped.", "",
-             "| model | runtime | accuracy | F1 | precision | recall | drop vs float (points) |",
+             "| model | runtime | accuracy | F1 | precision | recall | change vs float (points) |",
              "|---|---|---|---|---|---|---|"]
     f = report["float"]
     lines.append(f"| float | tf_keras | {f['accuracy']:.4f} | {f['f1']:.4f} | {f['precision']:.4f} "
@@ -183,7 +183,7 @@ def evaluation_markdown(report: dict) -> str:
         for rt in RUNTIMES:
             m = e[rt]
             lines.append(f"| {name} | {rt} | {m['accuracy']:.4f} | {m['f1']:.4f} | "
-                         f"{m['precision']:.4f} | {m['recall']:.4f} | {m['drop_vs_float_points']:+.2f} |")
+                         f"{m['precision']:.4f} | {m['recall']:.4f} | {_change(m['drop_vs_float_points'])} |")
     same = [k for k, e in report["variants"].items() if e["shipped"]]
     if same:
         lines += ["", f"The {same[0].upper()} variant is the shipped model (same file)."]
@@ -193,3 +193,9 @@ def evaluation_markdown(report: dict) -> str:
         lines.append(f"| {name} | {100 * e['runtimes_bit_exact_rate']:.2f} % | "
                      f"{100 * e['runtimes_label_agreement']:.2f} % | {e['runtimes_max_score_diff']} |")
     return "\n".join(lines) + "\n"
+
+
+def _change(drop_points: float) -> str:
+    """int8 accuracy minus float accuracy, in points: ``-13.33`` is a drop, ``+1.67`` a gain."""
+    change = -drop_points
+    return "0.00" if abs(change) < 0.005 else f"{change:+.2f}"

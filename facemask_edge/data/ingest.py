@@ -9,6 +9,7 @@ splits never separate them.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -73,7 +74,7 @@ class Dataset:
         if dup:
             line += f"; {dup} exact duplicates kept together"
         if self.skipped:
-            line += f"; skipped {len(self.skipped)} file(s) that did not decode (see skipped.txt)"
+            line += f"; skipped {len(self.skipped)} file(s) that could not be used (see skipped.txt)"
         return line
 
     def write_manifest(self, run_dir: Path) -> None:
@@ -132,6 +133,23 @@ def _extract_zip(zpath: Path) -> Path:
     if not (dest / ".complete").exists():
         extract_zip(zpath, dest, marker=".complete")  # all or nothing, within the limits
     return dest
+
+
+def _not_a_file(p: Path) -> str:
+    """Why a folder entry is not a file to decode (symbolic links that lead nowhere, or to a
+    folder: ``rglob`` does not descend into linked folders)."""
+    if p.is_symlink():
+        try:
+            p.resolve(strict=True)
+        except RuntimeError:  # Python 3.11 raises this for a loop
+            return "symbolic link loop"
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return "symbolic link loop"
+            return f"broken symbolic link (to {os.readlink(p)})"
+        if p.is_dir():
+            return "symbolic link to a folder: not followed (link the files, or copy the folder in)"
+    return "not a regular file"
 
 
 def _fingerprint(files: list[tuple[str, int]], root: Path, size, color) -> str:
@@ -194,10 +212,16 @@ def scan_dataset(data: str | Path, size: int | None = 96, color: str = "rgb",
                         "lay out one sub-folder per class, e.g. with_mask/ and without_mask/")
     classes = [c.name for c in class_dirs]
     files: list[tuple[str, int]] = []
+    unreadable: list[dict] = []  # entries that are no file to decode: listed, never silent
     for label, cdir in enumerate(class_dirs):
         for f in sorted(cdir.rglob("*")):
-            if f.is_file() and not any(_is_hidden(p) for p in f.relative_to(root).parts):
-                files.append((f.relative_to(root).as_posix(), label))
+            rel = f.relative_to(root)
+            if any(_is_hidden(p) for p in rel.parts):
+                continue
+            if f.is_file():
+                files.append((rel.as_posix(), label))
+            elif not f.is_dir() or f.is_symlink():
+                unreadable.append({"path": rel.as_posix(), "label": label, "reason": _not_a_file(f)})
     present = {label for _, label in files}
     empty = [c for i, c in enumerate(classes) if i not in present]
     if empty:
@@ -249,7 +273,8 @@ def scan_dataset(data: str | Path, size: int | None = 96, color: str = "rgb",
     for i, m in enumerate(r for r in results if "sha" in r):
         items.append(Item(m["path"], m["label"], m["sha"], m["width"], m["height"], m["format"]))
         keep.append(i)
-    skipped = [{"path": m["path"], "reason": m["reason"]} for m in results if "sha" not in m]
+    skipped = [{"path": m["path"], "reason": m["reason"]} for m in results + unreadable
+               if "sha" not in m]
 
     # The same pixels filed under two classes cannot be learned from: drop them all, listed.
     by_sha: dict[str, set[int]] = {}

@@ -18,6 +18,7 @@ from pathlib import Path
 from facemask_edge.artifacts.tflite import read_tflite
 from facemask_edge.boards import Board, get_board
 from facemask_edge.convert.runtimes import measure_arena
+from facemask_edge.fmt import span
 
 __all__ = ["ARENA_MARGIN", "arena_with_margin", "profile_model", "profile_table"]
 
@@ -102,7 +103,7 @@ def profile_table(rows: list[tuple[str, dict]]) -> str:
     lines = [head, "|" + "---|" * 10]
     for name, p in rows:
         lat = p["latency_ms"]
-        lat_s = f"{lat[0]:.0f}" if lat[0] == lat[1] else f"{lat[0]:.0f}-{lat[1]:.0f}"
+        lat_s = span(lat[0], lat[1])
         lines.append(f"| {name} | {p['board']} | {p['arena_bytes']:,} | "
                      f"{p['arena_with_margin_bytes']:,} | {p['ram_left_bytes']:,} | "
                      f"{p['flash_bytes']:,} | {p['flash_left_bytes']:,} | {p['macs']:,} | "

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from facemask_edge.errors import ModelError
+from facemask_edge.fmt import plural
 from facemask_edge.progress import log
 
 __all__ = ["qat", "flatten_model", "load_qat_model", "quantize_scope"]
@@ -101,16 +102,17 @@ def qat(run_dir: Path, epochs: int = QAT_EPOCHS, lr: float = QAT_LR, batch_size:
     """
     from facemask_edge.artifacts.files import write_json
     from facemask_edge.artifacts.run import FLOAT_MODEL, QAT_MODEL, QAT_RECORD, SPLIT, Run
-    from facemask_edge.train.trainer import BestWeights, make_dataset
+    from facemask_edge.train.trainer import BestWeights, make_dataset, stage_callbacks
 
     run = Run(run_dir)
     run_dir = run.path
     cfg = run.config  # not a trained run: say so before importing TensorFlow
+    from facemask_edge._tf import keras, seed_everything
+
+    k = keras()  # first: TensorFlow's start-up chatter is held back there
     import tensorflow_model_optimization as tfmot
 
-    from facemask_edge._tf import keras
-
-    k = keras()
+    reproducibility = seed_everything(cfg.get("seed", 0))
     if cfg["arch"] in HOST_ONLY:
         raise ModelError(f"{cfg['arch']} is a host-only comparison model and is not quantized for "
                          "the boards", "train --arch mobilenet_v1 or mobilenet_v2 for a board")
@@ -133,9 +135,11 @@ def qat(run_dir: Path, epochs: int = QAT_EPOCHS, lr: float = QAT_LR, batch_size:
     qmodel.compile(k.optimizers.Adam(lr), loss=k.losses.CategoricalCrossentropy(), metrics=["accuracy"])
     before = qmodel.evaluate(val_ds, verbose=0)[1]
     log(f"QAT: {len(qmodel.layers)} layers wrapped; validation accuracy before {before:.4f}; "
-        f"up to {epochs} epochs")
+        f"up to {plural(epochs, 'epoch')}")
     best = BestWeights(patience, "qat")
-    hist = qmodel.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, callbacks=[best])
+    steps = int(np.ceil(len(xtr) / batch_size))
+    hist = qmodel.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0,
+                      callbacks=[*stage_callbacks(run_dir, "qat", epochs, steps), best])
     _pin_input_range(qmodel)
     # HDF5: tf_keras' native format cannot load tfmot's wrappers back (variable count mismatch).
     import warnings
@@ -148,7 +152,7 @@ def qat(run_dir: Path, epochs: int = QAT_EPOCHS, lr: float = QAT_LR, batch_size:
               "val_accuracy": float(best.best[1]) if best.best_epoch >= 0 else float(before),
               "best_epoch": best.best_epoch + 1,
               "epochs": len(hist.history.get("loss", [])), "lr": lr,
-              "seconds": round(time.monotonic() - t0, 1)}
+              "seconds": round(time.monotonic() - t0, 1), "reproducibility": reproducibility}
     write_json(run.file(QAT_RECORD), result)
     return result
 

@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from facemask_edge.errors import FacemaskError
+from facemask_edge.fmt import plural
 from facemask_edge.options import option
 from facemask_edge.progress import log
 from facemask_edge.train.model import ARCHS, HEADS
 
-__all__ = ["TrainConfig", "train", "make_dataset", "augmenter", "BestWeights"]
+__all__ = ["TrainConfig", "train", "make_dataset", "augmenter", "BestWeights", "stage_callbacks"]
 
 
 def _weights_check(value: str) -> str | None:
@@ -178,9 +179,66 @@ class _Callbacks:
 
         return BestWeights
 
+    @staticmethod
+    def epoch_bar():
+        from facemask_edge._tf import keras
+
+        class EpochBar(keras().callbacks.Callback):
+            """A progress bar over the batches of each epoch, on a terminal only (logs keep the
+            one line per epoch that :class:`BestWeights` writes)."""
+
+            def __init__(self, label: str, epochs: int, steps: int):
+                super().__init__()
+                self.label, self.epochs, self.steps = label, epochs, steps
+                self._cm = self._bar = None
+
+            def on_epoch_begin(self, epoch, logs=None):
+                from facemask_edge.progress import progress
+
+                self._cm = progress(f"  {self.label} epoch {epoch + 1}/{self.epochs}",
+                                    total=self.steps, transient=True)
+                self._bar = self._cm.__enter__()
+
+            def on_train_batch_end(self, batch, logs=None):
+                if self._bar is not None:
+                    self._bar.advance()
+
+            def on_epoch_end(self, epoch, logs=None):
+                if self._cm is not None:
+                    self._cm.__exit__(None, None, None)
+                    self._cm = self._bar = None
+
+            on_train_end = on_epoch_end
+
+        return EpochBar
+
 
 def BestWeights(patience: int, label: str):  # noqa: N802 - a class factory (TF imported lazily)
     return _Callbacks.make()(patience, label)
+
+
+def stage_callbacks(run_dir: Path, label: str, epochs: int, steps: int, fresh: bool = True) -> list:
+    """What every ``fit`` of a run gets besides :func:`BestWeights`: a bar per epoch on a
+    terminal, and TensorBoard logs in ``RUN_DIR/tensorboard/LABEL`` (scalars per epoch; no
+    graph, histograms or profiler: they cost time and disk; skipped if the ``tensorboard``
+    package, a dependency, was removed).
+    """
+    import importlib.util
+    import sys
+
+    from facemask_edge._tf import keras
+
+    out = []
+    if importlib.util.find_spec("tensorboard") is not None:  # tf.summary.scalar lives there
+        logdir = Path(run_dir) / "tensorboard" / label
+        if fresh:  # a stage run again replaces its curves; a resumed one continues them
+            shutil.rmtree(logdir, ignore_errors=True)
+        out.append(keras().callbacks.TensorBoard(log_dir=str(logdir), histogram_freq=0,
+                                                 write_graph=False, write_images=False,
+                                                 update_freq="epoch", profile_batch=0))
+    if sys.stderr.isatty():
+        out.insert(0, _Callbacks.epoch_bar()(label, epochs, steps))
+    return out
 
 
 def _strategy(name: str | None):
@@ -267,7 +325,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
     Returns:
         The metrics dictionary (also in ``metrics.json``).
     """
-    from facemask_edge._tf import keras, tf
+    from facemask_edge._tf import keras, library_versions, seed_everything
     from facemask_edge.data.ingest import scan_dataset
     from facemask_edge.data.splits import make_split, save_split, split_indices
     from facemask_edge.metrics import classification_metrics
@@ -280,9 +338,8 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
     t_start = time.monotonic()
     strategy, chief = _strategy(cfg.distribute)
     out = Path(cfg.out) if chief else Path(tempfile.mkdtemp(prefix="facemask-worker-"))
-    k, T = keras(), tf()
-    T.random.set_seed(cfg.seed)
-    np.random.seed(cfg.seed)
+    k = keras()
+    reproducibility = seed_everything(cfg.seed)
 
     ds = scan_dataset(cfg.data, size=cfg.size, color=cfg.color)  # bad data: nothing written yet
     log(ds.summary_line())
@@ -376,7 +433,8 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
         extra = [ckpt.callback(name, best, earlier, seconds)] if ckpt else []
         with ctx:
             h = model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=first, verbose=0,
-                          callbacks=[best, *extra, *(callbacks or [])])
+                          callbacks=[*stage_callbacks(out, name, epochs, steps // max(1, epochs), fresh=first == 0),
+                                     best, *extra, *(callbacks or [])])
         stage_history = {key_: list(earlier.get(key_, [])) + [float(v) for v in values]
                          for key_, values in h.history.items()}
         stage_times[name] = round(seconds + time.monotonic() - t0, 1)
@@ -391,12 +449,12 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
 
     if cfg.head_epochs > 0:
         log(f"stage 1: feature extractor ({len(backbone)} backbone layers frozen), "
-            f"up to {cfg.head_epochs} epochs")
+            f"up to {plural(cfg.head_epochs, 'epoch')}")
     n1 = run_stage("feature_extractor", cfg.head_epochs, cfg.head_lr, set())
     unfreeze = backbone if cfg.finetune_layers <= 0 else backbone[-cfg.finetune_layers:]
     if cfg.finetune_epochs > 0:
         log(f"stage 2: fine-tuning the last {len(unfreeze)} backbone layers, "
-            f"up to {cfg.finetune_epochs} epochs")
+            f"up to {plural(cfg.finetune_epochs, 'epoch')}")
         run_stage("fine_tune", cfg.finetune_epochs, cfg.finetune_lr, set(unfreeze))
     for layer in model.layers:
         layer.trainable = True
@@ -419,6 +477,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
     metrics["wall_seconds"] = round(time.monotonic() - t_start, 1)
     metrics["energy"] = energy.report() if energy else {"available": False}
     metrics["history"] = history
+    metrics["reproducibility"] = {**reproducibility, "versions": library_versions()}
 
     model.save(out / "model.keras")  # every worker saves (a collective op under multi-worker)
     if chief:
