@@ -104,3 +104,19 @@ def test_evaluate_refuses_a_damaged_shipped_model_even_with_good_variants(tmp_pa
     assert main(["evaluate", str(run)]) == 1
     assert "model_int8.tflite is not a valid TFLite model" in capsys.readouterr().err
     assert not (run / "evaluation").exists()
+
+
+@pytest.mark.parametrize("command", ["board-sim", "evaluate", "export"])
+def test_a_model_that_crashes_tflite_micro_is_one_error_line(tmp_path, command):
+    """A reader-valid model whose MEAN axis was mutated makes tflite-micro segfault (found by
+    fuzzing the reader's accepted mutants). In a run folder that convert did not record, the model
+    runs once in a child process before any command runs it in-process: one error line, no crash."""
+    crash = (Path(__file__).parent / "fixtures" / "crash_tflm_mean_axis.tflite").read_bytes()
+    run = make_run(tmp_path, crash)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    res = subprocess.run([sys.executable, "-m", "facemask_edge", *COMMANDS[command](run)],
+                         capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    err = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert res.returncode == 1, res
+    assert len(err) == 1 and "does not run in tflite-micro" in err[0], res.stderr
+    assert "Traceback" not in res.stderr and "unexpected" not in res.stderr

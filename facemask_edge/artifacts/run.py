@@ -334,6 +334,8 @@ class Run:
             raise ModelError(f"{card_name} describes another {name} (sha256 differs): the model file "
                              "was replaced or damaged", f"convert again: facemask-edge convert {self.path}")
         self.check_fresh(name)
+        if self.provenance().get(name, {}).get("sha256") != sha:
+            _probe_in_child(data, path)  # not a file convert recorded: run it once where a crash is safe
         return ModelFile(name, path, data, sha, card)
 
     def write_variant(self, kind: str, data: bytes, card: dict, inputs: list[str]) -> ModelFile:
@@ -363,6 +365,20 @@ class Run:
     def remove_variant(self, kind: str) -> None:
         for name in (variant_model(kind), variant_card(kind)):
             self.file(name).unlink(missing_ok=True)
+
+
+def _probe_in_child(data: bytes, path: Path) -> None:
+    """Run a model this toolkit did not record once in a child process before anything runs it
+    in-process: tflite-micro trusts a model's option values, and a crafted file can crash it
+    (a segfault would end the command with no message)."""
+    from facemask_edge.convert.runtimes import measure_arena
+    from facemask_edge.errors import ConversionError
+
+    try:
+        measure_arena(data)
+    except ConversionError as exc:
+        raise ModelError(f"{path} does not run in tflite-micro ({exc.message})",
+                         f"convert again: facemask-edge convert {path.parent}") from None
 
 
 def _check_tflite(data: bytes, path: Path) -> None:

@@ -130,4 +130,9 @@ def make_tiny_run(run_dir: str | Path, data_dir: str | Path | None = None, size:
     write_json(run_dir / "config.json", {"data": str(data_dir), "size": size, "color": color, "arch": "tiny-test"})
     ds = scan_dataset(data_dir, size=size, color=color, use_cache=False)
     save_split(make_split(ds, seed=seed, fractions=(0.5, 0.1, 0.4)), run_dir)
+    from facemask_edge.artifacts.run import SHIPPED, Run
+
+    # Recorded like convert records its output (the model comes from the toolkit's converter),
+    # so loading it needs no child-process probe.
+    Run(run_dir).record(SHIPPED, {})
     return run_dir
