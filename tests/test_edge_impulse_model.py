@@ -33,9 +33,9 @@ def model_run(tmp_path_factory):
     """A run with the checked-in tiny int8 model (no TensorFlow needed)."""
     run = tmp_path_factory.mktemp("ei_model") / "template"
     run.mkdir()
-    (run / "model_int8.tflite").write_bytes(FIXTURE.read_bytes())
-    (run / "labels.txt").write_text("with_mask\nwithout_mask\n")
-    return run
+    from _ei_helpers import tiny_int8_run
+
+    return tiny_int8_run(run, model=FIXTURE.read_bytes(), size=24)
 
 
 @pytest.fixture()
@@ -162,9 +162,9 @@ def _fixture_run() -> Path:
 
     run = Path(tempfile.mkdtemp()) / "run"
     run.mkdir()
-    (run / "model_int8.tflite").write_bytes(FIXTURE.read_bytes())
-    (run / "labels.txt").write_text("with_mask\nwithout_mask\n")
-    return run
+    from _ei_helpers import tiny_int8_run
+
+    return tiny_int8_run(run, model=FIXTURE.read_bytes(), size=24)
 
 
 def test_transient_studio_errors_are_retried(server, key, run):

@@ -49,11 +49,9 @@ def clean_env(tmp_path, monkeypatch):
 
 @pytest.fixture()
 def run(tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "model_int8.tflite").write_bytes(FIXTURE.read_bytes())
-    (run / "labels.txt").write_text("with_mask\nwithout_mask\n")
-    return run
+    from _ei_helpers import tiny_int8_run
+
+    return tiny_int8_run(tmp_path / "run", model=FIXTURE.read_bytes(), size=24)
 
 
 @pytest.fixture()
