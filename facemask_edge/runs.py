@@ -121,7 +121,8 @@ def load_run_data(run_dir: Path, data: str | None = None) -> RunData:
     from facemask_edge.data.splits import load_split, split_indices
 
     cfg = load_config(run_dir)
-    ds = scan_dataset(data or cfg["data"], size=cfg["size"], color=cfg["color"])
+    ds = scan_dataset(data or cfg["data"], size=cfg["size"], color=cfg["color"],
+                      exclude_noncommercial=bool(cfg.get("exclude_noncommercial")))
     classes = load_labels(run_dir)
     if ds.classes != classes:
         raise DataError(f"classes {ds.classes} of {ds.root} differ from the run's {classes}",

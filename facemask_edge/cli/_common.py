@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-__all__ = ["BOARD", "BoardType", "board_option", "data_option", "run_dir_argument", "echo_json_summary"]
+__all__ = ["BOARD", "BoardType", "board_option", "data_option", "data_value", "run_dir_argument",
+           "echo_json_summary"]
 
 
 class BoardType(click.ParamType):
@@ -45,9 +46,20 @@ def board_option(*names: str, **kwargs):
     return click.option(*(names or ("--board", "-b")), **kwargs)
 
 
-def data_option(required: bool = False):
-    return click.option("--data", required=required, type=str,
-                        help="Data set: a folder with one sub-folder per class, or a .zip of one.")
+def data_option(required: bool = False, multiple: bool = False):
+    """``--data``; with ``multiple``, repeatable: several roots merged by class folder name
+    (pass the value through :func:`data_value`)."""
+    more = " Repeat it to merge several data sets by class folder name." if multiple else ""
+    return click.option("--data", required=required, type=str, multiple=multiple,
+                        help="Data set: a folder with one sub-folder per class, or a .zip of one." + more)
+
+
+def data_value(values):
+    """A repeatable ``--data`` as the library takes it: None, one path, or a list of paths."""
+    if values is None or isinstance(values, str):
+        return values
+    values = [str(v) for v in values]
+    return None if not values else values[0] if len(values) == 1 else values
 
 
 def run_dir_argument():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from facemask_edge.cli.train import _int_list, _teachers
-from facemask_edge.cli._common import BOARD
+from facemask_edge.cli._common import BOARD, data_value
 from facemask_edge.train.model import HEADS
 
 __all__ = ["pipeline"]
@@ -14,9 +14,9 @@ _STAGES = ("data", "train", "qat", "convert", "profile", "evaluate", "export", "
 
 
 @click.command()
-@click.option("--data", default=None,
+@click.option("--data", default=None, multiple=True,
               help="Data set: a folder with one sub-folder per class, a .zip of one, or an http(s) "
-                   "URL of a zip. Default: download the public Face-Mask-Detection data set once "
+                   "URL of a zip; repeat it to merge several by class folder name. Default: download the public Face-Mask-Detection data set once "
                    "into the user cache.")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Run folder (created; re-running continues it). Default with --demo: "
@@ -60,6 +60,12 @@ _STAGES = ("data", "train", "qat", "convert", "profile", "evaluate", "export", "
 @click.option("--label-smoothing", type=float, default=None)
 @click.option("--augment/--no-augment", default=None)
 @click.option("--split", "split", type=click.Choice(["stratified", "seed-notebook"]), default=None)
+@click.option("--group-by", default=None,
+              help="Regex on file names whose capture group names the photo: its crops share a split ('' = off).")
+@click.option("--exclude-noncommercial/--include-noncommercial", default=None,
+              help="Leave out files of non-commercial sources (MaskedFace-Net, mfn_*). [default: include]")
+@click.option("--class-weight", type=click.Choice(["balanced", "none"]), default=None,
+              help="Loss weights per class. [default: balanced]")
 @click.option("--energy/--no-energy", default=None, help="Measure energy with CodeCarbon when installed.")
 # Later stages.
 @click.option("--qat-epochs", type=int, default=None, help="Quantization-aware training epochs (0: PTQ only).")
@@ -81,7 +87,8 @@ _STAGES = ("data", "train", "qat", "convert", "profile", "evaluate", "export", "
               help="Seconds to wait for a board that does not answer.")
 def pipeline(data, out, board, config_file, port, demo, redo, weights, arch, alpha, size, color, blocks,
              cut, skip_blocks, head, teacher, seed, batch_size, head_epochs, finetune_epochs, head_lr, finetune_lr, finetune_layers,
-             patience, dropout, label_smoothing, augment, split, energy, qat_epochs, qat_lr,
+             patience, dropout, label_smoothing, augment, split, group_by, exclude_noncommercial, class_weight,
+             energy, qat_epochs, qat_lr,
              representative, quantization, compare_ptq, reference, validate_limit, sim, sim_baud, baud,
              validate_timeout):
     """Train, quantize, convert, profile, evaluate, export and validate in one command.
@@ -103,8 +110,9 @@ def pipeline(data, out, board, config_file, port, demo, redo, weights, arch, alp
                  cut=cut, skip_blocks=skip_blocks, head=head, teacher=_teachers(teacher), seed=seed, batch_size=batch_size, head_epochs=head_epochs,
                  finetune_epochs=finetune_epochs, head_lr=head_lr, finetune_lr=finetune_lr,
                  finetune_layers=finetune_layers, patience=patience, dropout=dropout,
-                 label_smoothing=label_smoothing, augment=augment, split=split, energy=energy)
-    cli = dict(data=data, out=out, board=board, port=port, demo=demo, train=train,
+                 label_smoothing=label_smoothing, augment=augment, split=split, energy=energy,
+                 group_by=group_by, exclude_noncommercial=exclude_noncommercial, class_weight=class_weight)
+    cli = dict(data=data_value(data), out=out, board=board, port=port, demo=demo, train=train,
                qat_epochs=qat_epochs, qat_lr=qat_lr, representative=representative,
                quantization=quantization, compare_ptq=compare_ptq, reference=reference, validate_limit=validate_limit,
                sim=sim, sim_baud=sim_baud, baud=baud, validate_timeout=validate_timeout)
@@ -120,6 +128,8 @@ def pipeline(data, out, board, config_file, port, demo, redo, weights, arch, alp
             ("model flatbuffer bytes", h.get("flatbuffer_bytes")),
             ("tensor arena bytes", h.get("arena_bytes")),
             (f"latency ms ({cfg.board})", h.get(f"latency_ms_{cfg.board}")),
+            *[(k.replace("_", " ").replace("int8 host test", "int8 host"), v) for k, v in h.items()
+              if k.endswith("_test_macro_f1") or "_test_recall_" in k],
             ("stage time s", summary["pipeline_seconds"]),
             ("this run s", summary["this_invocation_seconds"])]
     width = max(len(k) for k, _ in rows)
@@ -131,4 +141,6 @@ def pipeline(data, out, board, config_file, port, demo, redo, weights, arch, alp
         elif isinstance(v, list):
             v = f"{v[0]:.0f}-{v[1]:.0f}"
         click.echo(f"  {k.ljust(width)}  {v}")
+    for note in summary.get("licence_notes") or []:
+        click.echo(f"licence: {note}")
     click.echo(f"summary: {cfg.out}/summary.md")

@@ -58,8 +58,9 @@ def _family(v: str):
 
 
 @click.command()
-@click.option("--data", default=None,
-              help="Data set folder, .zip or URL (default: the public data set, downloaded once).")
+@click.option("--data", default=None, multiple=True,
+              help="Data set folder, .zip or URL (default: the public data set, downloaded once); "
+                   "repeat it to merge several by class folder name.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Sweep folder (re-running continues it).")
 @click.option("--weights", default=None, type=click.Path(dir_okay=False),
               help="A backbone file (e.g. vww_96.h5): sweep its --blocks cuts x sizes x colours.")
@@ -143,7 +144,9 @@ def sweep(data, out, weights, keras_weights, fast, sizes, colors, blocks, skips,
 
         train_options["teacher"] = _teachers(str(Path(t).resolve()) for t in teacher)
     budget = max_latency
-    res = run_sweep(data, out, points, epochs, train_options, budget, tolerance, reference=reference,
+    from facemask_edge.cli._common import data_value
+
+    res = run_sweep(data_value(data), out, points, epochs, train_options, budget, tolerance, reference=reference,
                     latency_estimate=latency_estimate)
     click.echo(f"{len(res['rows'])} configurations ({len(res['failed'])} failed) in {res['wall_seconds']:.0f} s")
     for b, r in res["recommendation"].items():

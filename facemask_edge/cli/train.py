@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from facemask_edge.cli._common import data_option, echo_json_summary
+from facemask_edge.cli._common import data_option, data_value, echo_json_summary
 from facemask_edge.train.model import HEADS
 
 __all__ = ["train"]
@@ -25,7 +25,7 @@ def _teachers(paths) -> str | list[str] | None:
 
 
 @click.command()
-@data_option(required=True)
+@data_option(required=True, multiple=True)
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
               help="Run folder to write (created).")
 @click.option("--arch", type=click.Choice(["mobilenet_v1", "mobilenet_v2", "vgg16", "densenet201"]),
@@ -47,6 +47,13 @@ def _teachers(paths) -> str | list[str] | None:
                    "(keeps where features are; for small inputs).")
 @click.option("--split", "split", type=click.Choice(["stratified", "seed-notebook"]),
               default="stratified", show_default=True)
+@click.option("--group-by", default=None,
+              help="Regex on file names whose capture group names the photo: crops of one photo stay "
+                   "in one split ('' = off). [default: '<source>_<photo>_<face>.ext', see README]")
+@click.option("--exclude-noncommercial", is_flag=True,
+              help="Leave out files of non-commercial sources (MaskedFace-Net, mfn_*).")
+@click.option("--class-weight", type=click.Choice(["balanced", "none"]), default="balanced",
+              show_default=True, help="Loss weights per class: balanced = each class weighs the same.")
 @click.option("--seed", type=int, default=1337, show_default=True)
 @click.option("--val-fraction", type=float, default=0.15, show_default=True)
 @click.option("--test-fraction", type=float, default=0.15, show_default=True)
@@ -75,7 +82,8 @@ def _teachers(paths) -> str | list[str] | None:
               help="tf.distribute strategy; multiworker reads TF_CONFIG.")
 @click.option("--wandb", "use_wandb", is_flag=True, help="Log to Weights & Biases (offline mode).")
 @click.option("--no-energy", is_flag=True, help="Do not measure energy with CodeCarbon.")
-def train(data, out, arch, alpha, size, color, weights, blocks, cut, skip_blocks, head, split, seed, val_fraction,
+def train(data, out, arch, alpha, size, color, weights, blocks, cut, skip_blocks, head, split, group_by,
+          exclude_noncommercial, class_weight, seed, val_fraction,
           test_fraction, batch_size, head_epochs, finetune_epochs, head_lr, finetune_lr,
           finetune_layers, patience, dropout, label_smoothing, no_augment, freeze_bn, teacher,
           distill_alpha, distill_temperature, distribute, use_wandb, no_energy):
@@ -83,9 +91,11 @@ def train(data, out, arch, alpha, size, color, weights, blocks, cut, skip_blocks
     from facemask_edge.train.trainer import TrainConfig
     from facemask_edge.train.trainer import train as run_train
 
-    cfg = TrainConfig(data=data, out=out, arch=arch, alpha=alpha, size=size, color=color,
+    extra = {"group_by": group_by} if group_by is not None else {}
+    cfg = TrainConfig(data=data_value(data), out=out, arch=arch, alpha=alpha, size=size, color=color,
                       weights=weights, blocks=blocks, cut=cut, skip_blocks=skip_blocks, head=head,
-                      dropout=dropout, split=split,
+                      dropout=dropout, split=split, exclude_noncommercial=exclude_noncommercial,
+                      class_weight=class_weight, **extra,
                       seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
                       batch_size=batch_size, head_epochs=head_epochs,
                       finetune_epochs=finetune_epochs, head_lr=head_lr, finetune_lr=finetune_lr,

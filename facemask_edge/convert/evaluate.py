@@ -2,7 +2,10 @@
 
 For each int8 variant (PTQ and QAT, when both exist) it reports the study's metrics in each
 runtime, the drop from the float model, and how exactly the two int8 runtimes agree (they should
-be bit-identical: same reference kernels). Writes ``evaluation.json``, ``evaluation.md`` and one
+be bit-identical: same reference kernels). Per class (precision, recall, F1, confusion matrix) and
+per source (file-name prefix such as ``amvd``/``mfn``, else the data root: see
+``data.sources``), because a model can score well overall by recognising which set a photo
+came from. Writes ``evaluation.json``, ``evaluation.md`` and one
 confusion-matrix PNG per model and runtime into ``RUN_DIR/evaluation`` (or ``--out``).
 """
 
@@ -18,7 +21,7 @@ from facemask_edge.data.preprocess import to_int8
 from facemask_edge.errors import FacemaskError
 from facemask_edge.progress import log, progress
 
-__all__ = ["evaluate_run", "evaluation_markdown"]
+__all__ = ["evaluate_run", "evaluation_markdown", "per_class_markdown_sections"]
 
 
 def _eval_set(run_dir: Path, data: str | None):
@@ -28,14 +31,29 @@ def _eval_set(run_dir: Path, data: str | None):
     if data is None:
         rd = load_run_data(run_dir)
         x, y = rd.part("test")
-        return x, y, rd.classes, f"test split of {rd.config['data']}", [rd.paths[i] for i in rd.split["test"]]
+        paths = [rd.paths[i] for i in rd.split["test"]]
+        return x, y, rd.classes, f"test split of {rd.config['data']}", paths, _sources(run_dir, paths, None)
     cfg = load_config(run_dir)
     classes = load_labels(run_dir)
     ds = scan_dataset(data, size=cfg["size"], color=cfg["color"])
     if ds.classes != classes:
         raise FacemaskError(f"classes of {data} ({', '.join(ds.classes)}) differ from the run's "
                             f"({', '.join(classes)})", "use a folder with the same class folders")
-    return ds.images, ds.labels, classes, f"all of {ds.root}", [it.path for it in ds.items]
+    paths = [it.path for it in ds.items]
+    return ds.images, ds.labels, classes, f"all of {ds.root}", paths, \
+        [source_of(it.path, it.root or str(ds.root)) for it in ds.items]
+
+
+def _sources(run_dir: Path, paths: list[str], root: str | None) -> list[str]:
+    from facemask_edge.data.sources import run_sources
+
+    return run_sources(run_dir, paths, root)
+
+
+def source_of(path: str, root: str | None) -> str:
+    from facemask_edge.data.sources import source_of as _source_of
+
+    return _source_of(path, root)
 
 
 def evaluate_run(run_dir: Path, data: str | None = None, out: Path | None = None) -> dict:
@@ -54,7 +72,7 @@ def evaluate_run(run_dir: Path, data: str | None = None, out: Path | None = None
             read_tflite(run_dir / name, hint=f"re-run `facemask-edge convert {run_dir}` to write it again")
     out = Path(out) if out else run_dir / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
-    x, y, classes, what, paths = _eval_set(run_dir, data)
+    x, y, classes, what, paths, sources = _eval_set(run_dir, data)
     if len(x) == 0:
         raise FacemaskError("no images to evaluate")
     variants = [(k, run_dir / f"model_int8_{k}.tflite") for k in ("ptq", "qat")]
@@ -72,6 +90,7 @@ def evaluate_run(run_dir: Path, data: str | None = None, out: Path | None = None
     yf = pf.argmax(1)
     report["float"] = classification_metrics(y, yf, classes)
     report["float"]["seconds"] = round(time.monotonic() - t0, 1)
+    _add_per_source(report["float"], y, yf, classes, sources)
     plot_confusion(report["float"]["confusion_matrix"], classes, out / "confusion_float.png",
                    f"float: accuracy {report['float']['accuracy']:.4f}")
 
@@ -90,6 +109,8 @@ def evaluate_run(run_dir: Path, data: str | None = None, out: Path | None = None
             m["drop_vs_float_points"] = round(100 * (report["float"]["accuracy"] - m["accuracy"]), 3)
             m["label_agreement_with_float"] = float((s.argmax(1) == yf).mean())
             entry[rt] = m
+            if rt == "tflm":  # the board's kernels; tflite_ref agrees bit for bit (checked below)
+                _add_per_source(m, y, s.argmax(1), classes, sources)
             plot_confusion(m["confusion_matrix"], classes, out / f"confusion_{kind}_{rt}.png",
                            f"{kind} int8 ({rt}): accuracy {m['accuracy']:.4f}")
         a, b = scores["tflm"].astype(int), scores["tflite_ref"].astype(int)
@@ -102,8 +123,30 @@ def evaluate_run(run_dir: Path, data: str | None = None, out: Path | None = None
                                         "scores": scores["tflm"][i].tolist()} for i in wrong[:50]]
         report["models"][kind] = entry
     write_json(out / "evaluation.json", report)
-    (out / "evaluation.md").write_text(evaluation_markdown(report))
+    (out / "evaluation.md").write_text(evaluation_markdown(report) + per_class_markdown_sections(report))
     return report
+
+
+def _add_per_source(m: dict, y, pred, classes: list[str], sources: list[str]) -> None:
+    from facemask_edge.metrics import per_source_metrics
+
+    if len(set(sources)) > 1 or len(classes) > 2:
+        m["per_source"] = per_source_metrics(y, pred, classes, sources)
+
+
+def per_class_markdown_sections(report: dict) -> str:
+    """Per class (precision/recall/F1, macro-F1, confusion matrix) and per source, for the float
+    model and each int8 model in tflite-micro."""
+    from facemask_edge.metrics import per_class_markdown, per_source_markdown
+
+    classes = report["classes"]
+    models = [("float", report["float"])] + [(f"{k} int8 (tflm)", e["tflm"]) for k, e in report["models"].items()]
+    lines = ["", "## Per class and per source", ""]
+    for name, m in models:
+        lines += per_class_markdown(m, classes, name) + [""]
+        if m.get("per_source"):
+            lines += per_source_markdown(m["per_source"], classes) + [""]
+    return "\n".join(lines)
 
 
 def evaluation_markdown(report: dict) -> str:

@@ -19,7 +19,8 @@ class PipelineConfig:
     fields (``data`` and ``out`` are filled in from here)."""
 
     out: str = ""
-    data: str | None = None  # DIR, ZIP, http(s) URL of a zip, or None: the default data set
+    data: str | list[str] | None = None  # DIR, ZIP, http(s) URL of a zip, a list of them (merged
+    # by class folder name), or None: the default data set
     board: str = "nano33ble"
     port: str | None = None  # a real board; None: the simulator
     train: dict = field(default_factory=dict)
@@ -96,9 +97,9 @@ def load_toml(path: str | Path) -> dict:
             v = d.get(k)
             if isinstance(v, str) and v and not _is_special(k, v) and not Path(v).expanduser().is_absolute():
                 d[k] = str(base / v)
-            elif isinstance(v, list):  # several teachers
-                d[k] = [str(base / x) if isinstance(x, str) and not Path(x).expanduser().is_absolute() else x
-                        for x in v]
+            elif isinstance(v, list):  # several teachers or data roots
+                d[k] = [str(base / x) if isinstance(x, str) and not _is_special(k, x)
+                        and not Path(x).expanduser().is_absolute() else x for x in v]
 
     fix(data)
     if isinstance(data.get("train"), dict):

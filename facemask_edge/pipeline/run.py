@@ -51,7 +51,8 @@ class _Runner:
         if self.cfg.demo:
             self._make_demo_inputs()
         path, info = resolve_data(self.cfg.data)
-        self.data_path = str(Path(path).expanduser().resolve())
+        self.data_path = [str(Path(p).expanduser().resolve()) for p in path] \
+            if isinstance(path, list) else str(Path(path).expanduser().resolve())
         self.data_info = info
         return info
 
@@ -174,10 +175,10 @@ class _Runner:
         from facemask_edge.convert.evaluate import evaluate_run
 
         rep = evaluate_run(self.run_dir)
-        fig = {"images": rep["images"], "set": rep["set"],
-               "float": _metric_figures(rep["float"]), "int8": {}}
+        fig = {"images": rep["images"], "set": rep["set"], "classes": rep["classes"],
+               "float": {**_metric_figures(rep["float"]), **_class_figures(rep["float"])}, "int8": {}}
         for kind, e in rep["models"].items():
-            fig["int8"][kind] = {"tflm": _metric_figures(e["tflm"]),
+            fig["int8"][kind] = {"tflm": {**_metric_figures(e["tflm"]), **_class_figures(e["tflm"])},
                                  "tflite_ref": _metric_figures(e["tflite_ref"]),
                                  "drop_vs_float_points": e["tflm"]["drop_vs_float_points"],
                                  "label_agreement_with_float": e["tflm"]["label_agreement_with_float"],
@@ -248,7 +249,9 @@ class _Runner:
         weights = tc.get("weights")
         if weights and weights not in ("imagenet", "none") and Path(weights).expanduser().is_file():
             tc["weights_sha256"] = sha256_file(Path(weights).expanduser())
-        tc["data_fingerprint"] = _fingerprint_tree(Path(self.data_path)) if self.data_path else None
+        tc["data_fingerprint"] = (
+            [_fingerprint_tree(Path(p)) for p in self.data_path] if isinstance(self.data_path, list)
+            else _fingerprint_tree(Path(self.data_path)) if self.data_path else None)
         use_qat = "qat" in cfg.variants()
         train_outs = ["config.json", "labels.txt", "split.json", "model.keras"]
         model_files = ["model_int8.tflite", "model_card.json"]
@@ -325,6 +328,20 @@ def _train_figures(m: dict) -> dict:
 
 def _metric_figures(m: dict) -> dict:
     return {k: m.get(k) for k in ("accuracy", "f1", "precision", "recall", "images") if k in m}
+
+
+def _class_figures(m: dict) -> dict:
+    """Per-class and per-source figures of one model for the summary (``metrics`` dicts)."""
+    out = {"per_class": {c: {k: v[k] for k in ("precision", "recall", "f1", "support")}
+                         for c, v in m.get("per_class", {}).items()},
+           "confusion_matrix": m.get("confusion_matrix")}
+    if m.get("per_source"):
+        out["per_source"] = {s: {"images": v["images"], "accuracy": v["accuracy"], "macro_f1": v["macro_f1"],
+                                 "recall": {c: (p["recall"] if p["support"] else None)
+                                            for c, p in v["per_class"].items()},
+                                 "support": {c: p["support"] for c, p in v["per_class"].items()}}
+                             for s, v in m["per_source"].items()}
+    return out
 
 
 def _profile_figures(p: dict) -> dict:

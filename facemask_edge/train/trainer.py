@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facemask_edge.data.sources import DEFAULT_GROUP_BY
 from facemask_edge.errors import FacemaskError
 from facemask_edge.progress import log
 
@@ -27,7 +28,7 @@ __all__ = ["TrainConfig", "train", "make_dataset", "augmenter", "BestWeights"]
 class TrainConfig:
     """Every training option; saved as ``config.json``."""
 
-    data: str = ""
+    data: str | list[str] = ""  # one data root, or several merged by class name
     out: str = ""
     arch: str = "mobilenet_v1"
     alpha: float = 0.25
@@ -40,6 +41,9 @@ class TrainConfig:
     head: str = "avg"  # "avg" (pool + 1x1 conv) or "spatial" (a conv over the whole feature map)
     dropout: float = 0.3
     split: str = "stratified"
+    group_by: str = DEFAULT_GROUP_BY  # regex on file names: crops of one photo share a split ("" = off)
+    exclude_noncommercial: bool = False  # leave out non-commercial sources (mfn_*) at scan time
+    class_weight: str = "balanced"  # "balanced": loss weight n / (classes x n_class) on train; "none"
     seed: int = 1337
     val_fraction: float = 0.15
     test_fraction: float = 0.15
@@ -204,6 +208,26 @@ def teacher_targets(teacher, data: str, paths: list[str], labels: np.ndarray,
     return (alpha * onehot + (1 - alpha) * tempered).astype(np.float32)
 
 
+CLASS_WEIGHTS = ("balanced", "none")
+
+
+def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> dict[int, float] | None:
+    """Per-class loss weights for ``fit``: ``"balanced"`` gives each class the same total weight
+    (``n / (classes x n_class)``, scikit-learn's rule), so a small class such as "mask worn
+    incorrectly" is not drowned by the large ones; ``"none"``: no weights.
+
+    Raises:
+        FacemaskError: an unknown mode.
+    """
+    if mode not in CLASS_WEIGHTS:
+        raise FacemaskError(f"unknown class_weight {mode!r}", f"use one of {', '.join(CLASS_WEIGHTS)}")
+    if mode == "none":
+        return None
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
+    n = counts.sum()
+    return {c: (float(n / (num_classes * counts[c])) if counts[c] else 0.0) for c in range(num_classes)}
+
+
 def _predict(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     return model.predict(images.astype(np.float32) / 255.0, batch_size=batch_size, verbose=0)
 
@@ -234,17 +258,18 @@ def train(cfg: TrainConfig) -> dict:
     T.random.set_seed(cfg.seed)
     np.random.seed(cfg.seed)
 
-    ds = scan_dataset(cfg.data, size=cfg.size, color=cfg.color)
+    ds = scan_dataset(cfg.data, size=cfg.size, color=cfg.color,
+                      exclude_noncommercial=cfg.exclude_noncommercial)
     log(ds.summary_line())
     ds.write_manifest(out)
     fractions = (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction)
-    split = make_split(ds, cfg.split, cfg.seed, fractions)
+    split = make_split(ds, cfg.split, cfg.seed, fractions, group_by=cfg.group_by)
     split_path = save_split(split, out)
     idx = split_indices(ds, split)
     classes = ds.classes
     (out / "labels.txt").write_text("".join(c + "\n" for c in classes))
     config = asdict(cfg)
-    config["data"] = str(Path(cfg.data).expanduser().resolve())
+    config["data"] = _resolved_data(cfg.data)
     config["data_root"] = str(ds.root)
     config["classes"] = classes
     write_json(out / "config.json", config)
@@ -264,6 +289,9 @@ def train(cfg: TrainConfig) -> dict:
         train_targets = teacher_targets(cfg.teacher, cfg.data,
                                         [ds.items[i].path for i in idx["train"]], y["train"],
                                         len(classes), cfg.distill_alpha, cfg.distill_temperature)
+    weights = class_weights(y["train"], nc, cfg.class_weight)
+    if weights:
+        log("class weights (balanced): " + ", ".join(f"{c} {weights[i]:.2f}" for i, c in enumerate(classes)))
     train_ds = make_dataset(x["train"], train_targets, nc, bs, True, cfg.seed, cfg.augment)
     val_ds = make_dataset(x["val"], y["val"], nc, bs)
 
@@ -295,7 +323,7 @@ def train(cfg: TrainConfig) -> dict:
         ctx = energy.stage(name) if energy else _null()
         with ctx:
             h = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0,
-                          callbacks=[BestWeights(cfg.patience, name)])
+                          class_weight=weights, callbacks=[BestWeights(cfg.patience, name)])
         stage_times[name] = round(time.monotonic() - t0, 1)
         for key, values in h.history.items():
             history.setdefault(key, []).extend(float(v) for v in values)
@@ -343,6 +371,14 @@ def train(cfg: TrainConfig) -> dict:
     else:
         shutil.rmtree(out, ignore_errors=True)
     return metrics
+
+
+def _resolved_data(data):
+    """``config.json``'s ``data``: the absolute path, or the list of them for several roots."""
+    if isinstance(data, (list, tuple)):
+        return [str(Path(d).expanduser().resolve()) for d in data] if len(data) > 1 \
+            else str(Path(data[0]).expanduser().resolve())
+    return str(Path(data).expanduser().resolve())
 
 
 class _null:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,8 @@ class ValidationSet:
         pixels: uint8 ``(N, S, S, C)``, what the board's preprocessing produces.
         source: ``"test split"`` or the folder validated.
         data_root: the data root the keys are relative to.
+        sources: per image, its source (``data.sources.source_of``: ``amvd``, ``mfn``, or the
+            data root's name), for the per-source figures; empty if unknown.
     """
 
     keys: list[str]
@@ -33,6 +35,7 @@ class ValidationSet:
     pixels: np.ndarray
     source: str
     data_root: str
+    sources: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -61,6 +64,7 @@ def load_validation_set(run_dir: str | Path, data: str | Path | None = None,
         ModelError: the run has no model card.
     """
     from facemask_edge.data.ingest import scan_dataset
+    from facemask_edge.data.sources import source_of
     from facemask_edge.data.splits import load_split, split_indices
 
     run_dir = Path(run_dir)
@@ -101,4 +105,5 @@ def load_validation_set(run_dir: str | Path, data: str | Path | None = None,
         pixels=ds.images[index],
         source=source,
         data_root=str(ds.root),
+        sources=[source_of(ds.items[i].path, ds.items[i].root or str(ds.root)) for i in index],
     )
