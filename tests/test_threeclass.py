@@ -256,3 +256,46 @@ def test_third_label_on_the_led_table_in_pred_lines_and_the_monitor_csv(run3, tm
     rows = (tmp_path / "p.csv").read_text().splitlines()[1:]
     assert len(rows) == 4 and all(",0,mask_weared_incorrect," in r for r in rows)
     assert all(len(r.split(",")[-1].split()) == 3 for r in rows)  # three scores per PRED line
+
+
+def _summary_for(run_dir: Path, train_files: list[str]) -> dict:
+    """The pipeline's real summary writer on a run folder with this split and a three-class
+    evaluation record."""
+    from types import SimpleNamespace
+
+    from facemask_edge.pipeline.config import PipelineConfig
+    from facemask_edge.pipeline.state import _State
+    from facemask_edge.pipeline.summary import _write_summary
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "split.json").write_text(json.dumps(
+        {"train": [[p, "with_mask"] for p in train_files], "val": [], "test": []}))
+    classes = list(THREE)
+    m = classification_metrics([0, 0, 1, 2, 2], [0, 1, 1, 2, 2], classes)
+    m["per_source"] = per_source_metrics([0, 0, 1, 2, 2], [0, 1, 1, 2, 2], classes,
+                                         ["amvd", "mfn", "mfn", "amvd", "facemask-dev"])
+    from facemask_edge.pipeline.run import _class_figures, _metric_figures
+
+    fig = {**_metric_figures(m), **_class_figures(m)}
+    statuses = {"evaluate": {"status": "done", "seconds": 1.0,
+                             "figures": {"images": 5, "set": "test", "classes": classes, "float": fig,
+                                         "int8": {"ptq": {"tflm": fig, "tflite_ref": fig}}}},
+                "convert": {"status": "done", "seconds": 1.0, "figures": {"quantization": "ptq"}}}
+    r = SimpleNamespace(cfg=PipelineConfig(out=str(run_dir)), run_dir=run_dir, statuses=statuses,
+                        state=_State(run_dir), data_path=str(run_dir), data_info={})
+    return _write_summary(r, 1.0, None)
+
+
+def test_summary_carries_the_licence_note_and_the_macro_f1_headline(tmp_path):
+    """Acceptance 4 (summary) and the three-class headline."""
+    s = _summary_for(tmp_path / "nc", ["three/with_mask/amvd_1_0.jpg", "three/with_mask/mfn_00001.jpg"])
+    assert s["licence_notes"] and "NON-COMMERCIAL" in s["licence_notes"][0]
+    md = (tmp_path / "nc" / "summary.md").read_text()
+    assert "**Licence: NON-COMMERCIAL USE ONLY" in md
+    h = s["headline"]
+    assert h["headline_metric"] == "macro-F1" and h["int8_host_test_macro_f1"] > 0
+    assert set(k for k in h if "_test_recall_" in k) == {f"int8_host_test_recall_{c}" for c in THREE}
+    assert "## Per class and per source (test split)" in md and "| mfn |" in md
+    # Without mfn_ files: no note.
+    s = _summary_for(tmp_path / "free", ["three/with_mask/amvd_1_0.jpg", "dev/with_mask/0001.png"])
+    assert s["licence_notes"] == [] and "Licence" not in (tmp_path / "free" / "summary.md").read_text()
