@@ -299,3 +299,25 @@ def test_summary_carries_the_licence_note_and_the_macro_f1_headline(tmp_path):
     # Without mfn_ files: no note.
     s = _summary_for(tmp_path / "free", ["three/with_mask/amvd_1_0.jpg", "dev/with_mask/0001.png"])
     assert s["licence_notes"] == [] and "Licence" not in (tmp_path / "free" / "summary.md").read_text()
+
+
+def test_several_roots_and_the_new_options_in_toml_and_on_the_command_line(tmp_path):
+    from click.testing import CliRunner
+
+    from facemask_edge.cli.pipeline import pipeline
+    from facemask_edge.pipeline import build_config
+
+    toml = tmp_path / "p.toml"
+    toml.write_text('out = "r"\ndata = ["dev", "/abs/three"]\n'
+                    '[train]\ngroup_by = ""\nclass_weight = "none"\nexclude_noncommercial = true\n')
+    cfg = build_config({}, toml)
+    assert cfg.data == [str(tmp_path / "dev"), "/abs/three"]
+    tc = cfg.train_config(cfg.data)
+    assert (tc.group_by, tc.class_weight, tc.exclude_noncommercial) == ("", "none", True)
+    # --data twice on the command line: both reach the config (the pipeline stops at a missing root)
+    res = CliRunner().invoke(pipeline, ["--data", str(tmp_path / "a"), "--data", str(tmp_path / "b"),
+                                        "--out", str(tmp_path / "o"), "--exclude-noncommercial"])
+    assert res.exit_code != 0 and "does not exist" in str(res.exception or res.output)
+    state = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert state["options"]["data"] == [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert state["options"]["train"]["exclude_noncommercial"] is True

@@ -32,7 +32,7 @@ def _eval_set(run_dir: Path, data: str | None):
         rd = load_run_data(run_dir)
         x, y = rd.part("test")
         paths = [rd.paths[i] for i in rd.split["test"]]
-        return x, y, rd.classes, f"test split of {rd.config['data']}", paths, _sources(run_dir, paths, None)
+        return x, y, rd.classes, f"test split of {_roots(rd.config['data'])}", paths, _sources(run_dir, paths, None)
     cfg = load_config(run_dir)
     classes = load_labels(run_dir)
     ds = scan_dataset(data, size=cfg["size"], color=cfg["color"])
@@ -42,6 +42,10 @@ def _eval_set(run_dir: Path, data: str | None):
     paths = [it.path for it in ds.items]
     return ds.images, ds.labels, classes, f"all of {ds.root}", paths, \
         [source_of(it.path, it.root or str(ds.root)) for it in ds.items]
+
+
+def _roots(data) -> str:
+    return " + ".join(map(str, data)) if isinstance(data, list) else str(data)
 
 
 def _sources(run_dir: Path, paths: list[str], root: str | None) -> list[str]:
