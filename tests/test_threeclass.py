@@ -143,6 +143,7 @@ def test_sources_and_licence_notes():
     assert source_of("mfn_00042.jpg") == "mfn"
     assert source_of("with_mask/0_0_0 copy 10.jpg", "/d/facemask-dev") == "facemask-dev"
     assert source_of("with_mask/with_mask_0001.png", "/d/x") == "x"
+    assert source_of("with_mask/Augmented_130_939150.png", "/d/facemask-dev") == "facemask-dev"
     assert licence_notes(["a/amvd_1_0.jpg", "0001.png"]) == []
     (note,) = licence_notes(["a/mfn_00001.jpg", "a/mfn_00002.jpg", "amvd_1_0.jpg"])
     assert "NON-COMMERCIAL" in note and "2 MaskedFace-Net" in note and "CC BY-NC-SA 4.0" in note

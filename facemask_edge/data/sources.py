@@ -1,15 +1,15 @@
 """Where a face crop came from, and under which licence: one table for the whole toolkit.
 
-A file's *source* is its name's prefix before the first ``_`` when a digit follows it
-(``amvd_12_3.jpg`` -> ``amvd``, ``mfn_00042.jpg`` -> ``mfn``), else the name of the data root it
-came from (``facemask-dev``). Per-source evaluation groups test images by it, because a model can
+A file's *source* is its name's prefix before the first ``_`` when that prefix is a known source
+of :data:`SOURCES` (``amvd_12_3.jpg`` -> ``amvd``, ``mfn_00042.jpg`` -> ``mfn``), else the name of
+the data root it came from (``facemask-dev``: its ``Augmented_130_939150.png`` and
+``image_10.png`` are not sources of their own). A new set with a prefix gets a row in the table. Per-source evaluation groups test images by it, because a model can
 learn which set a photo came from instead of where the mask sits; the licence notes (model card,
 pipeline summary) come from it because the MaskedFace-Net crops are for non-commercial use only.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import PurePosixPath
 
 __all__ = ["SOURCES", "source_of", "is_noncommercial", "licence_notes", "run_licence_notes", "run_sources",
@@ -28,14 +28,11 @@ SOURCES: dict[str, dict] = {
 # (`mfn_<photo>.jpg`, `0129.png`) do not match and stay their own group.
 DEFAULT_GROUP_BY = r"^([A-Za-z][A-Za-z0-9]*_\d+)_\d+\.[^.]+$"
 
-_PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9]*)_\d")
-
-
 def source_of(path: str, root: str | None = None) -> str:
-    """The source of a file: its name's prefix (``amvd``), else its root's folder name."""
-    m = _PREFIX.match(PurePosixPath(path).name)
-    if m:
-        return m.group(1).lower()
+    """The source of a file: its name's known prefix (``amvd``), else its root's folder name."""
+    prefix = PurePosixPath(path).name.split("_", 1)[0].lower()
+    if prefix in SOURCES:
+        return prefix
     return PurePosixPath(str(root)).name if root else "-"
 
 
