@@ -322,3 +322,17 @@ def test_several_roots_and_the_new_options_in_toml_and_on_the_command_line(tmp_p
     state = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert state["options"]["data"] == [str(tmp_path / "a"), str(tmp_path / "b")]
     assert state["options"]["train"]["exclude_noncommercial"] is True
+
+
+def test_view_report_of_a_run_with_several_roots(tmp_path):
+    """`summary.json`'s data is a list for several roots: the view's run report still loads."""
+    from facemask_edge.view.report import load_report
+
+    run = tmp_path / "run"
+    (run / "evaluation").mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps({"data": [str(tmp_path / "a"), str(tmp_path / "b")]}))
+    (run / "evaluation" / "evaluation.json").write_text(json.dumps(
+        {"models": {"ptq": {"misclassified_tflm": [{"path": "a/with_mask/x.png", "true": "with_mask",
+                                                    "predicted": "without_mask", "scores": [1, 2]}]}}}))
+    rep = load_report(run)
+    assert rep.summary["data"][0].endswith("a") and rep.thumbs == []
