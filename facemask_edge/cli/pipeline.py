@@ -121,15 +121,17 @@ def pipeline(data, out, board, config_file, port, demo, redo, weights, arch, alp
     h = summary["headline"]
     click.echo(f"{cfg.out}: {'demo, ' if cfg.demo else ''}board {cfg.board}")
     secs = {"stage time s", "this run s"}
-    rows = [("float test accuracy", h.get("float_test_accuracy")),
+    # More than two classes: macro-F1 and each class's recall lead (the summary's headline).
+    per_class = [(k.replace("_", " ").replace(" host test", " host"), v) for k, v in h.items()
+                 if k.endswith("_test_macro_f1") or "_test_recall_" in k]
+    rows = [*per_class,
+            ("float test accuracy", h.get("float_test_accuracy")),
             ("int8 host test accuracy", h.get("int8_host_test_accuracy")),
             ("int8 on-device accuracy", h.get("int8_device_test_accuracy")),
             ("device/host bit-exact", h.get("device_host_bit_exact")),
             ("model flatbuffer bytes", h.get("flatbuffer_bytes")),
             ("tensor arena bytes", h.get("arena_bytes")),
             (f"latency ms ({cfg.board})", h.get(f"latency_ms_{cfg.board}")),
-            *[(k.replace("_", " ").replace("int8 host test", "int8 host"), v) for k, v in h.items()
-              if k.endswith("_test_macro_f1") or "_test_recall_" in k],
             ("stage time s", summary["pipeline_seconds"]),
             ("this run s", summary["this_invocation_seconds"])]
     width = max(len(k) for k, _ in rows)
