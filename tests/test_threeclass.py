@@ -199,6 +199,10 @@ def test_train_cli_takes_several_roots_and_the_new_options(roots, tiny_backbone,
     card = json.loads((out / "model_card.json").read_text())
     assert card["noncommercial"] is True and "NON-COMMERCIAL" in card["licence_notes"][0]
     assert card["labels"] == list(THREE)
+    from facemask_edge.export import export_run
+
+    res = export_run(out, "nano33ble", out=tmp_path / "exp")
+    assert "// LICENCE: NON-COMMERCIAL USE ONLY" in (res.path / "src" / "model_settings.h").read_text()
 
 
 @pytest.fixture(scope="module")
