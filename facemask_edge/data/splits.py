@@ -72,7 +72,7 @@ def split_groups(ds: Dataset, group_by: str | None = DEFAULT_GROUP_BY) -> dict[s
             m = rx.search(Path(it.path).name)
             if m:
                 key = m.group(1) if m.groups() and m.group(1) is not None else m.group(0)
-                # The root (or the folder above the class folder) keeps two sets' photo 12 apart.
+                # The root in the key keeps photo 12 of one data set apart from photo 12 of another.
                 union(it.sha, f"~photo:{it.root or ''}|{key}")
     return {it.path: find(it.sha) for it in ds.items}
 

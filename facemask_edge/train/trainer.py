@@ -251,6 +251,7 @@ def train(cfg: TrainConfig) -> dict:
     from facemask_edge.train.tracking import EnergyMeter, WandbRun
 
     t_start = time.monotonic()
+    class_weights(np.zeros(0, np.int64), 1, cfg.class_weight)  # an unknown mode fails before the scan
     strategy, chief = _strategy(cfg.distribute)
     out = Path(cfg.out) if chief else Path(tempfile.mkdtemp(prefix="facemask-worker-"))
     out.mkdir(parents=True, exist_ok=True)
