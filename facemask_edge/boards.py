@@ -68,6 +68,8 @@ class Board:
         reference_limits: the most a default model may take of the MLPerf Tiny VWW int8
             reference's ``arena`` and ``flash`` (fractions; empty: no limit).
         sketch: the hand-written sketch folder export copies (``None``: ``firmware/boards/<name>``).
+        unsupported_ops: builtin ops the board's TFLM library cannot register although TFLM's
+            resolver knows them, with the reason (refused at export, not at compile time).
     """
 
     name: str
@@ -96,6 +98,7 @@ class Board:
     latency_budget_ms: float | None = None
     reference_limits: Mapping[str, float] = field(default_factory=dict)
     sketch: Path | None = None
+    unsupported_ops: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def frame_bytes(self) -> int:
@@ -152,6 +155,7 @@ BOARDS: dict[str, Board] = {
         latency_budget_ms=150.0,
         # Issue 7's targets against the MLPerf Tiny VWW int8 model.
         reference_limits={"arena": 0.45, "flash": 0.25},
+        unsupported_ops={"BATCH_MATMUL": "Chirale_TensorFlowLite 2.0.0 (the Nano's TFLM) has no AddBatchMatMul"},
     ),
     "esp32cam": Board(
         name="esp32cam",

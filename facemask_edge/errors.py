@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "FacemaskError",
+    "ConfigError",
     "DataError",
     "ModelError",
     "ConversionError",
@@ -34,6 +35,10 @@ class FacemaskError(Exception):
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class ConfigError(FacemaskError):
+    """An option value (command line, --config file, defaults.json) has the wrong type or value."""
 
 
 class DataError(FacemaskError):

@@ -26,11 +26,16 @@ from pathlib import Path
 from facemask_edge.boards import BOARDS, DEFAULTS_FILE
 from facemask_edge.errors import FacemaskError
 from facemask_edge.progress import log
+from facemask_edge.train.qat import QAT_EPOCHS
+from facemask_edge.train.trainer import TrainConfig
 
 __all__ = ["SweepPoint", "build_grid", "run_sweep", "recommend", "write_defaults", "default_latency_budgets",
            "default_reference_limits", "sweep_markdown", "FAST_EPOCHS", "FULL_EPOCHS"]
 FAST_EPOCHS = {"head_epochs": 2, "finetune_epochs": 4, "qat_epochs": 1}
-FULL_EPOCHS = {"head_epochs": 3, "finetune_epochs": 10, "qat_epochs": 2}
+# Without --fast the sweep trains each configuration on the same schedule as `train` and
+# `pipeline` (one default per option: TrainConfig's and the pipeline's QAT epochs).
+FULL_EPOCHS = {"head_epochs": TrainConfig.head_epochs, "finetune_epochs": TrainConfig.finetune_epochs,
+               "qat_epochs": QAT_EPOCHS}
 KERAS_FAMILIES = (("mobilenet_v1", 0.25), ("mobilenet_v1", 0.5), ("mobilenet_v2", 0.35))
 
 
@@ -158,16 +163,11 @@ def build_grid(weights: str | None = None, keras_weights: str | None = None, fas
 
 
 def _test_accuracy(run_dir: Path) -> float | None:
-    """Int8 accuracy of the chosen model on the test split, in tflite-micro."""
-    from facemask_edge.convert.runtimes import TFLMRunner
-    from facemask_edge.data.preprocess import to_int8
-    from facemask_edge.runs import load_run_data
+    """Int8 accuracy of the shipped model on the test split, in tflite-micro."""
+    from facemask_edge.artifacts.run import Run
+    from facemask_edge.convert.evaluate import split_accuracy
 
-    x, y = load_run_data(run_dir).part("test")
-    if not len(x):
-        return None
-    pred = TFLMRunner(run_dir / "model_int8.tflite").run_batch(to_int8(x)).argmax(1)
-    return float((pred == y).mean())
+    return split_accuracy(Run(run_dir), "test")
 
 
 def _row(point: SweepPoint, summary: dict, test_int8: float | None, seconds: float,
@@ -222,7 +222,7 @@ def run_sweep(data: str | None, out: str | Path, points: list[SweepPoint], epoch
     """
     from facemask_edge.data.download import resolve_data
     from facemask_edge.pipeline import PipelineConfig, run_pipeline
-    from facemask_edge.runs import write_json
+    from facemask_edge.artifacts.files import write_json
 
     out = Path(out)
     (out / "configs").mkdir(parents=True, exist_ok=True)
@@ -233,11 +233,11 @@ def run_sweep(data: str | None, out: str | Path, points: list[SweepPoint], epoch
     limits = (default_reference_limits() if reference_limits is None else reference_limits) if ref else {}
     teacher_size = None
     if (train_options or {}).get("teacher"):
-        from facemask_edge.runs import load_config
+        from facemask_edge.artifacts.run import Run
 
         from facemask_edge.train.trainer import teacher_dirs
 
-        teacher_size = min(load_config(t).get("size") for t in teacher_dirs(train_options["teacher"]))
+        teacher_size = min(Run(t).config.get("size") for t in teacher_dirs(train_options["teacher"]))
     rows, failed = [], []
     t_all = time.monotonic()
     for i, p in enumerate(points, 1):
@@ -353,7 +353,7 @@ def write_defaults(rec: dict, path: Path | None = None, source: str = "") -> Pat
     """Put the recommendation into ``facemask_edge/defaults.json`` (the pipeline's --board
     defaults): each board's arch, alpha, size, colour and blocks; other keys (epochs, weights)
     are kept."""
-    from facemask_edge.runs import write_json
+    from facemask_edge.artifacts.files import write_json
 
     path = Path(path) if path else DEFAULTS_FILE
     doc = json.loads(path.read_text()) if path.exists() else {"schema": 1, "boards": {}}

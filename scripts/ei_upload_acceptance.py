@@ -8,7 +8,9 @@ and then runs the real CLI in a subprocess:
 
 1. an uninterrupted upload to a fresh project, timed: images/s;
 2. on a second fresh project: an upload killed with SIGKILL at ~30 %, re-run and interrupted with
-   Ctrl-C (SIGINT) at ~65 %, re-run to the end, and run once more (must send nothing).
+   Ctrl-C (SIGINT) at ~65 %, re-run to the end, and run once more (must send nothing);
+3. ``ei status`` on that project (in sync), then with the ledger deleted ``ei status --repair``
+   (rebuilds it from the sample listing, uploads nothing) and ``upload-data`` (sends nothing).
 
 Then it checks, through the SDK's own studio-API listing (``ei.data.get_sample_ids``) and the
 server's store, that every usable image is stored exactly once (byte-identical files share one
@@ -131,6 +133,38 @@ def verify(server: EIServer, key: str, data: Path, run: Path, cache: Path) -> di
         and max(hashes.values(), default=1) == 1}
 
 
+def status_checks(srv: EIServer, key: str, args, run: Path, cache: Path) -> dict:
+    """Issue 15.5: ``ei status`` finds the project in sync; with the ledger deleted,
+    ``status --repair`` rebuilds it from the listing, and ``upload-data`` then sends nothing."""
+    env = env_for(srv, key, cache)
+    base = [sys.executable, "-m", "facemask_edge", "ei"]
+    data = ["--data", str(args.data), "--split-from", str(run)]
+    out = {}
+    t0 = time.monotonic()
+    r = subprocess.run(base + ["status", *data], env=env, capture_output=True, text=True)
+    out["status"] = {"returncode": r.returncode, "seconds": round(time.monotonic() - t0, 2),
+                     "first_line": (r.stdout.splitlines() or [""])[0]}
+    for ledger in (cache / "edge-impulse").glob("*.jsonl"):
+        ledger.unlink()
+    t0 = time.monotonic()
+    r = subprocess.run(base + ["status", *data, "--repair"], env=env, capture_output=True,
+                       text=True)
+    out["repair_without_ledger"] = {
+        "returncode": r.returncode, "seconds": round(time.monotonic() - t0, 2),
+        "repaired": next((ln for ln in r.stdout.splitlines() if ln.startswith("repaired")), "")}
+    n = len(srv.requests_to("files$"))
+    r = subprocess.run(cli(srv, key, args.data, run, cache, args), env=env, capture_output=True,
+                       text=True)
+    out["upload_after_rebuild"] = {"returncode": r.returncode,
+                                   "requests": len(srv.requests_to("files$")) - n}
+    out["ok"] = (out["status"]["returncode"] == 0
+                 and out["repair_without_ledger"]["returncode"] == 0
+                 and out["repair_without_ledger"]["repaired"].startswith(
+                     "repaired: uploaded 0, relabelled 0, moved 0")
+                 and out["upload_after_rebuild"]["requests"] == 0)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=default_data())
@@ -177,12 +211,14 @@ def main(argv=None) -> int:
         v = verify(srv, key, args.data, run, cache)
         report["interrupted"] = {"runs": runs, "faults": dict(srv.fault_counts), "verify": v,
                                  "total_seconds": round(sum(x["seconds"] for x in runs), 2)}
+        report["status"] = status_checks(srv, key, args, run, cache)
     ok = (report["uninterrupted"]["verify"]["ok"] and report["uninterrupted"]["returncode"] == 0
           and report["interrupted"]["verify"]["ok"]
           and report["interrupted"]["runs"][2]["returncode"] == 0
           and report["interrupted"]["runs"][3]["requests"] == 0
           and all(x["requests_for_already_stored"] <= args.concurrency
-                  for x in report["interrupted"]["runs"]))
+                  for x in report["interrupted"]["runs"])
+          and report["status"]["ok"])
     report["ok"] = ok
     text = json.dumps(report, indent=1)
     print(text)

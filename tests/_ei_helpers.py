@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
-
-import numpy as np
 
 from facemask_edge.testing import make_synthetic_dataset
 
@@ -16,27 +16,20 @@ def small_dataset(root: Path, per_class: int = 12, seed: int = 0) -> Path:
     return make_synthetic_dataset(root, per_class=per_class, size=32, seed=seed)
 
 
-def tiny_int8_run(run_dir: Path, labels=("with_mask", "without_mask"), size: int = 16,
-                  channels: int = 3) -> Path:
-    """A run folder with a full-int8 ``model_int8.tflite`` (input scale 1/255, zero point -128)
-    and ``labels.txt``."""
-    from facemask_edge._tf import tf
+def tiny_int8_run(run_dir: Path, labels=("with_mask", "without_mask")) -> Path:
+    """A run folder with a full-int8 ``model_int8.tflite`` (16 px RGB, input scale 1/255, zero point
+    -128; tests/fixtures/ei16_rgb.tflite), ``labels.txt`` and a minimal ``model_card.json``."""
+    from _fixtures import fixture_model
 
-    tfm = tf()
+    size, channels = 16, 3
+
     run_dir.mkdir(parents=True, exist_ok=True)
-    inp = tfm.keras.Input((size, size, channels))
-    x = tfm.keras.layers.Conv2D(4, 3, strides=2, activation="relu")(inp)
-    x = tfm.keras.layers.GlobalAveragePooling2D()(x)
-    out = tfm.keras.layers.Dense(len(labels), activation="softmax")(x)
-    model = tfm.keras.Model(inp, out)
-    rng = np.random.RandomState(0)
-
-    def rep():
-        for _ in range(8):
-            yield [rng.rand(1, size, size, channels).astype(np.float32)]
-
-    from facemask_edge.convert.converter import convert_keras
-
-    (run_dir / "model_int8.tflite").write_bytes(convert_keras(model, rep))
+    data = fixture_model("ei16_rgb")
+    (run_dir / "model_int8.tflite").write_bytes(data)
     (run_dir / "labels.txt").write_text("".join(f"{x}\n" for x in labels))
+    # The smallest card the run loader accepts (convert writes the full one).
+    card = {"schema": 1, "model": "model_int8.tflite", "sha256": hashlib.sha256(data).hexdigest(),
+            "quantization": "ptq", "labels": list(labels),
+            "input": {"size": size, "color": "grayscale" if channels == 1 else "rgb"}}
+    (run_dir / "model_card.json").write_text(json.dumps(card))
     return run_dir

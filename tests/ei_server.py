@@ -7,8 +7,10 @@ pydantic models; ``test_edge_impulse_server.py`` checks that):
 
 Ingestion service (base URL = ``ingestion_endpoint``):
     ``POST /api/{training,testing,split,anomaly}/files`` - ``multipart/form-data``, one or more
-    parts named ``data`` (max 1000); headers ``x-api-key`` (401 ``{"success": false, "error":
-    "Invalid API key"}`` if missing or wrong), ``x-label`` (URI-encoded; else inferred from the
+    parts named ``data`` (max 1000); headers ``x-api-key`` (``421`` if missing, ``401``
+    ``text/plain`` "Invalid API key" if wrong: the ingestion API documentation, as issue 15
+    found; the 421 body text is a guess), ``x-metadata`` (a JSON object of strings, kept with
+    the sample and returned by the listing), ``x-label`` (URI-encoded; else inferred from the
     file name with ``^[a-zA-Z0-9\\s-_]+``, unless ``x-no-label: 1``), ``x-disallow-duplicates``
     (refuse content whose sha256 is already in the project, any category). Answer 200
     ``{"success": true, "files": [...]}``, one entry per part in order: ``{"success": true,
@@ -19,11 +21,22 @@ Ingestion service (base URL = ``ingestion_endpoint``):
 
 Studio API (base URL = ``api_endpoint`` = ``<server>/v1``), auth by ``x-api-key``:
     ``GET /api/projects``, ``GET /api/{id}`` (project info with ``latencyDevices``),
-    ``GET /api/{id}/raw-data/count``, ``GET /api/{id}/raw-data``,
+    ``GET /api/{id}/raw-data/count``, ``GET /api/{id}/raw-data`` (``category`` required; each
+    sample with ``sha256Hash`` = sha256 of the stored bytes (a guess for images) and
+    ``metadata``), ``POST /api/{id}/raw-data/{sample}/edit-label`` (``{"label"}``),
+    ``POST /api/{id}/raw-data/{sample}/move`` (``{"newCategory"}``),
+    ``DELETE /api/{id}/raw-data/{sample}``,
+    ``GET /api/{id}/impulses``, ``POST /api/{id}/impulse/new`` (``{"type"}``),
+    ``POST /api/{id}/impulse/update?impulseId=`` (``{"name"}``). Every pretrained-model, build
+    and download call takes ``impulseId``; without it the default impulse is used (guesses:
+    the lowest id is the default; a model upload to a project without impulses creates one;
+    see ``_Handler._impulse_for``). ``EIServer.add_impulse`` plays a user's Studio impulse,
+    ``fail_job`` a job that finishes with ``finishedSuccessful: false`` and a log.
     ``POST /api/{id}/pretrained-model/upload`` (multipart ``modelFile``, ``modelFileName``,
     ``modelFileType``, optional ``device``, ``representativeFeatures``),
     ``POST /api/{id}/pretrained-model/profile``, ``GET /api/{id}/pretrained-model``,
-    ``POST /api/{id}/pretrained-model/save`` (JSON ``{"input": ..., "model": ...}``),
+    ``POST /api/{id}/pretrained-model/save`` (JSON ``{"input": ..., "model": ...}``; an image
+    input's ``resizeMode`` must be one of ``ImageInputResizeMode``),
     ``GET /api/{id}/deployment/targets/data-sources``,
     ``POST /api/{id}/jobs/build-ondevice-model?type=T`` (JSON ``{"engine", "modelType"}``),
     ``GET /api/{id}/jobs/{job}/status``, ``GET /api/{id}/jobs/{job}/stdout``,
@@ -128,6 +141,7 @@ class Sample:
     content_type: str
     created: str
     data: bytes | None = None
+    metadata: dict[str, str] | None = None
 
 
 @dataclass
@@ -144,6 +158,7 @@ class RecordedRequest:
     status: int | None = None
     fault: str | None = None
     time: float = 0.0  # time.monotonic() when the request arrived
+    peer_port: int = 0  # the client's source port (tells a proxied request from a direct one)
 
 
 @dataclass
@@ -170,14 +185,81 @@ class _State:
         self.next_sample = 1000
         self.jobs: dict[int, _Job] = {}
         self.next_job = 500
-        self.model: dict | None = None  # the uploaded pretrained model
-        self.device: str | None = None
-        self.profile: dict | None = None
-        self.saved: dict | None = None
+        self.impulses: dict[int, _Impulse] = {}
+        self.next_impulse = 1
+        self.current: _Impulse | None = None  # the impulse the last pretrained-model call used
         self.deployment_version = 0
-        self.builds: dict[tuple[str, str, str], bytes] = {}
         self.requests: list[RecordedRequest] = []
         self.created = _now()
+        self.failing_jobs: list[list] = []  # [regex, logs, times]
+
+    # The last used impulse's pretrained-model state, for tests.
+    @property
+    def model(self) -> dict | None:
+        return self.current.model if self.current else None
+
+    @property
+    def device(self) -> str | None:
+        return self.current.device if self.current else None
+
+    @property
+    def profile(self) -> dict | None:
+        return self.current.profile if self.current else None
+
+    @property
+    def saved(self) -> dict | None:
+        return self.current.saved if self.current else None
+
+    @property
+    def builds(self) -> dict:
+        return self.current.builds if self.current else {}
+
+
+@dataclass
+class _Impulse:
+    id: int
+    name: str
+    type: str = "default"
+    blocks: bool = False  # has blocks (an impulse designed in Studio) - shown in the listing
+    model: dict | None = None  # the uploaded pretrained model
+    device: str | None = None
+    profile: dict | None = None
+    saved: dict | None = None
+    builds: dict = field(default_factory=dict)
+
+
+def _self_signed_cert() -> tuple[str, str]:
+    """A throw-away certificate and key for 127.0.0.1 (PEM files in a temporary folder)."""
+    import datetime
+    import ipaddress
+    import os
+    import tempfile
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ei-loopback")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    folder = tempfile.mkdtemp(prefix="ei-tls-")
+    cert_path, key_path = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM,
+                                  serialization.PrivateFormat.TraditionalOpenSSL,
+                                  serialization.NoEncryption()))
+    return cert_path, key_path
 
 
 def _parse_multipart(content_type: str, body: bytes) -> dict[str, list]:
@@ -262,16 +344,20 @@ class EIServer:
         api_key: the one valid project key.
         leaky: put the key the client sent into error messages, to test client-side redaction.
         faults: random fault injection (default: none).
-        job_seconds: how long each job runs before ``finished`` is set.
+        job_seconds: how long each job runs before ``finished`` is set; or a dict by job key
+            (``pretrained-model-upload``, ``pretrained-model-profile``,
+            ``build-ondevice-model``), 0 for the others.
         store_data: keep uploaded bytes (off for the big acceptance run).
     """
 
     def __init__(self, api_key: str = "ei_" + "0123456789abcdef" * 4, *,
                  faults: FaultConfig | None = None, project_id: int = 4242,
-                 project_name: str = "facemask-edge loopback", job_seconds: float = 0.0,
-                 store_data: bool = True, leaky: bool = False):
+                 project_name: str = "facemask-edge loopback", job_seconds: float | dict = 0.0,
+                 store_data: bool = True, leaky: bool = False, tls: bool = False):
         self.state = _State(api_key, project_id, project_name, store_data)
         self.leaky = leaky  # echo the received key in error bodies (a careless server)
+        self.tls = tls  # serve https with a self-signed certificate for 127.0.0.1 (ca_file)
+        self.ca_file: str | None = None
         self.faults = faults or FaultConfig()
         self.job_seconds = job_seconds
         self._rng = random.Random(self.faults.seed)
@@ -291,6 +377,14 @@ class EIServer:
             ei = server
 
         self._httpd = _HTTPServer(("127.0.0.1", 0), Handler)
+        if self.tls:
+            import ssl
+
+            cert, key = _self_signed_cert()
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(cert, key)
+            self.ca_file = cert
+            self._httpd.socket = ctx.wrap_socket(self._httpd.socket, server_side=True)
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="ei-server",
                                         kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
@@ -311,7 +405,7 @@ class EIServer:
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
 
     @property
     def api_endpoint(self) -> str:
@@ -364,6 +458,34 @@ class EIServer:
         rx = re.compile(pattern)
         return [r for r in self.requests if rx.search(r.path) and (method is None
                                                                     or r.method == method)]
+
+    def add_impulse(self, name: str, type: str = "default", blocks: bool = True) -> int:
+        """Create an impulse, as a user designing one in Studio would (``blocks``: it has an
+        input, DSP and learn block, like an impulse trained on the data). Returns its id."""
+        st = self.state
+        with st.lock:
+            iid = st.next_impulse
+            st.next_impulse += 1
+            st.impulses[iid] = _Impulse(iid, name, type, blocks)
+        return iid
+
+    def fail_job(self, pattern: str, logs: list[str], times: int = 1) -> None:
+        """Make the next ``times`` jobs started by a request whose path matches ``pattern``
+        finish with ``finishedSuccessful: false`` and ``logs`` as their log."""
+        with self.state.lock:
+            self.state.failing_jobs.append([re.compile(pattern), list(logs), times])
+
+    def sample(self, sample_id: int) -> Sample:
+        with self.state.lock:
+            return next(s for s in self.state.samples if s.id == sample_id)
+
+    def delete_sample(self, sample_id: int) -> None:
+        """Delete a sample, as a user in Studio would."""
+        st = self.state
+        with st.lock:
+            s = self.sample(sample_id)
+            st.samples.remove(s)
+            st.by_hash[s.sha256].remove(sample_id)
 
     def clear_samples(self) -> None:
         with self.state.lock:
@@ -442,7 +564,7 @@ class _Handler(BaseHTTPRequestHandler):
         ingestion = bool(re.fullmatch(r"/api/[^/]+/(files|data)", path))
         record = RecordedRequest(self.command, path, query,
                                  {k.lower(): v for k, v in self.headers.items()}, None,
-                                 time=time.monotonic())
+                                 time=time.monotonic(), peer_port=self.client_address[1])
         self._record = record
         st = self.ei.state
         with st.lock:
@@ -493,6 +615,20 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 raise
 
+    def _ingestion_authorized(self) -> bool:
+        """The ingestion service's answers (issue 15's findings from the ingestion API
+        documentation): ``421`` when the key header is missing, ``401`` ``text/plain`` "Invalid
+        API key" for a wrong key. Guess: the wording of the 421 body."""
+        key = self.headers.get("x-api-key")
+        if not key:
+            self._send(421, b"Missing x-api-key header", "text/plain")
+            return False
+        if key != self.ei.state.api_key:
+            echo = f" '{key}'" if self.ei.leaky else ""
+            self._send(401, f"Invalid API key{echo}".encode(), "text/plain")
+            return False
+        return True
+
     def _authorized(self) -> bool:
         key = self.headers.get("x-api-key")
         if not key:
@@ -507,7 +643,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _ingest(self, path: str, body: bytes, record: RecordedRequest, drop_after: bool) -> None:
         m = re.fullmatch(r"/api/([^/]+)/(files|data)", path)
         category, kind = m.group(1), m.group(2)
-        if not self._authorized():
+        if not self._ingestion_authorized():
             return
         if category not in INGESTION_CATEGORIES:
             return self._error(400, f"Invalid category '{category}', must be one of "
@@ -530,16 +666,27 @@ class _Handler(BaseHTTPRequestHandler):
         label = unquote(raw_label) if raw_label is not None else None
         no_label = self.headers.get("x-no-label") == "1"
         disallow = self.headers.get("x-disallow-duplicates", "").lower() not in ("", "0", "false")
-        st = self.ei.state
+        metadata = None
+        if self.headers.get("x-metadata") is not None:
+            # A JSON object of strings (the SDK sends ``json.dumps(sample.metadata)``). Guess:
+            # the status and wording of the refusal of anything else.
+            try:
+                metadata = json.loads(self.headers["x-metadata"])
+                if not isinstance(metadata, dict):
+                    raise ValueError("not an object")
+                metadata = {str(k): str(v) for k, v in metadata.items()}
+            except ValueError as exc:
+                return self._error(400, f"Invalid x-metadata header: {exc}")
         results = []
         for filename, data, part_type in files:
             results.append(self._store(category, filename, data, part_type, label, no_label,
-                                       disallow))
+                                       disallow, metadata))
         if drop_after:
             raise _Drop()
         self._json(200, {"success": True, "files": results})
 
-    def _store(self, category, filename, data, part_type, label, no_label, disallow) -> dict:
+    def _store(self, category, filename, data, part_type, label, no_label, disallow,
+               metadata=None) -> dict:
         st = self.ei.state
         base = filename.rsplit("/", 1)[-1]
         stem, dot, ext = base.rpartition(".")
@@ -570,7 +717,8 @@ class _Handler(BaseHTTPRequestHandler):
             sid = st.next_sample
             st.next_sample += 1
             st.samples.append(Sample(sid, stem, label or "", category, sha, len(data),
-                                     part_type, _now(), data if st.store_data else None))
+                                     part_type, _now(), data if st.store_data else None,
+                                     metadata))
             st.by_hash.setdefault(sha, []).append(sid)
         token = base64.b32encode(secrets.token_bytes(5)).decode().lower()
         return {"success": True, "sampleId": sid, "projectId": st.project_id,
@@ -593,6 +741,12 @@ class _Handler(BaseHTTPRequestHandler):
             ("GET", r"", self._project_info),
             ("GET", r"/raw-data/count", self._count),
             ("GET", r"/raw-data", self._list),
+            ("POST", r"/raw-data/(\d+)/edit-label", self._edit_label),
+            ("POST", r"/raw-data/(\d+)/move", self._move),
+            ("DELETE", r"/raw-data/(\d+)", self._delete),
+            ("GET", r"/impulses", self._impulses),
+            ("POST", r"/impulse/new", self._new_impulse),
+            ("POST", r"/impulse/update", self._update_impulse),
             ("POST", r"/pretrained-model/upload", self._upload_model),
             ("POST", r"/pretrained-model/profile", self._profile),
             ("GET", r"/pretrained-model", self._model_info),
@@ -699,6 +853,8 @@ class _Handler(BaseHTTPRequestHandler):
         return 200, {"success": True, "count": len(self._filtered(query))}
 
     def _list(self, query, record):
+        if not query.get("category"):
+            return 400, {"success": False, "error": "Missing parameter 'category'"}
         ss = self._filtered(query)
         offset = int(query.get("offset", ["0"])[0])
         limit = int(query.get("limit", ["50"])[0])
@@ -713,15 +869,24 @@ class _Handler(BaseHTTPRequestHandler):
             "added": s.created, "boundingBoxes": [], "boundingBoxesType": "object_detection",
             "chartType": "image", "isDisabled": False, "isProcessing": False,
             "processingError": False, "isCropped": False, "projectId": st.project_id,
-            "sha256Hash": s.sha256, "datastreams": []} for s in page]}
+            "sha256Hash": s.sha256, "datastreams": [],
+            **({"metadata": s.metadata} if s.metadata else {})} for s in page]}
 
     # jobs
     def _job(self, category: str, key: str, ok: bool = True, logs=()) -> _Job:
         st = self.ei.state
+        path = self._record.path if self._record is not None else ""
         with st.lock:
+            for entry in st.failing_jobs:
+                if entry[2] > 0 and entry[0].search(path):
+                    entry[2] -= 1
+                    ok, logs = False, list(logs) + entry[1]
+                    break
             jid = st.next_job
             st.next_job += 1
-            job = _Job(jid, category, key, _now(), time.monotonic() + self.ei.job_seconds, ok,
+            secs = self.ei.job_seconds
+            secs = secs.get(key, 0.0) if isinstance(secs, dict) else secs
+            job = _Job(jid, category, key, _now(), time.monotonic() + secs, ok,
                        list(logs))
             st.jobs[jid] = job
         return job
@@ -754,9 +919,112 @@ class _Handler(BaseHTTPRequestHandler):
         job.cancelled = True
         return 200, {"success": True}
 
+    # impulses
+    def _impulse_for(self, query, create: bool = False):
+        """The impulse a call addresses: ``impulseId``, else the default impulse.
+
+        Guesses (the API says only "if this is unset then the default impulse is used"): the
+        default impulse is the one with the lowest id; a model upload to a project without
+        any impulse creates one named "Impulse #1"; an unknown ``impulseId`` is a 404.
+        """
+        st = self.ei.state
+        raw = (query.get("impulseId") or [None])[0]
+        with st.lock:
+            if raw is not None:
+                imp = st.impulses.get(int(raw))
+                if imp is None:
+                    return None, (404, {"success": False, "error": f"Impulse {raw} not found"})
+            elif st.impulses:
+                imp = st.impulses[min(st.impulses)]
+            elif create:
+                imp = st.impulses[self.ei.add_impulse("Impulse #1", "BYOM", False)]
+            else:
+                return None, (200, {"success": False, "error": "No uploaded model yet"})
+            st.current = imp
+        return imp, None
+
+    def _impulses(self, query, record):
+        st = self.ei.state
+        with st.lock:
+            imps = [st.impulses[i] for i in sorted(st.impulses)]
+
+        def blocks(imp):
+            if not imp.blocks:
+                return {"inputBlocks": [], "dspBlocks": [], "learnBlocks": [],
+                        "postProcessingBlocks": []}
+            # Made up, but in the shape of ``Impulse`` (validated by the tests).
+            return {"inputBlocks": [{"id": 1, "type": "image", "name": "Image data",
+                                     "title": "Image data", "imageWidth": 96,
+                                     "imageHeight": 96, "resizeMode": "fit-short"}],
+                    "dspBlocks": [{"id": 2, "type": "image", "name": "Image", "axes": ["image"],
+                                   "title": "Image", "implementationVersion": 1}],
+                    "learnBlocks": [{"id": 3, "type": "keras-transfer-image",
+                                     "name": "Transfer learning", "dsp": [2],
+                                     "title": "Transfer Learning (Images)"}],
+                    "postProcessingBlocks": []}
+
+        return 200, {"success": True, "maxImpulseCount": -1, "impulses": [
+            {"id": i.id, "name": i.name, "type": i.type, **blocks(i)} for i in imps]}
+
+    def _new_impulse(self, query, record):
+        body = record.json if isinstance(record.json, dict) else {}
+        kind = body.get("type", "default")
+        if kind not in ("default", "BYOM", "VLM"):
+            return 400, {"success": False, "error": f"Invalid impulse type {kind!r}"}
+        st = self.ei.state
+        iid = self.ei.add_impulse(f"Impulse #{st.next_impulse}", kind, False)
+        return 200, {"success": True, "id": iid,
+                     "redirectUrl": f"/studio/{st.project_id}/create-impulse?impulseId={iid}"}
+
+    def _update_impulse(self, query, record):
+        imp, err = self._impulse_for(query)
+        if err:
+            return err
+        body = record.json if isinstance(record.json, dict) else {}
+        if "name" in body:
+            imp.name = str(body["name"])
+        return 200, {"success": True}
+
+    # raw data edits (what a user does in Studio, and what --repair does)
+    def _sample_or_404(self, sid):
+        try:
+            return self.ei.sample(int(sid)), None
+        except StopIteration:
+            return None, (200, {"success": False, "error": f"Sample {sid} not found"})
+
+    def _edit_label(self, query, record, sid):
+        s, err = self._sample_or_404(sid)
+        if err:
+            return err
+        body = record.json if isinstance(record.json, dict) else {}
+        if not isinstance(body.get("label"), str):
+            return 400, {"success": False, "error": "Missing 'label'"}
+        s.label = body["label"]
+        return 200, {"success": True}
+
+    def _move(self, query, record, sid):
+        s, err = self._sample_or_404(sid)
+        if err:
+            return err
+        body = record.json if isinstance(record.json, dict) else {}
+        if body.get("newCategory") not in ("training", "testing", "anomaly"):
+            return 400, {"success": False, "error": "Invalid 'newCategory'"}
+        s.category = body["newCategory"]
+        return 200, {"success": True}
+
+    def _delete(self, query, record, sid):
+        s, err = self._sample_or_404(sid)
+        if err:
+            return err
+        self.ei.delete_sample(s.id)
+        return 200, {"success": True}
+
     # pretrained model (bring your own model)
     def _upload_model(self, query, record):
         st = self.ei.state
+        imp, err = self._impulse_for(query, create=True)
+        if err:
+            return err
         form = record.form
         files = form.get("modelFile", [])
         ftype = (form.get("modelFileType") or [None])[0]
@@ -780,18 +1048,21 @@ class _Handler(BaseHTTPRequestHandler):
             logs.append(f"Failed to load model: {exc}")
         with st.lock:
             if ok:
-                st.model = {"fileName": fname, "data": data, "info": info}
-                st.device, st.profile, st.saved = device, None, None
+                imp.model = {"fileName": fname, "data": data, "info": info}
+                imp.device, imp.profile, imp.saved = device, None, None
             else:
-                st.model = None
+                imp.model = None
         return 200, {"success": True, "id": self._job("Uploading pretrained model",
                                                       "pretrained-model-upload", ok, logs).id}
 
     def _profile(self, query, record):
         st = self.ei.state
-        if st.model is None:
+        imp, err = self._impulse_for(query, create=False)
+        if err:
+            return err
+        if imp.model is None:
             return 200, {"success": False, "error": "No uploaded model yet"}
-        st.profile = self._make_profile(st.model, st.device)
+        imp.profile = self._make_profile(imp.model, imp.device)
         return 200, {"success": True, "id": self._job("Profiling", "pretrained-model-profile",
                                                       True, ["Profiling done"]).id}
 
@@ -845,26 +1116,35 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _model_info(self, query, record):
         st = self.ei.state
-        if st.model is None:
+        imp, err = self._impulse_for(query)
+        if err and err[0] == 404:
+            return err
+        if imp is None:
             return 200, {"success": False, "error": "No uploaded model yet",
                          "specificDeviceSelected": False, "availableModelTypes": []}
-        info = st.model["info"]
+        if imp.model is None:
+            return 200, {"success": False, "error": "No uploaded model yet",
+                         "specificDeviceSelected": False, "availableModelTypes": []}
+        info = imp.model["info"]
         tensors = lambda ts: [{"dataType": t["dataType"], "name": t["name"],  # noqa: E731
                                "shape": t["shape"]} for t in ts]
-        model = {"fileName": st.model["fileName"], "inputs": tensors(info["inputs"]),
+        model = {"fileName": imp.model["fileName"], "inputs": tensors(info["inputs"]),
                  "outputs": tensors(info["outputs"]), "supportsTFLite": True}
-        if st.profile is not None:
-            model["profileInfo"] = st.profile
-        out = {"success": True, "specificDeviceSelected": st.device is not None,
+        if imp.profile is not None:
+            model["profileInfo"] = imp.profile
+        out = {"success": True, "specificDeviceSelected": imp.device is not None,
                "availableModelTypes": [self._variant(info)], "model": model}
-        if st.saved is not None:
-            out["modelInfo"] = st.saved
+        if imp.saved is not None:
+            out["modelInfo"] = imp.saved
         return 200, out
 
     def _save(self, query, record):
         st = self.ei.state
+        imp, err = self._impulse_for(query, create=False)
+        if err:
+            return err
         body = record.json
-        if st.model is None:
+        if imp.model is None:
             return 200, {"success": False, "error": "No uploaded model yet"}
         if not isinstance(body, dict) or "input" not in body or "model" not in body:
             return 400, {"success": False, "error": "Body should have 'input' and 'model'"}
@@ -875,15 +1155,19 @@ class _Handler(BaseHTTPRequestHandler):
                                                                                 "torch"):
             return 400, {"success": False, "error": f"Invalid inputScaling "
                                                     f"{inp.get('inputScaling')!r}"}
+        if inp.get("inputType") == "image" and inp.get("resizeMode") not in (
+                None, "squash", "fit-short", "fit-long", "crop"):
+            return 400, {"success": False, "error": f"Invalid resizeMode "
+                                                    f"{inp.get('resizeMode')!r}"}
         if mdl.get("modelType") == "classification":
             labels = mdl.get("labels")
-            outs = st.model["info"]["outputs"]
+            outs = imp.model["info"]["outputs"]
             if not isinstance(labels, list) or len(labels) != outs[0]["shape"][-1]:
                 return 200, {"success": False, "error": f"Model has {outs[0]['shape'][-1]} "
                                                         f"outputs but {len(labels or [])} labels"}
         elif mdl.get("modelType") not in ("regression", "object-detection"):
             return 400, {"success": False, "error": f"Invalid modelType {mdl.get('modelType')!r}"}
-        st.saved = {"input": inp, "model": mdl}
+        imp.saved = {"input": inp, "model": mdl}
         return 200, {"success": True}
 
     def _targets(self, query, record):
@@ -904,6 +1188,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _build(self, query, record):
         st = self.ei.state
+        imp, err = self._impulse_for(query, create=False)
+        if err:
+            return err
         target = (query.get("type") or [None])[0]
         body = record.json if isinstance(record.json, dict) else {}
         engine, mtype = body.get("engine"), body.get("modelType")
@@ -912,30 +1199,30 @@ class _Handler(BaseHTTPRequestHandler):
         if engine not in TARGETS[target][1]:
             return 200, {"success": False, "error": f"Engine '{engine}' is not supported for "
                                                     f"'{target}'"}
-        if st.model is None or st.saved is None:
+        if imp.model is None or imp.saved is None:
             return 200, {"success": False, "error": "No uploaded model yet, or its parameters "
                                                     "are not saved"}
-        if mtype not in (self._variant(st.model["info"]),):
+        if mtype not in (self._variant(imp.model["info"]),):
             return 200, {"success": False, "error": f"Model type '{mtype}' is not available"}
         with st.lock:
             st.deployment_version += 1
             version = st.deployment_version
-            st.builds[(target, engine, mtype)] = self._library(target, engine, mtype, version)
+            imp.builds[(target, engine, mtype)] = self._library(imp, target, engine, mtype, version)
         job = self._job("Building library", "build-ondevice-model", True,
                         [f"Building {target} ({engine}, {mtype})", "Done"])
         return 200, {"success": True, "id": job.id, "deploymentVersion": version}
 
-    def _library(self, target, engine, mtype, version) -> bytes:
+    def _library(self, imp, target, engine, mtype, version) -> bytes:
         st = self.ei.state
         slug = re.sub(r"[^a-z0-9]+", "_", st.project_name.lower()).strip("_")
-        info = st.model["info"]
-        labels = st.saved["model"].get("labels") or []
+        info = imp.model["info"]
+        labels = imp.saved["model"].get("labels") or []
         inp = info["inputs"][0]["shape"]
         meta = {"project": st.project_name, "projectId": st.project_id, "target": target,
                 "engine": engine, "modelType": mtype, "deploymentVersion": version,
-                "input": st.saved["input"], "labels": labels,
+                "input": imp.saved["input"], "labels": labels,
                 "inputShape": inp, "outputShape": info["outputs"][0]["shape"],
-                "model_sha256": hashlib.sha256(st.model["data"]).hexdigest()}
+                "model_sha256": hashlib.sha256(imp.model["data"]).hexdigest()}
         header = "\n".join([
             "#pragma once",
             f"#define EI_CLASSIFIER_PROJECT_ID {st.project_id}",
@@ -956,13 +1243,16 @@ class _Handler(BaseHTTPRequestHandler):
                                                              'model_metadata.h"\n')
             zf.writestr(f"{prefix}model-parameters/model_metadata.h", header)
             zf.writestr(f"{prefix}model-parameters/deployment.json", json.dumps(meta, indent=1))
-            zf.writestr(f"{prefix}tflite-model/trained_model.tflite", st.model["data"])
+            zf.writestr(f"{prefix}tflite-model/trained_model.tflite", imp.model["data"])
         return buf.getvalue()
 
     def _download(self, query, record):
         st = self.ei.state
+        imp, err = self._impulse_for(query, create=False)
+        if err:
+            return err
         key = tuple((query.get(k) or [None])[0] for k in ("type", "engine", "modelType"))
-        data = st.builds.get(key)
+        data = imp.builds.get(key)
         if data is None:
             return 404, {"success": False, "error": f"No build found for {key}"}
         slug = re.sub(r"[^a-z0-9]+", "-", st.project_name.lower()).strip("-")

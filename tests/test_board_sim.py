@@ -12,19 +12,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facemask_edge.artifacts.run import Run
 from facemask_edge.device.session import BoardSession
-from facemask_edge.device.sim import BoardSimulator, Faults, board_budget, load_run_model
-from facemask_edge.device.testing import make_tiny_model, make_tiny_run
+from facemask_edge.device.sim import BoardSimulator, Faults, board_budget
+from _fixtures import fixture_model, run_model
+
+from facemask_edge.device.testing import make_tiny_run
 from facemask_edge.device.transport import open_port
 from facemask_edge.errors import BudgetError, FacemaskError, ModelError
 from facemask_edge.boards import get_board
+
+
+def _model_and_card(run):
+    m = Run(run).shipped()
+    return m.data, m.card
+
 
 CLI = [sys.executable, "-m", "facemask_edge"]
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    return make_tiny_run(tmp_path_factory.mktemp("sim") / "run", model=make_tiny_model())
+    return make_tiny_run(tmp_path_factory.mktemp("sim") / "run", model=fixture_model("tiny24_rgb"))
 
 
 def _env():
@@ -78,7 +87,7 @@ def test_fault_spec_parsing():
 
 
 def test_uart_pacing_matches_the_baud_rate(run):
-    model, card = load_run_model(run)
+    model, card = _model_and_card(run)
     baud = 115200
     with BoardSimulator(model, card, baud=baud, camera_every=0) as sim:
         session = BoardSession(open_port(sim.path, timeout=0.02), timeout=5)
@@ -91,7 +100,7 @@ def test_uart_pacing_matches_the_baud_rate(run):
 
 
 def test_board_limits(run):
-    model, card = load_run_model(run)
+    model, card = _model_and_card(run)
     nano = get_board("nano33ble")
     sim = BoardSimulator(model, card, board=nano, camera_every=0)
     assert sim.info.board == "nano33ble" and sim.model.error == 0
@@ -103,11 +112,11 @@ def test_board_limits(run):
 
 def test_missing_model_is_a_model_error(tmp_path):
     with pytest.raises(ModelError, match="convert the run first"):
-        load_run_model(tmp_path)
+        _model_and_card(tmp_path)
 
 
 def test_camera_loop_prints_pred_lines_the_monitor_reads(run, tmp_path):
-    model, card = load_run_model(run)
+    model, card = _model_and_card(run)
     frames = [np.full((120, 160, 3), v, np.uint8) for v in (0, 128, 255)]
     with BoardSimulator(model, card, camera_every=0.05, camera_frames=frames) as sim:
         proc = subprocess.run(CLI + ["monitor", "--port", sim.path, "--count", "4", "--csv",
@@ -148,7 +157,7 @@ def test_camera_frame_on_request_is_the_preprocessed_input_and_its_answer(run, t
     (folder / "broken.jpg").write_bytes(b"not an image")
     frames = load_camera_frames(folder)
     assert len(frames) == 3
-    model, card = load_run_model(run)
+    model, card = run_model(run)
     # The camera delivers RGB565: the firmware expands it, then preprocesses.
     wanted = {to_int8(device_preprocess(rgb565_to_rgb888(rgb888_to_rgb565(f), 120, 90), 24, "rgb")).tobytes()
               for f in frames}
@@ -174,7 +183,7 @@ def test_camera_frame_on_request_is_the_preprocessed_input_and_its_answer(run, t
 
 
 def test_camera_frame_is_refused_in_a_session(run):
-    model, card = load_run_model(run)
+    model, card = run_model(run)
     with BoardSimulator(model, card, camera_every=0.05) as sim:
         session = BoardSession(open_port(sim.path, timeout=0.02), timeout=5)
         session.handshake()

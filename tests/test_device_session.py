@@ -13,9 +13,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from facemask_edge.artifacts.run import Run
 from facemask_edge.device import framing as fr
 from facemask_edge.device.session import BoardSession
-from facemask_edge.device.sim import BoardSimulator, Faults, load_run_model
+from facemask_edge.device.sim import BoardSimulator, Faults
+from _fixtures import fixture_model
+
 from facemask_edge.device.testing import make_tiny_model, make_tiny_run
 from facemask_edge.device.transport import choose_port, list_candidates, open_port
 from facemask_edge.errors import DeviceError, DeviceTimeout, ModelMismatch, ProtocolError
@@ -23,14 +26,19 @@ from facemask_edge.boards import get_board
 from facemask_edge.validate.reference import HostReference
 
 
+def _model_and_card(run):
+    m = Run(run).shipped()
+    return m.data, m.card
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    return make_tiny_run(tmp_path_factory.mktemp("proto") / "run", model=make_tiny_model())
+    return make_tiny_run(tmp_path_factory.mktemp("proto") / "run", model=fixture_model("tiny24_rgb"))
 
 
 @pytest.fixture(scope="module")
 def model_card(run):
-    return load_run_model(run)
+    return _model_and_card(run)
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +142,7 @@ def test_multi_chunk_images_keep_the_uart_busy(tmp_path):
     baud = 921600
     rng = np.random.RandomState(1)
     images = [(i, rng.randint(-128, 128, 64 * 64 * 3).astype(np.int8).tobytes()) for i in range(16)]
-    sim = start_sim(load_run_model(run), baud=baud)
+    sim = start_sim(_model_and_card(run), baud=baud)
     try:
         session = connect(sim)
         got, stats = {}, None

@@ -100,8 +100,9 @@ def test_same_origin_redirect_is_still_followed(key):
 
 
 def test_sdk_calls_refuse_a_redirect_to_another_port(pair, key, tmp_path):
-    """The SDK's generated client (urllib3 PoolManager) follows redirects and strips only
-    ``Authorization``-like headers on a host change; ``sdk_settings`` must stop it."""
+    """Profile/deploy's studio calls (once the SDK's generated client, which follows redirects
+    and strips only ``Authorization``-like headers; now :mod:`.studio` on ``ei_session``)
+    refuse a redirect to another origin."""
     pytest.importorskip("edgeimpulse")
     from facemask_edge.edge_impulse.model import profile_model
 

@@ -15,7 +15,6 @@ import pytest
 from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _ei_helpers import tiny_int8_run  # noqa: E402
 from ei_server import EIServer  # noqa: E402
 
 from facemask_edge.artifacts.tflite import Tensor  # noqa: E402
@@ -23,7 +22,7 @@ from facemask_edge.cli import cli  # noqa: E402
 from facemask_edge.edge_impulse.model import _scaling, comparison_lines, load_run_model  # noqa
 from facemask_edge.errors import EdgeImpulseError, ModelError  # noqa: E402
 
-pytest.importorskip("edgeimpulse")
+FIXTURE = Path(__file__).parent / "fixtures" / "tiny_int8.tflite"
 
 OURS = {"board": "nano33ble", "arena_bytes": 5120, "arena_with_margin_bytes": 6144,
         "flash_bytes": 40960, "latency_ms": [3.0, 6.0], "fits": True}
@@ -31,8 +30,12 @@ OURS = {"board": "nano33ble", "arena_bytes": 5120, "arena_with_margin_bytes": 61
 
 @pytest.fixture(scope="module")
 def model_run(tmp_path_factory):
-    return tiny_int8_run(tmp_path_factory.mktemp("ei_model") / "template",
-                         labels=("with_mask", "without_mask"))
+    """A run with the checked-in tiny int8 model (no TensorFlow needed)."""
+    run = tmp_path_factory.mktemp("ei_model") / "template"
+    run.mkdir()
+    (run / "model_int8.tflite").write_bytes(FIXTURE.read_bytes())
+    (run / "labels.txt").write_text("with_mask\nwithout_mask\n")
+    return run
 
 
 @pytest.fixture()
@@ -95,16 +98,24 @@ def test_deploy_sends_labels_and_scaling_and_saves_the_library(server, key, run)
     assert res.exit_code == 0, res.output
     (save,) = server.requests_to(r"/pretrained-model/save$", "POST")
     assert save.headers["content-type"].startswith("application/json")
-    assert save.json == {"input": {"inputType": "image", "inputScaling": "0..1"},
+    # the resize mode of our centre-crop preprocessing (issue 15.2)
+    assert save.json == {"input": {"inputType": "image", "inputScaling": "0..1",
+                                   "resizeMode": "fit-short"},
                          "model": {"modelType": "classification", "labels": ["mask on", "no mask"]}}
+    # an empty project: the model went to a new impulse of ours, named so, in every call
+    (imp,) = server.state.impulses.values()
+    assert imp.name.startswith("facemask-edge") and imp.type == "BYOM"
+    ours = [str(imp.id)]
     (up,) = server.requests_to(r"/pretrained-model/upload$", "POST")
     assert up.form["modelFile"][0][1] == (run / "model_int8.tflite").read_bytes()
-    assert "device" not in up.form
+    assert "device" not in up.form and up.query["impulseId"] == ours
+    assert save.query["impulseId"] == ours
     (build,) = server.requests_to(r"/jobs/build-ondevice-model$", "POST")
-    assert build.query["type"] == ["arduino"]
+    assert build.query == {"type": ["arduino"], "impulseId": ours}
     assert build.json == {"engine": "tflite-eon", "modelType": "int8"}
     (dl,) = server.requests_to(r"/deployment/download$", "GET")
-    assert dl.query == {"type": ["arduino"], "engine": ["tflite-eon"], "modelType": ["int8"]}
+    assert dl.query == {"type": ["arduino"], "engine": ["tflite-eon"], "modelType": ["int8"],
+                        "impulseId": ours}
     out = run / "ei_arduino_tflite-eon.zip"
     assert out.read_bytes() == server.state.builds[("arduino", "tflite-eon", "int8")]
     with zipfile.ZipFile(out) as zf:
@@ -115,7 +126,45 @@ def test_deploy_sends_labels_and_scaling_and_saves_the_library(server, key, run)
     assert meta["labels"] == ["mask on", "no mask"] and meta["input"]["inputScaling"] == "0..1"
     info = json.loads((run / "ei_deploy.json").read_text())
     assert info["zip"] == out.name and info["bytes"] == out.stat().st_size
+    assert info["resize_mode"] == "fit-short" and info["impulse"] == imp.id
     assert f"saved {out}" in res.output and key not in json.dumps(info)
+    # a second deploy recognises the impulse as ours and uses it without asking
+    res = _invoke(server, key, "deploy", str(run), "--target", "zip")
+    assert res.exit_code == 0, res.output
+    assert len(server.state.impulses) == 1
+    assert server.requests_to(r"/deployment/download$")[-1].query["impulseId"] == ours
+
+
+def test_the_resize_mode_is_what_our_preprocessing_does_and_what_the_api_knows():
+    """Centre crop to the short side, then resize: Edge Impulse's ``fit-short``."""
+    from facemask_edge.data.preprocess import center_crop_box
+    from facemask_edge.edge_impulse.model import RESIZE_MODE, save_request
+
+    assert center_crop_box(100, 60) == (20, 0, 60)  # the short side kept whole, long one cut
+    assert center_crop_box(60, 100) == (0, 20, 60)
+    assert RESIZE_MODE == "fit-short"
+    pytest.importorskip("edgeimpulse_api")
+    from edgeimpulse_api.models.deploy_pretrained_model_input_image import \
+        DeployPretrainedModelInputImage
+    from edgeimpulse_api.models.image_input_resize_mode import ImageInputResizeMode
+    from edgeimpulse_api.models.save_pretrained_model_request import SavePretrainedModelRequest
+
+    m = load_run_model(_fixture_run())
+    body = save_request(m)
+    parsed = DeployPretrainedModelInputImage.parse_obj(body["input"])
+    assert parsed.resize_mode is ImageInputResizeMode.FIT_SHORT  # a value the API knows
+    assert SavePretrainedModelRequest.from_dict(body).to_dict()["input"]["resizeMode"] == \
+        "fit-short"
+
+
+def _fixture_run() -> Path:
+    import tempfile
+
+    run = Path(tempfile.mkdtemp()) / "run"
+    run.mkdir()
+    (run / "model_int8.tflite").write_bytes(FIXTURE.read_bytes())
+    (run / "labels.txt").write_text("with_mask\nwithout_mask\n")
+    return run
 
 
 def test_transient_studio_errors_are_retried(server, key, run):

@@ -77,12 +77,14 @@ def test_ingestion_positional_results_and_label_from_filename(server):
 
 
 def test_ingestion_auth_and_request_errors(server):
-    for key, message in ((None, "Missing x-api-key header"), ("ei_wrong", "Invalid API key")):
+    # as the ingestion API documents it: 421 without the header, 401 text/plain for a bad key
+    for key, status in ((None, 421), ("ei_wrong", 401)):
         headers = {} if key is None else {"x-api-key": key}
         r = requests.post(f"{server.url}/api/training/files", headers=headers,
                           files=[("data", ("a.png", _png(), "image/png"))], timeout=10)
-        assert r.status_code == 401
-        assert r.json() == {"success": False, "error": message}
+        assert r.status_code == status
+        assert r.headers["Content-Type"] == "text/plain"
+    assert r.text == "Invalid API key"
     r = requests.post(f"{server.url}/api/training/files", headers={"x-api-key": KEY},
                       data=b"{}", timeout=10)
     assert r.status_code == 400
@@ -128,7 +130,8 @@ def test_studio_answers_validate_against_the_sdk_models(server):
     h = {"x-api-key": KEY}
     api = server.api_endpoint
     pid = 4242
-    _post(server, "training", [("a.png", _png(), "image/png")], **{"x-label": "with_mask"})
+    _post(server, "training", [("a.png", _png(), "image/png")],
+          **{"x-label": "with_mask", "x-metadata": '{"source": "with_mask/a.png"}'})
     checks = [
         (f"{api}/api/projects", m.ListProjectsResponse),
         (f"{api}/api/{pid}", m.ProjectInfoResponse),
@@ -137,10 +140,32 @@ def test_studio_answers_validate_against_the_sdk_models(server):
         (f"{api}/api/{pid}/deployment/targets/data-sources", m.DeploymentTargetsResponse),
         (f"{api}/api/{pid}/pretrained-model", m.GetPretrainedModelResponse),
     ]
+    server.add_impulse("Studio impulse")
+    r = requests.post(f"{api}/api/{pid}/impulse/new", headers=h, json={"type": "BYOM"},
+                      timeout=10)
+    m.CreateNewEmptyImpulseResponse.parse_obj(r.json())
+    checks.append((f"{api}/api/{pid}/impulses", m.GetAllImpulsesResponse))
     for url, model in checks:
         r = requests.get(url, headers=h, timeout=10)
         assert r.status_code == 200, url
-        model.from_dict(r.json())  # raises if a required field is missing or mistyped
+        # parse_obj validates (raises if a required field is missing or mistyped); the
+        # generated from_dict uses construct() and validates nothing
+        model.parse_obj(r.json())
+    # a job that fails (the upload of a non-model) and its log
+    r = requests.post(f"{api}/api/{pid}/pretrained-model/upload", headers=h,
+                      files={"modelFile": ("m.tflite", b"junk", "application/octet-stream")},
+                      data={"modelFileName": "m.tflite", "modelFileType": "tflite"}, timeout=10)
+    job = m.StartJobResponse.parse_obj(r.json()).id
+    st = m.GetJobResponse.parse_obj(requests.get(f"{api}/api/{pid}/jobs/{job}/status",
+                                                 headers=h, timeout=10).json())
+    assert st.job.finished and st.job.finished_successful is False
+    logs = m.LogStdoutResponse.parse_obj(requests.get(f"{api}/api/{pid}/jobs/{job}/stdout",
+                                                      headers=h, timeout=10).json())
+    assert "Failed to load model" in logs.stdout[-1].data
+    imps = m.GetAllImpulsesResponse.parse_obj(
+        requests.get(f"{api}/api/{pid}/impulses", headers=h, timeout=10).json()).impulses
+    assert [(i.name, i.type.value) for i in imps] == [("Studio impulse", "default"),
+                                                      ("Impulse #2", "BYOM")]
     assert requests.get(f"{api}/api/{pid}/raw-data/count?category=training&labels=null",
                         headers=h, timeout=10).json()["count"] == 1
     assert requests.get(f"{api}/api/9999", headers=h, timeout=10).status_code == 404

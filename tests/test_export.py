@@ -1,5 +1,6 @@
 """`facemask-edge export`: C arrays, generated settings and op resolver, sketches and Arduino
-library zips, from real int8 models converted here with TFLiteConverter."""
+library zips, from real int8 models (checked in: tests/fixtures, converted with TFLiteConverter by
+tests/fixtures/generate.py)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _fixtures import fixture_model, tf_ops
+
 from facemask_edge.cli import main as cli_main
 from facemask_edge.errors import BudgetError, ConversionError, ModelError
 from facemask_edge.export import export_run
-from facemask_edge.export.exporter import load_converted_run
 from facemask_edge.artifacts.tflite import RESOLVER_METHODS, read_tflite
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning"),
@@ -29,20 +31,6 @@ COMMON = ("fe_inference.cc", "fe_inference.h", "fe_preprocess.c", "fe_preprocess
           "fe_protocol.c", "fe_protocol.h", "fe_result.c", "fe_result.h")
 
 
-def _convert(build, size: int, channels: int, classes: int, seed: int, samples: int = 8) -> bytes:
-    """Full-int8 conversion with int8 input (scale 1/255, zero point -128) and output."""
-    from facemask_edge.convert.converter import convert_keras
-
-    model = build()
-    rng = np.random.default_rng(seed)
-
-    def representative():
-        for _ in range(samples):
-            yield [rng.random((1, size, size, channels), dtype=np.float32)]
-
-    return convert_keras(model, representative)
-
-
 def _arena_bytes(model: bytes) -> int:
     """Arena TFLM's recording allocator reports."""
     from facemask_edge.convert.runtimes import measure_arena
@@ -52,37 +40,10 @@ def _arena_bytes(model: bytes) -> int:
 
 @pytest.fixture(scope="session")
 def models():
-    """Three real int8 models: RGB 2 classes, grayscale 3 classes, and one far too big."""
-    from facemask_edge._tf import keras
-
-    K = keras()
-
-    def small(size, ch, classes, hard_swish=False):
-        def build():
-            i = K.Input((size, size, ch))
-            x = K.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(i)
-            x = K.layers.DepthwiseConv2D(3, padding="same", activation="relu")(x)
-            x = K.layers.Conv2D(16, 1, activation="relu")(x)
-            if hard_swish:
-                x = K.layers.ZeroPadding2D(1)(x)
-                x = K.layers.AveragePooling2D(2)(x)
-                x = K.layers.Add()([x, x])
-            x = K.layers.GlobalAveragePooling2D()(x)
-            x = K.layers.Dense(classes, activation="softmax")(x)
-            return K.Model(i, x)
-        return build
-
-    def huge():
-        i = K.Input((320, 320, 3))
-        x = K.layers.Conv2D(48, 3, padding="same", activation="relu")(i)  # 4.9 MB activations
-        x = K.layers.GlobalAveragePooling2D()(x)
-        return K.Model(i, K.layers.Dense(2, activation="softmax")(x))
-
-    return {
-        "rgb": _convert(small(32, 3, 2), 32, 3, 2, 0),
-        "gray": _convert(small(24, 1, 3, hard_swish=True), 24, 1, 3, 1),
-        "huge": _convert(huge, 320, 3, 2, 2, samples=2),
-    }
+    """Three real int8 models: RGB 2 classes, grayscale 3 classes, and one far too big (checked in:
+    tests/fixtures/generate.py shows how they were converted)."""
+    return {"rgb": fixture_model("export_rgb32"), "gray": fixture_model("export_gray24"),
+            "huge": fixture_model("export_huge320")}
 
 
 def make_run(root: Path, model: bytes, labels, color: str, name: str = "run1") -> Path:
@@ -124,11 +85,9 @@ def tree_bytes(folder: Path) -> dict[str, bytes]:
 
 
 def tflite_ops(model: bytes) -> set[str]:
-    """Op names as TensorFlow's own interpreter reports them (independent of our parser)."""
-    from facemask_edge._tf import tf
-
-    interp = tf().lite.Interpreter(model_content=model)
-    return {d["op_name"] for d in interp._get_ops_details()}
+    """Op names as TensorFlow's own interpreter reported them (independent of our parser),
+    recorded when the fixture was generated."""
+    return tf_ops(model)
 
 
 @pytest.mark.parametrize("board", ["nano33ble", "esp32cam"])
@@ -362,8 +321,8 @@ def test_not_a_tflite_and_wrong_quantization(runs, models, tmp_path):
     card = json.loads((run / "model_card.json").read_text())
     card["sha256"] = hashlib.sha256(b"\x00" * 64).hexdigest()
     (run / "model_card.json").write_text(json.dumps(card))
-    with pytest.raises(ModelError, match="model_int8.tflite is not a valid TFLite model"):
-        load_converted_run(run)
+    with pytest.raises(ModelError, match="not a valid TFLite model"):
+        export_run(run, "nano33ble", out=tmp_path / "out")
     # A card that promises another input size than the flatbuffer has.
     run2 = tmp_path / "r2"
     shutil.copytree(runs["rgb"], run2)
@@ -371,4 +330,4 @@ def test_not_a_tflite_and_wrong_quantization(runs, models, tmp_path):
     card["input"]["size"] = 96
     (run2 / "model_card.json").write_text(json.dumps(card))
     with pytest.raises(ConversionError, match=r"int8 \[1, 96, 96, 3\]"):
-        load_converted_run(run2)
+        export_run(run2, "nano33ble", out=tmp_path / "out")

@@ -63,6 +63,13 @@ void analogWrite(uint8_t, int);
 bool ledcAttachChannel(uint8_t pin, uint32_t freq, uint8_t resolution, uint8_t channel);
 bool ledcWrite(uint8_t pin, uint32_t duty);
 bool psramFound(void);
+// The Cortex-M cycle counter the Nano sketch reads (CMSIS core_cm4.h, through mbed.h).
+struct StubDWT { volatile uint32_t CTRL; volatile uint32_t CYCCNT; };
+struct StubCoreDebug { volatile uint32_t DEMCR; };
+#define DWT ((StubDWT *)0xE0001000UL)
+#define CoreDebug ((StubCoreDebug *)0xE000EDF0UL)
+#define DWT_CTRL_CYCCNTENA_Msk (1UL)
+#define CoreDebug_DEMCR_TRCENA_Msk (1UL << 24)
 """,
     "Arduino_OV767X.h": """\
 #pragma once
@@ -136,7 +143,10 @@ namespace flatbuffers { typedef uint32_t uoffset_t; template <typename T> struct
 namespace tflite {
 enum BuiltinOperator { BuiltinOperator_ADD = 0, BuiltinOperator_CUSTOM = 32 };
 struct OperatorCode {};
-struct Model { uint32_t version() const; const flatbuffers::Vector<const OperatorCode *> *operator_codes() const; };
+struct Operator { uint32_t opcode_index() const; };
+struct SubGraph { const flatbuffers::Vector<const Operator *> *operators() const; };
+struct Model { uint32_t version() const; const flatbuffers::Vector<const OperatorCode *> *operator_codes() const;
+               const flatbuffers::Vector<const SubGraph *> *subgraphs() const; };
 const Model *GetModel(const void *buf);
 }
 """,
@@ -168,10 +178,13 @@ class MicroOpResolver {
 #pragma once
 #include "tensorflow/lite/micro/micro_op_resolver.h"
 namespace tflite {
+class MicroResourceVariables;
+class MicroProfilerInterface;
 class MicroInterpreter {
  public:
   MicroInterpreter(const Model *model, const MicroOpResolver &op_resolver, uint8_t *tensor_arena,
-                   size_t tensor_arena_size);
+                   size_t tensor_arena_size, MicroResourceVariables *resource_variables = nullptr,
+                   MicroProfilerInterface *profiler = nullptr);
   TfLiteStatus AllocateTensors();
   TfLiteTensor *input(size_t index);
   TfLiteTensor *output(size_t index);
@@ -200,21 +213,11 @@ def _resolver_stub() -> str:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """Both sketches exported for a real int8 model, plus the stub include folder."""
-    from test_export import _convert, make_run
-
-    from facemask_edge._tf import keras
-
-    K = keras()
-
-    def build():
-        i = K.Input((32, 32, 3))
-        x = K.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(i)
-        x = K.layers.DepthwiseConv2D(3, padding="same", activation="relu")(x)
-        x = K.layers.GlobalAveragePooling2D()(x)
-        return K.Model(i, K.layers.Dense(2, activation="softmax")(x))
+    from _fixtures import fixture_model
+    from test_export import make_run
 
     root = tmp_path_factory.mktemp("sketches")
-    run = make_run(root, _convert(build, 32, 3, 2, 3), ["with_mask", "without_mask"], "rgb")
+    run = make_run(root, fixture_model("sketch_rgb32"), ["with_mask", "without_mask"], "rgb")
     for board in ("nano33ble", "esp32cam"):
         export_run(run, board, out=root / "out")
     stubs = root / "stubs"
@@ -257,7 +260,7 @@ def _compile_sketch(cxx, sketch: Path, stubs: Path, out: Path, flags=()):
 def test_sketch_compiles_against_stubs(exported, board, flags, tmp_path):
     out_dir, stubs = exported
     objects = _compile_sketch("g++", out_dir / board, stubs, tmp_path, flags)
-    assert len(objects) == 6  # sketch, model_data, fe_inference, fe_preprocess, fe_protocol, fe_result
+    assert len(objects) == 7  # sketch, fe_app, model_data, fe_inference, fe_preprocess, fe_protocol, fe_result
 
 
 def test_nano_sketch_camera_variant_is_chosen_by_the_library(exported, tmp_path):

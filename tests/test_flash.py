@@ -383,19 +383,10 @@ def test_find_port_and_check_toolchain_with_injected_runner():
 def test_flash_with_run_dir_exports_then_builds(fake_cli, tmp_path, capsys):
     """End to end without hardware: a real int8 model exported into a fresh sketch, then built
     and uploaded through arduino-cli (the stand-in)."""
-    from test_export import _convert, make_run
+    from _fixtures import fixture_model
+    from test_export import make_run
 
-    from facemask_edge._tf import keras
-
-    K = keras()
-
-    def build():
-        i = K.Input((24, 24, 1))
-        x = K.layers.Conv2D(4, 3, strides=2, activation="relu")(i)
-        x = K.layers.GlobalAveragePooling2D()(x)
-        return K.Model(i, K.layers.Dense(2, activation="softmax")(x))
-
-    run = make_run(tmp_path, _convert(build, 24, 1, 2, 4), ["with_mask", "without_mask"], "grayscale")
+    run = make_run(tmp_path, fixture_model("flash_gray24"), ["with_mask", "without_mask"], "grayscale")
     sketch = tmp_path / "out" / "nano33ble"
     _, calls = fake_cli
     rc = cli_main(["flash", str(run), "--board", "nano33ble", "--sketch", str(sketch),

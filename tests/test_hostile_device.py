@@ -266,24 +266,26 @@ def test_a_board_with_more_classes_than_a_result_holds_refuses_to_serve(engine, 
 
 
 def test_the_simulator_refuses_a_model_with_more_than_16_classes(tmp_path):
-    from facemask_edge.device.sim import BoardSimulator, load_run_model
+    from _fixtures import run_model
+
+    from facemask_edge.device.sim import BoardSimulator
 
     run = make_tiny_run(tmp_path / "run", model=make_tiny_model(classes=20))
-    model, card = load_run_model(run)
+    model, card = run_model(run)
     card["labels"] = [f"c{i}" for i in range(20)]
     with pytest.raises(ModelError, match="20 classes.*at most 16"):
         BoardSimulator(model, card, camera_every=0)
 
 
 def test_export_refuses_more_than_16_classes(tmp_path):
-    from facemask_edge.export.exporter import load_converted_run
+    from facemask_edge.export.exporter import export_run
 
     run = make_tiny_run(tmp_path / "run", model=make_tiny_model(classes=20))
     card = json.loads((run / "model_card.json").read_text())
     card["labels"] = [f"c{i}" for i in range(20)]
     (run / "model_card.json").write_text(json.dumps(card))
     with pytest.raises(ConversionError, match="20 classes; the firmware carries at most 16") as err:
-        load_converted_run(run)
+        export_run(run, "nano33ble", out=tmp_path / "out")
     assert "train with 1 to 16 classes" in err.value.hint
 
 

@@ -46,6 +46,7 @@ def parse_vectors(path: Path = VECTORS) -> dict:
                                      int(kv["height"]), int(kv["channels"]), int(kv["classes"]),
                                      int(kv["arena"]), int(kv["free"]))
             cur["error"], cur["baud"] = int(kv["error"]), int(kv["baud"])
+            cur["counter"] = (int(kv["counter"]), int(kv["pre"])) if "counter" in kv else None
         elif kind == "in":
             cur["steps"].append([h(rest[0]), None, False])
         elif kind == "camera":  # a camera frame for the camera loop's inference, not serial bytes
@@ -78,9 +79,12 @@ def test_python_crc_cobs_frames_match_vectors():
 
 def replay(engine_cls, tr, split: int | None) -> None:
     out: list[bytes] = []
-    board = engine_cls(tr["info"], out.append, stub_infer(tr["info"].num_classes))
+    infer = stub_infer(tr["info"].num_classes)
+    board = engine_cls(tr["info"], out.append, infer)
     board.set_error(tr["error"])
     board.set_baud(tr["baud"])
+    if tr["counter"] is not None:
+        board.set_counter(tr["counter"][0], infer.last_count, tr["counter"][1])
     rng = random.Random(split)
     for i, (data, want, camera) in enumerate(tr["steps"]):
         if camera:

@@ -72,7 +72,7 @@ def test_each_record_is_fsynced_before_it_counts(tmp_path, monkeypatch):
 
 
 def test_write_json_fsyncs_file_and_folder(tmp_path, monkeypatch):
-    from facemask_edge.runs import write_json
+    from facemask_edge.artifacts.files import write_json
 
     synced = []
     real = os.fsync
@@ -95,7 +95,7 @@ try:
         from facemask_edge.data.splits import save_split
         save_split(big, folder)
     elif what == "report":
-        from facemask_edge.runs import write_json
+        from facemask_edge.artifacts.files import write_json
         write_json(folder / "report.json", big)
 except OSError as exc:
     print("failed:", exc.errno)
@@ -117,14 +117,16 @@ def test_a_write_that_fails_halfway_leaves_the_old_file(tmp_path, what, name):
 def test_validate_resumes_past_a_damaged_line(tmp_path, capsys):
     """A real validate run, a line damaged on disk, and the resume redoes only that image."""
     from facemask_edge.device.session import BoardSession
-    from facemask_edge.device.sim import BoardSimulator, load_run_model
+    from _fixtures import run_model
+
+    from facemask_edge.device.sim import BoardSimulator
     from facemask_edge.device.testing import make_tiny_model, make_tiny_run
     from facemask_edge.device.transport import open_port
     from facemask_edge.validate.testset import load_validation_set
 
     run = make_tiny_run(tmp_path / "run", model=make_tiny_model())
     vset = load_validation_set(run)
-    model, card = load_run_model(run)
+    model, card = run_model(run)
 
     def validate_once():
         sim = BoardSimulator(model, card, camera_every=0)

@@ -21,6 +21,8 @@ from facemask_edge.errors import DataError
 from facemask_edge.metrics import classification_metrics, headline, per_source_metrics
 from facemask_edge.train.trainer import class_weights
 
+from _fixtures import run_model
+
 THREE = ("mask_weared_incorrect", "with_mask", "without_mask")
 SHARED_3CLASS = Path(os.environ.get("FACEMASK_EDGE_3CLASS_DATA", Path(__file__).resolve().parents[1].parent
                                     / "shared" / "datasets" / "facemask-3class"))
@@ -103,10 +105,11 @@ def test_no_photo_straddles_train_val_test(roots):
 
 def test_group_key_includes_the_root(tmp_path):
     """Photo 3 of one root and photo 3 of another are different photos."""
+    seed = iter(range(100))  # distinct pixels (a seed from hash() could repeat: one pixel group)
     for r in ("a", "b"):
         for c in ("with_mask", "without_mask"):
             for f in range(2):
-                _img(tmp_path / r / c / f"amvd_3_{f}.jpg", hash((r, c, f)) % 1000)
+                _img(tmp_path / r / c / f"amvd_3_{f}.jpg", next(seed))
     ds = scan_dataset([str(tmp_path / "a"), str(tmp_path / "b")], size=None, use_cache=False)
     groups = split_groups(ds)
     assert len(set(groups.values())) == 2
@@ -195,7 +198,7 @@ def test_train_cli_takes_several_roots_and_the_new_options(roots, tiny_backbone,
     assert cfg["classes"] == list(THREE)
     split = json.loads((out / "split.json").read_text())
     assert split["groups_straddling"] == 0 and all(len(v) == 1 for v in _photo_splits(split).values())
-    convert_run(out, qat=False, representative=20)
+    convert_run(out, quantization="ptq", representative=20)
     card = json.loads((out / "model_card.json").read_text())
     assert card["noncommercial"] is True and "NON-COMMERCIAL" in card["licence_notes"][0]
     assert card["labels"] == list(THREE)
@@ -221,14 +224,14 @@ def test_three_class_model_is_bit_exact_on_board_sim_with_per_source_report(run3
     """Acceptance 3: the three-class int8 model on the simulated board (the firmware's C protocol
     code + tflite-micro), every test image compared with the host, per class and per source."""
     from facemask_edge.device.session import BoardSession
-    from facemask_edge.device.sim import BoardSimulator, load_run_model
+    from facemask_edge.device.sim import BoardSimulator
     from facemask_edge.device.transport import open_port
     from facemask_edge.validate.runner import validate
     from facemask_edge.validate.testset import load_validation_set
 
     vset = load_validation_set(run3)
     assert vset.classes == list(THREE) and len(set(vset.sources)) == 2
-    model, card = load_run_model(run3)
+    model, card = run_model(run3)
     with BoardSimulator(model, card, camera_every=0) as sim:
         report = validate([BoardSession(open_port(sim.path, timeout=0.02), name="sim", timeout=5.0)],
                           vset, model, card, tmp_path / "val")
@@ -240,7 +243,7 @@ def test_three_class_model_is_bit_exact_on_board_sim_with_per_source_report(run3
 
 
 def test_third_label_on_the_led_table_in_pred_lines_and_the_monitor_csv(run3, tmp_path):
-    from facemask_edge.device.sim import BoardSimulator, load_run_model
+    from facemask_edge.device.sim import BoardSimulator
     from facemask_edge.export import export_run
     from facemask_edge.export.generate import led_mask
 
@@ -249,7 +252,7 @@ def test_third_label_on_the_led_table_in_pred_lines_and_the_monitor_csv(run3, tm
     assert '"mask_weared_incorrect",' in settings
     assert "kFeLabelLed[FE_NUM_CLASSES] = {3, 2, 1};" in settings  # yellow, green, red
     assert led_mask("mask_weared_incorrect", 0) == 3 == led_mask("Mask worn incorrectly", 5)
-    model, card = load_run_model(run3)
+    model, card = run_model(run3)
     # The tiny model answers class 0 (mask_weared_incorrect) to a black frame.
     frames = [np.zeros((120, 160, 3), np.uint8)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -306,7 +309,7 @@ def test_summary_carries_the_licence_note_and_the_macro_f1_headline(tmp_path):
     assert s["licence_notes"] == [] and "Licence" not in (tmp_path / "free" / "summary.md").read_text()
 
 
-def test_several_roots_and_the_new_options_in_toml_and_on_the_command_line(tmp_path):
+def test_several_roots_and_the_new_options_in_toml_and_on_the_command_line(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from facemask_edge.cli.pipeline import pipeline
@@ -319,13 +322,33 @@ def test_several_roots_and_the_new_options_in_toml_and_on_the_command_line(tmp_p
     assert cfg.data == [str(tmp_path / "dev"), "/abs/three"]
     tc = cfg.train_config(cfg.data)
     assert (tc.group_by, tc.class_weight, tc.exclude_noncommercial) == ("", "none", True)
-    # --data twice on the command line: both reach the config (the pipeline stops at a missing root)
+    # --data twice on the command line: a missing root stops the pipeline before any work, named
     res = CliRunner().invoke(pipeline, ["--data", str(tmp_path / "a"), "--data", str(tmp_path / "b"),
                                         "--out", str(tmp_path / "o"), "--exclude-noncommercial"])
     assert res.exit_code != 0 and "does not exist" in str(res.exception or res.output)
-    state = json.loads((tmp_path / "o" / "summary.json").read_text())
-    assert state["options"]["data"] == [str(tmp_path / "a"), str(tmp_path / "b")]
-    assert state["options"]["train"]["exclude_noncommercial"] is True
+    assert str(tmp_path / "a") in str(res.exception) and str(tmp_path / "b") in str(res.exception)
+    assert not (tmp_path / "o").exists()
+    # Both roots and the new options reach the pipeline's config.
+    import facemask_edge.pipeline as pipeline_pkg
+
+    seen = {}
+
+    def fake_run(cfg, redo=None):
+        seen["cfg"] = cfg
+        raise SystemExit(3)
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.setattr(pipeline_pkg, "run_pipeline", fake_run)
+    res = CliRunner().invoke(pipeline, ["--data", str(tmp_path / "a"), "--data", str(tmp_path / "b"),
+                                        "--out", str(tmp_path / "o"), "--weights", "none",
+                                        "--exclude-noncommercial", "--class-weight", "none",
+                                        "--group-by", ""])
+    assert res.exit_code == 3, res.output
+    cfg = seen["cfg"]
+    assert cfg.data == [str(tmp_path / "a"), str(tmp_path / "b")]
+    tc = cfg.train_config(cfg.data)
+    assert (tc.exclude_noncommercial, tc.class_weight, tc.group_by) == (True, "none", "")
 
 
 def test_view_report_of_a_run_with_several_roots(tmp_path):

@@ -70,21 +70,23 @@ def test_qat_then_convert_and_evaluate_side_by_side(tiny_run):
 
     result = qat(tiny_run, epochs=1)
     assert (tiny_run / "model_qat.h5").exists() and 0 <= result["val_accuracy"] <= 1
-    convert_run(tiny_run)  # QAT is used when it exists
+    convert_run(tiny_run, quantization="qat")
     card = json.loads((tiny_run / "model_card.json").read_text())
     assert card["quantization"] == "qat"
     assert {o["name"] for o in card["ops"]}.isdisjoint({"MUL", "ADD", "DEQUANTIZE"})  # BN folded
     report = evaluate_run(tiny_run)
-    assert set(report["models"]) == {"ptq", "qat"}
+    assert set(report["variants"]) == {"ptq", "qat"}
+    assert report["shipped"]["quantization"] == "qat" and report["variants"]["qat"]["shipped"]
     # TFLM and TFLite's reference kernels agree exactly, PTQ and QAT alike.
-    ptq, qat_ = report["models"]["ptq"], report["models"]["qat"]
+    ptq, qat_ = report["variants"]["ptq"], report["shipped"]
     for e in (ptq, qat_):
         assert e["runtimes_label_agreement"] == 1.0 and e["runtimes_max_score_diff"] == 0
         assert e["runtimes_bit_exact_rate"] == 1.0
     for e in (ptq, qat_):
         assert abs(e["tflm"]["accuracy"] - e["tflite_ref"]["accuracy"]) <= 0.1
-    assert (tiny_run / "evaluation" / "evaluation.md").read_text().count("| qat int8 |") == 2
-    assert (tiny_run / "evaluation" / "confusion_qat_tflm.png").stat().st_size > 1000
+    assert (tiny_run / "evaluation" / "evaluation.md").read_text().count("| shipped (qat) int8 |") == 3
+    assert (tiny_run / "evaluation" / "confusion_shipped_tflm.png").stat().st_size > 1000
+    assert (tiny_run / "evaluation" / "confusion_variant_ptq_tflm.png").stat().st_size > 1000
 
 
 def _float_model_bytes(with_resize: bool) -> bytes:
@@ -180,10 +182,10 @@ def test_profile_fits_and_too_big(tiny_run, tmp_path, capsys):
 
 
 def test_distillation_targets_mix_labels_and_teacher(tiny_trained_run, synthetic_data):
-    from facemask_edge.runs import load_run_data
+    from facemask_edge.artifacts.run import Run
     from facemask_edge.train.trainer import teacher_targets
 
-    rd = load_run_data(tiny_trained_run)
+    rd = Run(tiny_trained_run).data()
     idx = rd.split["train"][:10]
     t = teacher_targets(tiny_trained_run, str(synthetic_data), [rd.paths[i] for i in idx],
                         rd.labels[idx], 2, alpha=0.6, temperature=2.0)
@@ -198,11 +200,11 @@ def test_distillation_targets_mix_labels_and_teacher(tiny_trained_run, synthetic
 
 
 def test_select_best_uses_validation_not_test(tiny_run):
-    from facemask_edge.convert.converter import select_best
+    from facemask_edge.convert.converter import convert_run
 
-    sel = select_best(tiny_run, representative=20)
+    sel = convert_run(tiny_run, representative=20)  # "best" is the default
     card = json.loads((tiny_run / "model_card.json").read_text())
-    assert card["selection"] == sel and sel["selected"] in sel["validation"]
+    assert card["selection"] == sel and sel["selected"] in sel["validation"] and sel["rule"] == "best"
     assert set(sel["validation"]) == {"ptq", "qat"}  # the QAT test above trained one
     for stats in sel["validation"].values():
         assert 0 <= stats["label_agreement_with_float"] <= 1 and stats["mean_score_diff"] >= 0

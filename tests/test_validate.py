@@ -13,12 +13,15 @@ from pathlib import Path
 import pytest
 
 from facemask_edge.device.session import BoardSession
-from facemask_edge.device.sim import BoardSimulator, Faults, load_run_model
-from facemask_edge.device.testing import make_tiny_model, make_tiny_run
+from facemask_edge.device.sim import BoardSimulator, Faults
+from _fixtures import fixture_model, run_model
+
+from facemask_edge.device.testing import make_tiny_run
 from facemask_edge.device.transport import open_port
 from facemask_edge.errors import DataError
 from facemask_edge.validate.runner import read_results, validate
 from facemask_edge.validate.testset import load_validation_set
+
 
 CLI = [sys.executable, "-m", "facemask_edge"]
 
@@ -26,7 +29,7 @@ CLI = [sys.executable, "-m", "facemask_edge"]
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("val")
-    return make_tiny_run(root / "run", data_dir=root / "data", per_class=30, model=make_tiny_model())
+    return make_tiny_run(root / "run", data_dir=root / "data", per_class=30, model=fixture_model("tiny24_rgb"))
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +38,7 @@ def vset(run):
 
 
 def sims(run, n=1, **kw):
-    model, card = load_run_model(run)
+    model, card = run_model(run)
     kw.setdefault("camera_every", 0)
     out = [BoardSimulator(model, card, **kw) for _ in range(n)]
     for s in out:
@@ -49,7 +52,7 @@ def sessions_for(boards, timeout=3.0):
 
 
 def run_validate(run, vset, out, boards, **kw):
-    model, card = load_run_model(run)
+    model, card = run_model(run)
     try:
         return validate(sessions_for(boards), vset, model, card, out, **kw)
     finally:
@@ -105,7 +108,7 @@ def test_two_boards_share_the_work_and_agree_with_one(run, vset, tmp_path):
 
 def test_a_board_that_dies_hands_its_images_to_the_other(run, vset, tmp_path):
     good, bad = sims(run, 2, baud=230400)
-    model, card = load_run_model(run)
+    model, card = run_model(run)
     sessions = [BoardSession(open_port(good.path, timeout=0.02), name="good", timeout=1.0),
                 BoardSession(open_port(bad.path, timeout=0.02), name="bad", timeout=1.0)]
     import threading
@@ -196,7 +199,58 @@ def test_cli_kill_and_resume_finishes_without_redoing(run, tmp_path):
     assert segments[-1]["images"] == 24 - done_before  # only the rest was streamed
 
 
+@pytest.mark.slow
 def test_tflite_builtin_ref_reference_agrees_bit_exactly(run, vset, tmp_path):
+    pytest.importorskip("tensorflow", reason="TFLite's reference kernels come with TensorFlow")
     small = load_validation_set(run, limit=8)
     report = run_validate(run, small, tmp_path, sims(run), reference="tflite")
     assert report["reference"] == "tflite" and report["agreement"]["bit_exact"] == 1.0
+
+
+def test_a_validation_that_never_started_reports_the_failure_not_zero_accuracy(run, vset, tmp_path):
+    """Issue 11, behaviour 5: a board with another model refuses the handshake; the report says
+    the validation failed, why and how far it got, and carries no accuracy figures."""
+    from facemask_edge.errors import ModelMismatch
+
+    model, card = run_model(run)
+    other = BoardSimulator(fixture_model("sketch_rgb32"), card, camera_every=0)
+    other.start()
+    try:
+        with pytest.raises(ModelMismatch):
+            validate(sessions_for([other]), vset, model, card, tmp_path)
+    finally:
+        other.stop()
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert rep["status"] == "failed" and rep["validated"] == 0 and not rep["complete"]
+    assert rep["failure"]["stage"] == "connecting to the board(s)" and "model" in rep["failure"]["error"]
+    assert rep["board"] is None and rep["host"] is None and rep["agreement"] is None
+    md = (tmp_path / "report.md").read_text()
+    assert md.startswith("# On-device validation: FAILED")
+    assert "0 of 24 images validated; no figures" in md
+    assert "0.00" not in md and "accuracy" not in md.lower()
+
+
+def test_a_validation_cut_short_says_how_far_it_got(run, vset, tmp_path):
+    """The only board dies after a few images: the report is marked failed, with the images
+    validated before, and its figures are for those images only."""
+    import threading
+
+    from facemask_edge.errors import DeviceError
+
+    (board,) = sims(run, 1, baud=115200)
+    model, card = run_model(run)
+    killer = threading.Timer(0.4, board.stop)
+    killer.start()
+    try:
+        with pytest.raises(DeviceError, match="then gave up"):
+            validate([BoardSession(open_port(board.path, timeout=0.02), name="b", timeout=1.0)],
+                     vset, model, card, tmp_path)
+    finally:
+        killer.cancel()
+        board.stop()
+    rep = json.loads((tmp_path / "report.json").read_text())
+    n = rep["validated"]
+    assert rep["status"] == "failed" and 0 < n < 24 and rep["failure"]["validated"] == n
+    assert rep["failure"]["stage"] == "streaming images"
+    md = (tmp_path / "report.md").read_text()
+    assert f"{n} of 24 images validated (figures below are for those only)" in md

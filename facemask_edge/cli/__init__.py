@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("export", "export", "Generate firmware sources (C arrays, settings, op resolver)."),
     "flash": ("flash", "flash", "Build and upload the firmware with arduino-cli."),
     "board-sim": ("board_sim", "board_sim", "Run a simulated board on a pseudo-terminal."),
+    "emulate": ("emulate", "emulate", "Run the Nano firmware on an emulated Cortex-M4 (QEMU) on a pseudo-terminal."),
     "validate": ("validate", "validate", "Stream test images to a board and compare with the host."),
     "monitor": ("monitor", "monitor", "Show a running board's camera-loop predictions live."),
     "ei": ("ei", "ei", "Edge Impulse: upload data, profile and deploy the model."),

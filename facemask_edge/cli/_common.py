@@ -1,11 +1,110 @@
-"""Options and output helpers shared by the commands."""
+"""Options and output helpers shared by the commands.
+
+The options of ``train``, ``qat``, ``convert``, ``pipeline`` and ``sweep`` that set a config
+field are derived from that field (:func:`field_option`): its type, allowed values, help text and
+default come from :class:`~facemask_edge.train.trainer.TrainConfig` or
+:class:`~facemask_edge.pipeline.config.PipelineConfig`, so an option cannot have one default in
+one command and another elsewhere, and ``--help`` always shows it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import typing
+
 import click
 
-__all__ = ["BOARD", "BoardType", "board_option", "data_option", "data_value", "run_dir_argument",
-           "echo_json_summary"]
+from facemask_edge.options import choices_of, meta
+
+__all__ = ["BOARD", "BoardType", "board_option", "data_option", "data_value", "run_dir_argument", "echo_json_summary",
+           "field_option", "FieldOption",
+           "int_list", "teachers", "shown_default"]
+
+
+class FieldOption(click.Option):
+    """A click option derived from a config field; ``source`` is ``"Class.field"``."""
+
+    def __init__(self, *args, source: str = "", shown: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.source = source
+        self.shown = shown  # the default as --help shows it (None: no default)
+
+
+def int_list(ctx, param, value: str | None) -> list[int] | None:
+    """Click callback: ``3,5`` -> ``[3, 5]`` (block numbers)."""
+    try:
+        return [int(b) for b in value.split(",")] if value else None
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of block numbers (e.g. 3,5)") from None
+
+
+def teachers(paths) -> str | list[str] | None:
+    """One teacher as its path (as configs always stored it), several as a list."""
+    paths = [str(p) for p in paths]
+    return None if not paths else paths[0] if len(paths) == 1 else paths
+
+
+def _flag(f: dataclasses.Field, name: str) -> str:
+    return meta(f, "flag") or f"{name}/--no-{name[2:]}"
+
+
+def shown_default(value, f: dataclasses.Field | None = None, name: str = "") -> str | None:
+    """A default as ``--help`` shows it: ``96``, ``0.002``, ``--augment``; None when unset."""
+    if value is None or value in ((), [], ""):
+        return None
+    if isinstance(value, bool):
+        on, _, off = _flag(f, name).partition("/") if f is not None else (name, "", "--no-" + name[2:])
+        return on if value else off
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def field_option(cls, name: str, *, layered: bool = False, board_defaults: dict | None = None,
+                 cli: str | None = None, help: str | None = None, **overrides):
+    """A click option for field ``name`` of config dataclass ``cls``.
+
+    Args:
+        cls: ``TrainConfig`` or ``PipelineConfig``.
+        name: the field; the option's parameter has the same name.
+        layered: the command merges options with other layers (``pipeline``): the option's own
+            default is None (= not given) and ``--help`` shows the field's default.
+        board_defaults: ``{board: value}`` where a board's defaults replace the field's default
+            (shown after it).
+        cli: the option name, when a command uses another one than the field's (``qat --epochs``).
+        help: replaces the field's help text (the default is still appended).
+        **overrides: passed on to :func:`click.option` (``type``, ``multiple``, ``callback``...).
+    """
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    hint = typing.get_type_hints(cls)[name]
+    arms = [a for a in typing.get_args(hint) or (hint,) if a is not type(None)]
+    opt = cli or meta(f, "cli") or "--" + name.replace("_", "-")
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    shown = shown_default(default, f, opt) or meta(f, "unset")
+    kwargs: dict = {}
+    decl = opt
+    if arms == [bool]:
+        decl = _flag(f, opt) if cli is None else f"{opt}/--no-{opt[2:]}"
+    elif choices_of(f) is not None:
+        kwargs["type"] = click.Choice([c for c in choices_of(f) if c is not None])
+    elif typing.get_origin(arms[0]) in (list, tuple):
+        kwargs.update(type=str, callback=int_list)
+    elif arms[0] in (int, float, str):
+        kwargs["type"] = arms[0]
+    if meta(f, "metavar"):
+        kwargs["metavar"] = meta(f, "metavar")
+    text = help if help is not None else (meta(f, "help") or "")
+    others = {b: v for b, v in (board_defaults or {}).items() if v != default}
+    if shown is not None or others:
+        extra = ""
+        if others:
+            extra = "; with --board " + ", ".join(f"{b}: {shown_default(v, f, opt) or 'none'}"
+                                                  for b, v in others.items())
+        text = f"{text}  [default: {shown or 'none'}{extra}]"
+    kwargs.update(default=None if layered else default, show_default=False, help=text)
+    kwargs.update(overrides)
+    return click.option(decl, name, cls=FieldOption, source=f"{cls.__name__}.{name}", shown=shown, **kwargs)
+
 
 
 class BoardType(click.ParamType):

@@ -42,7 +42,8 @@ def board_sim(run_dir, board_name, baud, fault, engine, camera_every, frames, li
     Prints the port path on stdout, then serves until Ctrl-C. Connect with
     `facemask-edge validate RUN_DIR --port PATH` or `facemask-edge monitor --port PATH`.
     """
-    from facemask_edge.device.sim import BoardSimulator, Faults, load_camera_frames, load_run_model
+    from facemask_edge.artifacts.run import Run
+    from facemask_edge.device.sim import BoardSimulator, Faults, load_camera_frames
 
     faults = Faults.parse(fault)
     board = board_name  # a registered name (checked by --board) or None
@@ -50,9 +51,9 @@ def board_sim(run_dir, board_name, baud, fault, engine, camera_every, frames, li
         raise FacemaskError(f"--baud must be 0 or positive, not {baud}")
     if camera_every < 0:
         raise FacemaskError(f"--camera-every must be 0 or positive, not {camera_every:g}")
-    model, card = load_run_model(run_dir)
+    m = Run(run_dir).shipped()
     camera_frames = load_camera_frames(frames) if frames else None
-    sim = BoardSimulator(model, card, board=board, baud=baud, faults=faults, engine=engine,
+    sim = BoardSimulator(m.data, m.card, board=board, baud=baud, faults=faults, engine=engine,
                          camera_every=camera_every, camera_frames=camera_frames)
     path = sim.start()
     if link:

@@ -51,6 +51,13 @@ def _guarded(f):
             try:
                 return f(*args, **kwargs)
             except FacemaskError as exc:
+                tail = getattr(exc, "log_tail", None)
+                if tail:
+                    # The job's own words, then (from the CLI edge) the one error line.
+                    click.echo(f"Edge Impulse job {getattr(exc, 'job_id', '?')} log, last "
+                               f"{len(tail)} lines:", err=True)
+                    for line in tail:
+                        click.echo(f"  | {redact(line)}", err=True)
                 exc.message = redact(exc.message)
                 exc.hint = redact(exc.hint) if exc.hint else exc.hint
                 exc.args = (exc.message,)
@@ -75,7 +82,10 @@ def _config(api_key, api_endpoint, ingestion_endpoint, timeout):
 
 @click.group("ei")
 def ei():
-    """Edge Impulse: upload the data set, profile and deploy the int8 model.
+    """Edge Impulse: upload the data set, check it (status), profile and deploy the int8 model.
+
+    Profile and deploy never replace an impulse you made in Studio unasked; best use a separate
+    project (and key) for bring-your-own-model.
 
     Endpoints and key: --api-key/EI_API_KEY, --api-endpoint/EI_API_ENDPOINT,
     --ingestion-endpoint/EI_INGESTION_ENDPOINT.
@@ -129,11 +139,19 @@ def upload_data(data, split_from, category, concurrency, retries, ledger, rechec
         click.echo(f"dry run: would send up to {len(plan.items)} images; nothing sent")
         return
     cfg = _config(api_key, api_endpoint, ingestion_endpoint, timeout)
-    project = project_for_key(cfg)
-    log(f"Edge Impulse project {project.id} ({project.name}) at {cfg.ingestion_endpoint}")
-    path = ledger or default_ledger_path(cfg.ingestion_endpoint, project.id)
+    if cfg.studio_unasked:
+        # Only EI_INGESTION_ENDPOINT was given: the key is not sent to the default studio API
+        # just to learn the project id; the ledger is named after a fingerprint of the key.
+        project_id = None
+        log(f"Edge Impulse ingestion at {cfg.ingestion_endpoint} (studio API not asked: "
+            "set EI_API_ENDPOINT too to name the project)")
+    else:
+        project = project_for_key(cfg)
+        project_id = project.id
+        log(f"Edge Impulse project {project.id} ({project.name}) at {cfg.ingestion_endpoint}")
+    path = ledger or default_ledger_path(cfg.ingestion_endpoint, project_id, cfg.key_id())
     with Ledger(path) as led:
-        summary = upload_dataset(cfg, plan, led, project.id, concurrency=concurrency,
+        summary = upload_dataset(cfg, plan, led, project_id, concurrency=concurrency,
                                  policy=RetryPolicy(attempts=retries), recheck=recheck)
     for line in summary.lines():
         click.echo(line)
@@ -145,18 +163,35 @@ def upload_data(data, split_from, category, concurrency, retries, ledger, rechec
                                "skipped")
 
 
+def _impulse_options(f):
+    f = click.option("--yes", "-y", is_flag=True,
+                     help="Send the model to the project's default impulse even if the project "
+                          "already has impulses (replaces that impulse's model).")(f)
+    f = click.option("--new-impulse", is_flag=True,
+                     help="Create a new bring-your-own-model impulse for the model.")(f)
+    f = click.option("--impulse", "impulse", type=int, metavar="ID",
+                     help="Send the model to this impulse (replaces its model).")(f)
+    f = click.option("--job-timeout", type=float, default=900.0, show_default=True,
+                     help="Seconds for the whole command: every request and Edge Impulse "
+                          "job.")(f)
+    return f
+
+
 @ei.command("profile", short_help="Profile the int8 model on Edge Impulse; compare with ours.")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--device", help="Edge Impulse profiling device (e.g. cortex-m4f-80mhz, "
-                               "arduino-nano-33-ble). Default: the run's board, if it has one "
-                               "profile_<board>.json.")
-@click.option("--job-timeout", type=float, default=900.0, show_default=True,
-              help="Seconds to wait for Edge Impulse's jobs.")
+                               "arduino-nano-33-ble; `ei devices` lists them). Default: the "
+                               "run's board, if it has one profile_<board>.json.")
+@_impulse_options
 @_connection_options
 @_guarded
-def profile(run_dir, device, job_timeout, api_key, api_endpoint, ingestion_endpoint, timeout):
+def profile(run_dir, device, job_timeout, impulse, new_impulse, yes, api_key, api_endpoint,
+            ingestion_endpoint, timeout):
     """Profile RUN_DIR/model_int8.tflite on Edge Impulse; print its RAM, flash and latency
-    beside ours. Saves RUN_DIR/ei_profile.json."""
+    beside ours. Saves RUN_DIR/ei_profile.json.
+
+    If the project already has an impulse (e.g. one trained in Studio), this refuses unless you
+    choose: --impulse ID, --new-impulse or --yes. Best: a separate project for this."""
     from pathlib import Path
 
     from facemask_edge.boards import BOARDS
@@ -171,39 +206,142 @@ def profile(run_dir, device, job_timeout, api_key, api_endpoint, ingestion_endpo
     cfg = _config(api_key, api_endpoint, ingestion_endpoint, timeout)
     log(f"profiling on Edge Impulse ({cfg.api_endpoint})"
         + (f", device {device}" if device else ""))
-    result = profile_model(cfg, run_dir, device=device, job_timeout=job_timeout)
+    result = profile_model(cfg, run_dir, device=device, job_timeout=job_timeout,
+                           impulse=impulse, new_impulse=new_impulse, yes=yes)
     for line in comparison_lines(result):
         click.echo(line)
-    click.echo(f"saved {Path(run_dir) / 'ei_profile.json'}")
+    click.echo(f"saved {Path(run_dir) / 'ei_profile.json'}"
+               + (f" (impulse {result['impulse']})" if result.get("impulse") else ""))
 
 
 @ei.command("deploy", short_help="Build the int8 model into an Edge Impulse library zip.")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--target", default="arduino", show_default=True,
-              help="Edge Impulse deployment target (arduino, zip for a C++ library, ...).")
+              help="Edge Impulse deployment target (arduino, zip for a C++ library, ...; "
+                   "`ei targets` lists them).")
 @click.option("--engine", type=click.Choice(["tflite", "tflite-eon", "tflite-eon-ram-optimized"]),
               default="tflite", show_default=True, help="Inference engine of the library.")
-@click.option("--job-timeout", type=float, default=900.0, show_default=True,
-              help="Seconds to wait for Edge Impulse's jobs.")
+@_impulse_options
 @_connection_options
 @_guarded
-def deploy(run_dir, target, engine, job_timeout, api_key, api_endpoint, ingestion_endpoint,
-           timeout):
-    """Build RUN_DIR/model_int8.tflite (with its labels and input scaling) into an Edge Impulse
-    library; save it as RUN_DIR/ei_<target>_<engine>.zip."""
+def deploy(run_dir, target, engine, job_timeout, impulse, new_impulse, yes, api_key,
+           api_endpoint, ingestion_endpoint, timeout):
+    """Build RUN_DIR/model_int8.tflite (with its labels, input scaling and resize mode) into an
+    Edge Impulse library; save it as RUN_DIR/ei_<target>_<engine>.zip.
+
+    If the project already has an impulse (e.g. one trained in Studio), this refuses unless you
+    choose: --impulse ID, --new-impulse or --yes. Best: a separate project for this."""
     import json
 
-    from facemask_edge.edge_impulse.model import deploy_model, load_run_model
+    from facemask_edge.edge_impulse.model import RESIZE_MODE, deploy_model, load_run_model
     from facemask_edge.progress import log
 
     m = load_run_model(run_dir)
     cfg = _config(api_key, api_endpoint, ingestion_endpoint, timeout)
-    log(f"deploying {m.path.name} ({len(m.labels)} labels, input {m.scaling}) as {target}/"
-        f"{engine} on Edge Impulse ({cfg.api_endpoint})")
-    out = deploy_model(cfg, run_dir, target=target, engine=engine, job_timeout=job_timeout)
+    log(f"deploying {m.path.name} ({len(m.labels)} labels, input {m.scaling}, resize "
+        f"{RESIZE_MODE}) as {target}/{engine} on Edge Impulse ({cfg.api_endpoint})")
+    out = deploy_model(cfg, run_dir, target=target, engine=engine, job_timeout=job_timeout,
+                       impulse=impulse, new_impulse=new_impulse, yes=yes)
     meta = json.loads((out.parent / "ei_deploy.json").read_text())
     click.echo(f"saved {out} ({meta['bytes'] / 1024:.1f} KiB, {meta['files']} files, "
-               f"sha256 {meta['sha256'][:12]})")
+               f"sha256 {meta['sha256'][:12]}"
+               + (f", impulse {meta['impulse']}" if meta.get("impulse") else "") + ")")
+
+
+@ei.command("devices", short_help="List Edge Impulse's profiling devices.")
+@_connection_options
+@_guarded
+def devices(api_key, api_endpoint, ingestion_endpoint, timeout):
+    """List the profiling devices the project offers (values for `ei profile --device`)."""
+    from facemask_edge.edge_impulse.studio import Studio
+
+    with Studio(_config(api_key, api_endpoint, ingestion_endpoint, timeout)) as st:
+        rows = st.devices()
+    width = max([len(m) for m, _ in rows] + [6])
+    for mcu, name in rows:
+        click.echo(f"{mcu:<{width}}  {name}")
+
+
+@ei.command("targets", short_help="List Edge Impulse's deployment targets.")
+@_connection_options
+@_guarded
+def targets(api_key, api_endpoint, ingestion_endpoint, timeout):
+    """List the project's deployment targets and their engines (values for `ei deploy
+    --target/--engine`)."""
+    from facemask_edge.edge_impulse.studio import Studio
+
+    with Studio(_config(api_key, api_endpoint, ingestion_endpoint, timeout)) as st:
+        rows = st.targets()
+    width = max([len(str(t["format"])) for t in rows] + [6])
+    for t in rows:
+        engines = ", ".join(str(e) for e in t.get("supportedEngines") or [])
+        click.echo(f"{t['format']:<{width}}  {t.get('name', '')}"
+                   + (f"  [{engines}]" if engines else ""))
+
+
+@ei.command("status", short_help="Compare the project's samples with the data set; --repair.")
+@click.option("--data", "data", required=True, type=click.Path(exists=True),
+              help="Data set folder (one sub-folder per class) or .zip.")
+@click.option("--split-from", "split_from", type=click.Path(exists=True, file_okay=False),
+              help="Run folder whose split.json says training/testing, as for upload-data.")
+@click.option("--category", type=click.Choice(["split", "training", "testing"]), default=None,
+              help="Without --split-from: where the images should be (default: split, any).")
+@click.option("--ledger", type=click.Path(dir_okay=False),
+              help="Upload ledger file (default: as upload-data).")
+@click.option("--repair", is_flag=True,
+              help="Upload missing images, relabel and move wrong samples, rebuild the ledger "
+                   "from the listing. Extra samples are reported, never deleted.")
+@click.option("--concurrency", "-j", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="Parallel uploads for --repair.")
+@_connection_options
+@_guarded
+def status(data, split_from, category, ledger, repair, concurrency, api_key, api_endpoint,
+           ingestion_endpoint, timeout):
+    """List the project's samples and compare them with the data set and its split: missing,
+    extra, wrong label, wrong category. Exit status 1 while something --repair could fix is
+    left."""
+    from facemask_edge.edge_impulse.ledger import Ledger, default_ledger_path
+    from facemask_edge.edge_impulse.status import list_project_samples, reconcile
+    from facemask_edge.edge_impulse.status import repair as do_repair
+    from facemask_edge.edge_impulse.studio import Studio
+    from facemask_edge.edge_impulse.upload import RetryPolicy, plan_upload, upload_dataset
+    from facemask_edge.errors import DataError, EdgeImpulseError
+    from facemask_edge.progress import log
+
+    if split_from and category:
+        raise DataError("--split-from and --category both say where images go",
+                        "use one: --split-from RUN_DIR follows the run's split.json")
+    cfg = _config(api_key, api_endpoint, ingestion_endpoint, timeout)
+    if cfg.studio_unasked:
+        raise EdgeImpulseError("ei status lists the project's samples through the studio API, "
+                               "and only the ingestion endpoint is set",
+                               "set --api-endpoint / EI_API_ENDPOINT as well")
+    plan = plan_upload(data, split_from=split_from, category=category or "split")
+    with Studio(cfg) as st:
+        project = st.project
+        log(f"listing the samples of Edge Impulse project {project.id} ({project.name})")
+        samples = list_project_samples(st)
+        path = ledger or default_ledger_path(cfg.ingestion_endpoint, project.id)
+        with Ledger(path) as led:
+            rep = reconcile(plan, samples, project.id, led)
+            for line in rep.lines():
+                click.echo(line)
+            if repair and (rep.matched or not rep.in_sync):
+                def upload(sub):
+                    return upload_dataset(cfg, sub, led, project.id, concurrency=concurrency,
+                                          policy=RetryPolicy(), recheck=True)
+
+                res = do_repair(st, plan, rep, led, upload)
+                for line in res.lines():
+                    click.echo(line)
+                rep = reconcile(plan, list_project_samples(st), project.id, led)
+                click.echo("after repair: " + rep.lines()[0])
+    click.echo(f"ledger: {path}")
+    if not rep.in_sync:
+        raise EdgeImpulseError(
+            f"project {rep.project_id} differs from the data set: {len(rep.missing)} missing, "
+            f"{len(rep.wrong_label)} wrong label, {len(rep.wrong_category)} wrong category",
+            "see the report above" + ("" if repair else "; --repair fixes these"))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,93 +4,62 @@ from __future__ import annotations
 
 import click
 
-from facemask_edge.cli.train import _int_list, _teachers
-from facemask_edge.cli._common import BOARD, data_value
-from facemask_edge.train.model import HEADS
+from facemask_edge.cli._common import BOARD, data_value, field_option
+from facemask_edge.cli.train import train_field_options
+from facemask_edge.pipeline.config import STAGES, PipelineConfig, board_defaults
+from facemask_edge.boards import BOARDS
+from facemask_edge.train.model import BOARD_ARCHS
 
 __all__ = ["pipeline"]
 
-_STAGES = ("data", "train", "qat", "convert", "profile", "evaluate", "export", "validate")
+# Options are the fields of PipelineConfig and TrainConfig (help, type, default from there). They
+# default to None here (= not given) so that board defaults and --config can fill them in;
+# --help shows the field's default and, where a board's defaults differ, the board's value.
+_TRAIN = ("weights", "arch", "alpha", "size", "color", "blocks", "cut", "skip_blocks", "head", "teacher",
+          "seed", "val_fraction", "test_fraction", "batch_size", "head_epochs", "finetune_epochs", "head_lr",
+          "finetune_lr", "finetune_layers", "patience", "dropout", "label_smoothing", "augment", "train_bn",
+          "split", "group_by", "exclude_noncommercial", "class_weight", "distill_alpha", "distill_temperature",
+          "energy", "wandb")
+_LATER = ("qat_epochs", "qat_lr", "representative", "quantization", "compare_ptq", "reference",
+          "validate_limit", "sim", "sim_baud", "baud", "validate_timeout", "export_format", "until")
+
+
+def _by_board() -> dict:
+    """``{field: {board: value}}`` of the boards' defaults (top-level and [train] fields)."""
+    out: dict = {}
+    for b in BOARDS:
+        entry = board_defaults(b)
+        for k, v in {**entry.get("train", {}), **{k: v for k, v in entry.items() if k != "train"}}.items():
+            out.setdefault(k, {})[b] = v
+    return out
+
+
+def _pipeline_options(fn):
+    by_board = _by_board()
+    for name in reversed(_LATER):
+        extra = {"type": click.Path(dir_okay=False)} if name == "reference" else {}
+        fn = field_option(PipelineConfig, name, layered=True, board_defaults=by_board.get(name), **extra)(fn)
+    fn = train_field_options(_TRAIN, layered=True, board_defaults=by_board)(fn)
+    # The pipeline ships to a board: only the board-sized backbones.
+    for p in fn.__click_params__:
+        if getattr(p, "source", "") == "TrainConfig.arch":
+            p.type = click.Choice(BOARD_ARCHS)
+    return fn
 
 
 @click.command()
-@click.option("--data", default=None, multiple=True,
-              help="Data set: a folder with one sub-folder per class, a .zip of one, or an http(s) "
-                   "URL of a zip; repeat it to merge several by class folder name. Default: download the public Face-Mask-Detection data set once "
-                   "into the user cache.")
-@click.option("--out", default=None, type=click.Path(file_okay=False),
-              help="Run folder (created; re-running continues it). Default with --demo: "
-                   "./facemask-edge-demo.")
-@click.option("--board", type=BOARD, default=None,
-              help="Target board; its defaults (model, input size, epochs) come from the sweep's "
-                   "recommendation. [default: nano33ble]")
+@field_option(PipelineConfig, "data", layered=True, multiple=True)
+@field_option(PipelineConfig, "out", layered=True, type=click.Path(file_okay=False))
+@field_option(PipelineConfig, "board", layered=True, type=BOARD)
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="TOML file with any of these options (top level) and a [train] table.")
-@click.option("--port", default=None,
-              help="Validate on the board at this port/URL; default: a simulated board.")
-@click.option("--demo", is_flag=True, default=None,
-              help="Synthetic faces + a tiny backbone + the simulated board: every stage in about "
-                   "a minute, no data set, weights or network needed.")
-@click.option("--redo", type=click.Choice(_STAGES), default=None,
+              help="TOML file with any of these options (top level) and a [train] table; see README "
+                   "'Pipeline config' and benchmarks/pipeline.example.toml.")
+@field_option(PipelineConfig, "port", layered=True)
+@field_option(PipelineConfig, "demo", layered=True)
+@click.option("--redo", type=click.Choice(STAGES), default=None,
               help="Redo this stage and every later one even if up to date.")
-# Training (see `facemask-edge train --help`).
-@click.option("--weights", default=None,
-              help="imagenet, none, or PATH to a Keras model file used as the backbone (e.g. vww_96.h5).")
-@click.option("--arch", type=click.Choice(["mobilenet_v1", "mobilenet_v2"]), default=None)
-@click.option("--alpha", type=float, default=None, help="MobileNet width multiplier.")
-@click.option("--size", type=int, default=None, help="Input side in pixels.")
-@click.option("--color", type=click.Choice(["rgb", "grayscale"]), default=None)
-@click.option("--blocks", type=int, default=None, help="Keep the first N depthwise-separable blocks.")
-@click.option("--cut", default=None, help="Or cut the backbone after this layer name.")
-@click.option("--skip-blocks", default=None, callback=_int_list,
-              help="Drop these stride-1 separable blocks of the backbone, e.g. 3,5.")
-@click.option("--head", type=click.Choice(HEADS), default=None,
-              help="Classifier: average-pool + 1x1 conv, or one conv over the whole feature map.")
-@click.option("--teacher", type=click.Path(file_okay=False, exists=True), multiple=True,
-              help="Distil from this trained run (e.g. a 96 px model); repeat it for an ensemble of teachers.")
-@click.option("--seed", type=int, default=None)
-@click.option("--batch-size", type=int, default=None)
-@click.option("--head-epochs", type=int, default=None, help="Stage 1 (frozen backbone) epochs at most.")
-@click.option("--finetune-epochs", type=int, default=None, help="Stage 2 (fine-tuning) epochs at most.")
-@click.option("--head-lr", type=float, default=None)
-@click.option("--finetune-lr", type=float, default=None)
-@click.option("--finetune-layers", type=int, default=None, help="Unfreeze the last N backbone layers (0 = all).")
-@click.option("--patience", type=int, default=None)
-@click.option("--dropout", type=float, default=None)
-@click.option("--label-smoothing", type=float, default=None)
-@click.option("--augment/--no-augment", default=None)
-@click.option("--split", "split", type=click.Choice(["stratified", "seed-notebook"]), default=None)
-@click.option("--group-by", default=None,
-              help="Regex on file names whose capture group names the photo: its crops share a split ('' = off).")
-@click.option("--exclude-noncommercial/--include-noncommercial", default=None,
-              help="Leave out files of non-commercial sources (MaskedFace-Net, mfn_*). [default: include]")
-@click.option("--class-weight", type=click.Choice(["balanced", "none"]), default=None,
-              help="Loss weights per class. [default: balanced]")
-@click.option("--energy/--no-energy", default=None, help="Measure energy with CodeCarbon when installed.")
-# Later stages.
-@click.option("--qat-epochs", type=int, default=None, help="Quantization-aware training epochs (0: PTQ only).")
-@click.option("--qat-lr", type=float, default=None)
-@click.option("--representative", type=int, default=None, help="Calibration images for PTQ.")
-@click.option("--quantization", type=click.Choice(["best", "qat", "ptq"]), default=None,
-              help="Which int8 model to ship: best = PTQ or QAT, whichever agrees more with the float "
-                   "model on the validation split. [default: best]")
-@click.option("--compare-ptq/--no-compare-ptq", default=None,
-              help="With --quantization qat, still convert PTQ for the evaluation. [default: on]")
-@click.option("--reference", type=click.Path(dir_okay=False), default=None,
-              help="Profile this .tflite alongside as the reference (e.g. vww_96_int8.tflite).")
-@click.option("--limit", "validate_limit", type=int, default=None, help="Validate only the first N test images.")
-@click.option("--sim", type=click.Choice(["subprocess", "inprocess"]), default=None,
-              help="Run the simulated board as its own process or in this one. [default: subprocess]")
-@click.option("--sim-baud", type=int, default=None, help="Pace the simulated board's link (0: unpaced).")
-@click.option("--baud", type=int, default=None, help="UART speed of --port (USB CDC ignores it).")
-@click.option("--timeout", "validate_timeout", type=float, default=None,
-              help="Seconds to wait for a board that does not answer.")
-def pipeline(data, out, board, config_file, port, demo, redo, weights, arch, alpha, size, color, blocks,
-             cut, skip_blocks, head, teacher, seed, batch_size, head_epochs, finetune_epochs, head_lr, finetune_lr, finetune_layers,
-             patience, dropout, label_smoothing, augment, split, group_by, exclude_noncommercial, class_weight,
-             energy, qat_epochs, qat_lr,
-             representative, quantization, compare_ptq, reference, validate_limit, sim, sim_baud, baud,
-             validate_timeout):
+@_pipeline_options
+def pipeline(config_file, redo, **options):
     """Train, quantize, convert, profile, evaluate, export and validate in one command.
 
     Writes RUN_DIR/summary.md, summary.json and summary_*.png. Stages whose inputs and options
@@ -106,17 +75,19 @@ def pipeline(data, out, board, config_file, port, demo, redo, weights, arch, alp
     warnings.filterwarnings("ignore", category=UserWarning, module=r"tensorflow(\.|$)")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
-    train = dict(weights=weights, arch=arch, alpha=alpha, size=size, color=color, blocks=blocks,
-                 cut=cut, skip_blocks=skip_blocks, head=head, teacher=_teachers(teacher), seed=seed, batch_size=batch_size, head_epochs=head_epochs,
-                 finetune_epochs=finetune_epochs, head_lr=head_lr, finetune_lr=finetune_lr,
-                 finetune_layers=finetune_layers, patience=patience, dropout=dropout,
-                 label_smoothing=label_smoothing, augment=augment, split=split, energy=energy,
-                 group_by=group_by, exclude_noncommercial=exclude_noncommercial, class_weight=class_weight)
-    cli = dict(data=data_value(data), out=out, board=board, port=port, demo=demo, train=train,
-               qat_epochs=qat_epochs, qat_lr=qat_lr, representative=representative,
-               quantization=quantization, compare_ptq=compare_ptq, reference=reference, validate_limit=validate_limit,
-               sim=sim, sim_baud=sim_baud, baud=baud, validate_timeout=validate_timeout)
-    cfg = build_config(cli, config_file)
+    from facemask_edge.cli._common import teachers
+
+    options["teacher"] = teachers(options["teacher"])
+    options["data"] = data_value(options["data"])
+    train = {k: options.pop(k) for k in _TRAIN}
+    cli = {**options, "train": train}
+    cfg = build_config(cli, config_file, check_files=True)
+    if not cfg.demo:  # (the demo makes its own backbone file in its data stage)
+        from facemask_edge.train.model import check_weights_available
+
+        t = cfg.train_config("")
+        # Before TensorFlow and the data: offline, --weights imagenet fails here in a moment.
+        check_weights_available(t.weights, t.arch, t.alpha, t.size)
     summary = run_pipeline(cfg, redo=redo)
     h = summary["headline"]
     click.echo(f"{cfg.out}: {'demo, ' if cfg.demo else ''}board {cfg.board}")

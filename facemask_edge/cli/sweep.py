@@ -5,6 +5,10 @@ from __future__ import annotations
 import click
 
 from facemask_edge.boards import BOARDS
+from facemask_edge.cli._common import data_value, field_option, teachers
+from facemask_edge.pipeline.config import PipelineConfig
+from facemask_edge.sweep import FAST_EPOCHS, FULL_EPOCHS
+from facemask_edge.train.trainer import TrainConfig
 
 __all__ = ["sweep"]
 
@@ -58,15 +62,14 @@ def _family(v: str):
 
 
 @click.command()
-@click.option("--data", default=None, multiple=True,
-              help="Data set folder, .zip or URL (default: the public data set, downloaded once); "
-                   "repeat it to merge several by class folder name.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Sweep folder (re-running continues it).")
-@click.option("--weights", default=None, type=click.Path(dir_okay=False),
-              help="A backbone file (e.g. vww_96.h5): sweep its --blocks cuts x sizes x colours.")
+@field_option(PipelineConfig, "data", layered=True, multiple=True)
+@field_option(PipelineConfig, "out", required=True, default=None, type=click.Path(file_okay=False),
+              help="Sweep folder (re-running continues it).")
+@field_option(TrainConfig, "weights",
+              help="imagenet or none: sweep Keras' MobileNet widths (--families) with those weights; PATH: "
+                   "a backbone file (e.g. vww_96.h5), sweep its --blocks cuts x sizes x colours.")
 @click.option("--keras-weights", type=click.Choice(["imagenet", "none", "skip"]), default=None,
-              help="Also sweep Keras' MobileNetV1/V2 widths with these weights. "
-                   "[default: skip with --weights, else imagenet]")
+              help="With --weights PATH, also sweep Keras' MobileNets with these weights. [default: skip]")
 @click.option("--fast", is_flag=True,
               help="Few epochs and a subset of the grid (about six configurations).")
 @click.option("--sizes", callback=_csv(int), default=None, help="Input sizes, e.g. 64,80,96.")
@@ -78,22 +81,26 @@ def _family(v: str):
               help="Keep just these configuration names (see --dry-run).")
 @click.option("--heads", callback=_csv(str), default=None,
               help="Classifier heads, an axis: avg,spatial (default: avg; spatial names end in -sp).")
-@click.option("--teacher", type=click.Path(file_okay=False, exists=True), multiple=True,
+@field_option(TrainConfig, "teacher", type=click.Path(file_okay=False, exists=True), multiple=True, default=(),
               help="Distil every configuration from this trained run (e.g. a 96 px model); repeat it for an ensemble.")
 @click.option("--families", callback=_csv(_family), default=None,
               help="Keras MobileNets as arch:alpha, e.g. mobilenet_v1:0.25,mobilenet_v2:0.35.")
 @click.option("--limit", type=int, default=None, help="Only the first N configurations.")
-@click.option("--head-epochs", type=int, default=None)
-@click.option("--finetune-epochs", type=int, default=None)
-@click.option("--qat-epochs", type=int, default=None)
-@click.option("--seed", type=int, default=None)
-@click.option("--batch-size", type=int, default=None)
+# Each configuration's schedule: train's and the pipeline's defaults, or --fast's short one.
+@field_option(TrainConfig, "head_epochs", layered=True,
+              help=f"Stage 1 epochs at most (--fast: {FAST_EPOCHS['head_epochs']}).")
+@field_option(TrainConfig, "finetune_epochs", layered=True,
+              help=f"Stage 2 epochs at most (--fast: {FAST_EPOCHS['finetune_epochs']}).")
+@field_option(PipelineConfig, "qat_epochs", layered=True,
+              help=f"QAT epochs at most (--fast: {FAST_EPOCHS['qat_epochs']}).")
+@field_option(TrainConfig, "seed", layered=True)
+@field_option(TrainConfig, "batch_size", layered=True)
 @click.option("--max-latency-ms", "max_latency", callback=_latency, default=None,
               help="Latency estimate allowed: MS for every board or BOARD=MS,... "
                    f"[default: {_BUDGETS}]")
 @click.option("--latency-estimate", type=click.Choice(["high", "low"]), default="high", show_default=True,
               help="Which end of the latency estimate (cycles/MAC range) must meet the budget.")
-@click.option("--reference", type=click.Path(dir_okay=False), default=None,
+@field_option(PipelineConfig, "reference", type=click.Path(dir_okay=False),
               help="Reference int8 .tflite (e.g. vww_96_int8.tflite): ratio columns and plot lines, and the "
                    "Nano 33 BLE pick must stay within 45 % of its arena and 25 % of its flatbuffer.")
 @click.option("--tolerance", type=float, default=0.005, show_default=True,
@@ -111,11 +118,13 @@ def sweep(data, out, weights, keras_weights, fast, sizes, colors, blocks, skips,
     """
     import warnings
 
-    from facemask_edge.sweep import FAST_EPOCHS, FULL_EPOCHS, build_grid, run_sweep, write_defaults as write
+    from facemask_edge.sweep import build_grid, run_sweep, write_defaults as write
 
     warnings.filterwarnings("ignore", category=UserWarning, module=r"tensorflow(\.|$)")
-    if keras_weights is None:
-        keras_weights = "skip" if weights else "imagenet"
+    if weights in ("imagenet", "none"):  # Keras' MobileNets only
+        weights, keras_weights = None, weights
+    elif keras_weights is None:
+        keras_weights = "skip"
     for c in colors or ():
         if c not in ("rgb", "grayscale"):
             raise click.BadParameter(f"unknown colour {c!r} (use rgb, grayscale)", param_hint="--colors")
@@ -136,16 +145,18 @@ def sweep(data, out, weights, keras_weights, fast, sizes, colors, blocks, skips,
             click.echo(f"{p.name}: {p.describe()}")
         click.echo(f"{len(points)} configurations, epochs {epochs}")
         return
+    from facemask_edge.train.model import check_weights_available
+
+    for p in points:  # offline, Keras' ImageNet weights fail here at once, not once per configuration
+        t = p.train
+        if t.get("weights") == "imagenet":
+            check_weights_available("imagenet", t.get("arch", "mobilenet_v1"), t.get("alpha", 0.25), t["size"])
     train_options = {k: v for k, v in (("seed", seed), ("batch_size", batch_size)) if v is not None}
     if teacher:
         from pathlib import Path
 
-        from facemask_edge.cli.train import _teachers
-
-        train_options["teacher"] = _teachers(str(Path(t).resolve()) for t in teacher)
+        train_options["teacher"] = teachers(str(Path(t).resolve()) for t in teacher)
     budget = max_latency
-    from facemask_edge.cli._common import data_value
-
     res = run_sweep(data_value(data), out, points, epochs, train_options, budget, tolerance, reference=reference,
                     latency_estimate=latency_estimate)
     click.echo(f"{len(res['rows'])} configurations ({len(res['failed'])} failed) in {res['wall_seconds']:.0f} s")

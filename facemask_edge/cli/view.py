@@ -57,14 +57,12 @@ def view(run_dir, http_port, host, device, baud, frame_timeout):
     exposed = not _is_loopback(host)
     link = None
     if device:
-        from facemask_edge.device.sim import load_run_model
+        from facemask_edge.artifacts.run import CARD, Run
         from facemask_edge.view.board_link import BoardLink
 
         sha = None
-        if run is not None and (run / "model_card.json").is_file():
-            import hashlib
-
-            sha = hashlib.sha256(load_run_model(run)[0]).hexdigest()
+        if run is not None and Run(run).exists(CARD):
+            sha = Run(run).shipped().sha256
         link = BoardLink(device, baud=baud, frame_timeout=frame_timeout, expect_sha256=sha).start()
     app = create_app(run, link=link)
     try:

@@ -1,9 +1,11 @@
 """Full-int8 conversion of a run, with checks and a model card.
 
-``convert_run`` turns ``model_qat.h5`` (quantization-aware) or ``model.keras`` (post-training
-quantization with a representative set from the train split) into ``model_int8.tflite``: int8
-input and output, every op int8, input scale exactly 1/255 and zero point -128 so the firmware
-feeds ``pixel - 128``. It checks every op against TFLM's kernels and writes ``model_card.json``.
+``convert_run`` turns ``model_qat.h5`` (quantization-aware) and/or ``model.keras`` (post-training
+quantization with a representative set from the train split) into int8 variants and ships one as
+``model_int8.tflite`` (by default the one most faithful to the float model on validation, the
+same rule as the pipeline's): int8 input and output, every op int8, input scale exactly 1/255 and
+zero point -128 so the firmware feeds ``pixel - 128``. It checks every op against TFLM's kernels
+and writes each model's card; the run's provenance records what each variant was made from.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from facemask_edge.artifacts.tflite import TfliteModel, read_tflite
 from facemask_edge.errors import ConversionError, ModelError
 from facemask_edge.progress import log
 
-__all__ = ["convert_keras", "convert_run", "select_best", "model_card", "check_input_quantization",
+__all__ = ["convert_keras", "convert_run", "convert_variant", "fidelity", "model_card",
+           "check_input_quantization", "QUANTIZATIONS", "BEST_RULE",
            "INPUT_SCALE", "INPUT_ZERO_POINT"]
 
 INPUT_SCALE = 1.0 / 255.0
@@ -148,107 +151,148 @@ def _licence(run_dir: Path | None) -> dict:
     return {"licence_notes": notes, "noncommercial": True} if notes else {}
 
 
-def select_best(run_dir: Path, representative: int = 300) -> dict:
-    """Convert both PTQ and QAT variants and install the int8 model most faithful to the float
-    model on the **validation** split, in tflite-micro.
+QUANTIZATIONS = ("best", "ptq", "qat")
 
-    Faithful = most images where the int8 label equals the float label, then the smallest mean
-    score difference (int8 dequantized vs float softmax); ties go to PTQ, the simpler one. This
-    measures what quantization should preserve, the float model's behaviour, rather than a
-    few-image accuracy difference on labels. The test split is never looked at. Returns the
-    ``"selection"`` record also written to ``model_card.json``.
-    """
-    from facemask_edge._tf import keras
-    from facemask_edge.convert.runtimes import TFLMRunner
-    from facemask_edge.data.preprocess import to_int8
-    from facemask_edge.runs import load_run_data, read_json, write_json
-
-    run_dir = Path(run_dir)
-    kinds = ["ptq"] + (["qat"] if (run_dir / "model_qat.h5").exists() else [])
-    data = load_run_data(run_dir)
-    xv, yv = data.part("val")
-    float_model = keras().models.load_model(run_dir / "model.keras", compile=False)
-    pf = float_model.predict(xv.astype(np.float32) / 255.0, batch_size=128, verbose=0)
-    stats = {}
-    for kind in kinds:
-        convert_run(run_dir, qat=(kind == "qat"), representative=representative)
-        runner = TFLMRunner(run_dir / f"model_int8_{kind}.tflite")
-        q = runner.run_batch(to_int8(xv)).astype(np.float32)
-        qp = runner.output["quantization_parameters"]
-        probs = (q - qp["zero_points"][0]) * qp["scales"][0]
-        stats[kind] = {"label_agreement_with_float": float((q.argmax(1) == pf.argmax(1)).mean()),
-                       "mean_score_diff": float(np.abs(probs - pf).mean()),
-                       "accuracy": float((q.argmax(1) == yv).mean())}
-    best = max(kinds, key=lambda k: (stats[k]["label_agreement_with_float"],
-                                     -stats[k]["mean_score_diff"], k == "ptq"))
-    card = read_json(run_dir / f"model_card_{best}.json")
-    card["model"] = "model_int8.tflite"
-    card["selection"] = {"selected": best, "by": "fidelity to the float model on the validation "
-                         "split (label agreement, then mean score difference), in TFLM",
-                         "validation": stats}
-    (run_dir / "model_int8.tflite").write_bytes((run_dir / f"model_int8_{best}.tflite").read_bytes())
-    write_json(run_dir / "model_card.json", card)
-    log(f"selected {best.upper()}: " + "; ".join(
-        f"{k} agreement {v['label_agreement_with_float']:.4f}, score diff {v['mean_score_diff']:.4f}, "
-        f"accuracy {v['accuracy']:.4f}" for k, v in stats.items()))
-    return card["selection"]
+#: How ``best`` chooses, in the words the card and the log use.
+BEST_RULE = ("fidelity to the float model on the validation split (label agreement, then mean "
+             "score difference; ties go to PTQ), in TFLM")
 
 
-def convert_run(run_dir: Path, qat: bool | None = None, representative: int = 300) -> Path:
-    """Convert a trained run to ``model_int8.tflite`` with ``labels.txt`` and ``model_card.json``.
+def convert_run(run_dir: Path, quantization: str = "best", representative: int = 300,
+                variants: list[str] | None = None, keep_other_variants: bool = True) -> dict:
+    """Convert a trained run to int8 variants and ship one as ``model_int8.tflite``.
+
+    Each variant is written as ``model_int8_<kind>.tflite`` with ``model_card_<kind>.json`` and
+    recorded in the run's provenance (PTQ is made from ``model.keras``, QAT from
+    ``model_qat.h5``); the chosen one is copied to ``model_int8.tflite`` with
+    ``model_card.json``, whose ``selection`` says which and why.
+
+    ``best`` (the default, the pipeline's rule too) ships the variant most faithful to the float
+    model on the **validation** split: most images where the int8 label equals the float label,
+    then the smallest mean score difference (int8 dequantized vs float softmax); ties go to PTQ,
+    the simpler one. This measures what quantization should preserve, the float model's
+    behaviour; the test split is never looked at.
 
     Args:
         run_dir: the run folder.
-        qat: True: use ``model_qat.h5`` (error if missing); False: post-training quantization
-            of ``model.keras``; None: QAT when it exists, else PTQ.
-        representative: calibration images from the train split (PTQ).
+        quantization: ``best``, ``ptq`` or ``qat``.
+        representative: calibration images from the train split (PTQ; QAT uses up to 50).
+        variants: the variants to convert (default: for ``best`` PTQ and, if the run has a QAT
+            model, QAT; else the one asked for). If ``quantization`` names a variant not among
+            them, the last one is shipped.
+        keep_other_variants: False: remove variant files of kinds not converted now.
 
     Returns:
-        Path of ``model_int8.tflite``. The variant is also kept as ``model_int8_qat.tflite`` or
-        ``model_int8_ptq.tflite`` with its card, so both can be compared.
-    """
-    from facemask_edge._tf import keras
-    from facemask_edge.runs import load_config, load_labels, load_run_data, write_json
-    from facemask_edge.train.qat import HOST_ONLY, load_qat_model
+        The ``selection`` record (also in ``model_card.json``): ``selected``, ``rule``, ``by``
+        and per variant its ``validation`` figures.
 
-    run_dir = Path(run_dir)
-    t0 = time.monotonic()
-    cfg = load_config(run_dir)
-    if cfg["arch"] in HOST_ONLY:
+    Raises:
+        ConversionError: QAT asked for without a QAT model, or the conversion failed.
+        ModelError: the QAT model was made from an earlier float model (stale).
+    """
+    from facemask_edge.artifacts.run import KINDS, QAT_MODEL, Run, variant_model
+
+    run = Run(run_dir)
+    cfg = run.config
+    if quantization not in QUANTIZATIONS:
+        raise ConversionError(f"unknown quantization {quantization!r}", f"use one of {', '.join(QUANTIZATIONS)}")
+    has_qat = run.exists(QAT_MODEL)
+    if variants is None:
+        variants = (["ptq"] + (["qat"] if has_qat else [])) if quantization == "best" else [quantization]
+    if "qat" in variants:
+        if not has_qat:
+            raise ConversionError(f"{run.file(QAT_MODEL)} not found",
+                                  f"run facemask-edge qat {run.path} first, or convert with --ptq")
+        run.check_fresh(QAT_MODEL)
+    if cfg["arch"] in _host_only():
         raise ModelError(f"{cfg['arch']} is a host-only comparison model; it never fits a board",
                          "train --arch mobilenet_v1 or mobilenet_v2 to convert for a board")
-    qat_path = run_dir / "model_qat.h5"
-    if qat is None:
-        qat = qat_path.exists()
-    labels = load_labels(run_dir)
-    if qat:
-        if not qat_path.exists():
-            raise ConversionError(f"{qat_path} not found",
-                                  f"run facemask-edge qat {run_dir} first, or convert with --no-qat")
-        model = load_qat_model(qat_path)
-        kind = "qat"
+    for kind in KINDS:
+        if kind not in variants and run.exists(variant_model(kind)):
+            why = None if keep_other_variants else "not asked for"
+            why = why or run.stale(variant_model(kind))
+            if why:
+                log(f"removing the {kind.upper()} variant ({why})")
+                run.remove_variant(kind)
+    models = {kind: convert_variant(run, kind, representative) for kind in variants}
+    stats = fidelity(run, models)
+    if quantization == "best":
+        chosen = max(variants, key=lambda k: (stats[k]["label_agreement_with_float"],
+                                              -stats[k]["mean_score_diff"], k == "ptq")) if stats else "ptq"
+        by = BEST_RULE if stats else "no validation images: PTQ, the simpler one"
+    elif quantization in variants:
+        chosen, by = quantization, f"asked for ({quantization})"
     else:
-        model = keras().models.load_model(run_dir / "model.keras", compile=False)
-        kind = "ptq"
+        chosen, by = variants[-1], f"{quantization} was not converted; {variants[-1]} is the only variant"
+    selection = {"selected": chosen, "rule": quantization, "by": by, "validation": stats}
+    shipped = run.install(chosen, selection)
+    log(f"shipped {chosen.upper()} ({by})" + ("".join(
+        f"; {k}: agreement with float {v['label_agreement_with_float']:.4f}, score diff "
+        f"{v['mean_score_diff']:.4f}, accuracy {v['accuracy']:.4f}" for k, v in stats.items())
+        if stats else ""))
+    log(f"wrote {shipped.path}: {len(shipped.data)} bytes, arena {shipped.card['arena_bytes']} bytes, "
+        f"{shipped.card['macs']:,} MACs")
+    return selection
+
+
+def _host_only():
+    from facemask_edge.train.qat import HOST_ONLY
+
+    return HOST_ONLY
+
+
+def fidelity(run, models: dict) -> dict[str, dict]:
+    """Per variant on the validation split: label agreement with the float model, mean score
+    difference (dequantized int8 vs float softmax) and accuracy, in TFLM (``{}`` without
+    validation images)."""
+    from facemask_edge.convert.evaluate import int8_predictions
+    from facemask_edge.metrics import classification_metrics
+
+    data = run.data()
+    xv, yv = data.part("val")
+    if not len(xv):
+        return {}
+    pf = run.float_model().predict(xv.astype(np.float32) / 255.0, batch_size=128, verbose=0)
+    stats = {}
+    for kind, m in models.items():
+        q = int8_predictions(m.data, xv).astype(np.float32)
+        out = m.card["output"]
+        probs = (q - out["zero_point"]) * out["scale"]
+        stats[kind] = {"label_agreement_with_float": float((q.argmax(1) == pf.argmax(1)).mean()),
+                       "mean_score_diff": float(np.abs(probs - pf).mean()),
+                       "accuracy": classification_metrics(yv, q.argmax(1), data.classes)["accuracy"],
+                       "images": int(len(xv))}
+    return stats
+
+
+def convert_variant(run, kind: str, representative: int = 300):
+    """Convert one variant (``ptq``: ``model.keras`` with a representative set; ``qat``:
+    ``model_qat.h5``) into ``model_int8_<kind>.tflite`` and its card, recorded with its inputs.
+
+    Returns:
+        The variant (:class:`~facemask_edge.artifacts.run.ModelFile`).
+    """
+    from facemask_edge.artifacts.run import FLOAT_MODEL, QAT_MODEL, SPLIT
+    from facemask_edge.train.qat import load_qat_model
+
+    t0 = time.monotonic()
+    cfg = run.config
+    source = QAT_MODEL if kind == "qat" else FLOAT_MODEL
+    # Hash the inputs before reading them: a file replaced meanwhile makes this variant stale.
+    inputs = {source: run.sha256(source), SPLIT: run.sha256(SPLIT)}
+    if kind == "qat":
+        inputs[FLOAT_MODEL] = run.sha256(FLOAT_MODEL)  # the card's parameter count comes from it
+    float_model = run.float_model()
+    model = load_qat_model(run.file(QAT_MODEL)) if kind == "qat" else float_model
     # QAT models carry their ranges; the set still calibrates any layer QAT left unwrapped.
-    data = load_run_data(run_dir)
-    rep = _representative(data.part("train")[0], representative if not qat else min(
+    data = run.data()
+    rep = _representative(data.part("train")[0], representative if kind == "ptq" else min(
         representative, 50), cfg.get("seed", 0))
-    log(f"converting {'QAT' if qat else 'float (post-training quantization)'} model to full int8")
+    log(f"converting {'QAT' if kind == 'qat' else 'float (post-training quantization)'} model to full int8")
     tflite = convert_keras(model, rep)
     info = read_tflite(tflite, name="the converted model", hint=_OWN_OUTPUT_HINT)
     check_input_quantization(info)
     check_compatible(info)
-    params = int(keras().models.load_model(run_dir / "model.keras", compile=False).count_params()) \
-        if qat else int(model.count_params())
-    card = model_card(tflite, labels, cfg["color"], kind, run_dir, params)
-    card["model"] = f"model_int8_{kind}.tflite"
+    card = model_card(tflite, run.labels, cfg["color"], kind, run.path, int(float_model.count_params()))
     card["convert_seconds"] = round(time.monotonic() - t0, 1)
-    (run_dir / f"model_int8_{kind}.tflite").write_bytes(tflite)
-    write_json(run_dir / f"model_card_{kind}.json", card)
-    card["model"] = "model_int8.tflite"
-    (run_dir / "model_int8.tflite").write_bytes(tflite)
-    write_json(run_dir / "model_card.json", card)
-    log(f"wrote {run_dir / 'model_int8.tflite'}: {len(tflite)} bytes, arena {card['arena_bytes']} "
-        f"bytes, {card['macs']:,} MACs ({card['convert_seconds']} s)")
-    return run_dir / "model_int8.tflite"
+    return run.write_variant(kind, tflite, card, inputs)

@@ -1,12 +1,19 @@
-"""Evaluate a run on the host: float model, int8 in tflite-micro, int8 in TFLite's reference kernels.
+"""Evaluate a run on the host: the float model, and the shipped int8 model in tflite-micro and in
+TFLite's reference kernels; the other int8 variants alongside, labelled as variants.
 
-For each int8 variant (PTQ and QAT, when both exist) it reports the study's metrics in each
-runtime, the drop from the float model, and how exactly the two int8 runtimes agree (they should
-be bit-identical: same reference kernels). Per class (precision, recall, F1, confusion matrix) and
-per source (file-name prefix such as ``amvd``/``mfn``, else the data root: see
-``data.sources``), because a model can score well overall by recognising which set a photo
-came from. Writes ``evaluation.json``, ``evaluation.md`` and one
-confusion-matrix PNG per model and runtime into ``RUN_DIR/evaluation`` (or ``--out``).
+The report is about ``model_int8.tflite``, the file export, board-sim and validate use: a
+corrupt, replaced or stale shipped model is an error, not a row of figures. Each int8 model is
+reported with the study's metrics in each runtime, the drop from the float model, and how
+exactly the two runtimes agree (they should be bit-identical: same reference kernels). Per class
+(precision, recall, F1, confusion matrix) and per source (file-name prefix such as
+``amvd``/``mfn``, else the data root: see ``data.sources``), because a model can score well
+overall by recognising which set a photo came from. Writes ``evaluation.json``,
+``evaluation.md`` and one confusion-matrix PNG per model and runtime into
+``RUN_DIR/evaluation`` (or ``--out``).
+
+:func:`int8_predictions` is the one way the package runs an int8 model over images (conversion's
+choice of variant, evaluation, the sweep's test accuracy); :func:`split_accuracy` is its accuracy
+on one split of the run.
 """
 
 from __future__ import annotations
@@ -16,25 +23,63 @@ from pathlib import Path
 
 import numpy as np
 
-from facemask_edge.artifacts.tflite import read_tflite
 from facemask_edge.data.preprocess import to_int8
-from facemask_edge.errors import FacemaskError
+from facemask_edge.errors import FacemaskError, ModelError
 from facemask_edge.progress import log, progress
 
-__all__ = ["evaluate_run", "evaluation_markdown", "per_class_markdown_sections"]
+__all__ = ["evaluate_run", "evaluation_markdown", "int8_predictions", "split_accuracy", "RUNTIMES",
+           "per_class_markdown_sections"]
+
+RUNTIMES = ("tflm", "tflite_ref")
 
 
-def _eval_set(run_dir: Path, data: str | None):
+def int8_predictions(model: bytes, images: np.ndarray, runtime: str = "tflm", bar=None) -> np.ndarray:
+    """Raw int8 scores of an int8 model for uint8 images (preprocessed as the board does).
+
+    Args:
+        model: ``.tflite`` bytes.
+        images: uint8 ``(N, S, S, C)``; fed as ``pixel - 128``, like the firmware.
+        runtime: ``tflm`` (tflite-micro, the boards' kernels) or ``tflite_ref`` (TFLite's
+            ``BUILTIN_REF`` kernels).
+        bar: a progress bar to advance per image.
+    """
+    from facemask_edge.convert.runtimes import TFLiteRefRunner, TFLMRunner
+
+    if runtime not in RUNTIMES:
+        raise ModelError(f"unknown runtime {runtime!r}", f"use one of {', '.join(RUNTIMES)}")
+    runner = TFLMRunner(model) if runtime == "tflm" else TFLiteRefRunner(model)
+    return runner.run_batch(to_int8(images), bar)
+
+
+def split_accuracy(run, split: str, model: bytes | None = None) -> float | None:
+    """Int8 accuracy on one split of the run (default model: the shipped one), in tflite-micro.
+
+    Returns:
+        The accuracy, or None when the split is empty.
+    """
+    from facemask_edge.metrics import classification_metrics
+
+    data = run.data()
+    x, y = data.part(split)
+    if not len(x):
+        return None
+    model = model if model is not None else run.shipped().data
+    return classification_metrics(y, int8_predictions(model, x).argmax(1), data.classes)["accuracy"]
+
+
+def _eval_set(run, data: str | list[str] | None):
+    """The images to evaluate, their labels, classes, a description, paths and sources."""
     from facemask_edge.data.ingest import scan_dataset
-    from facemask_edge.runs import load_config, load_labels, load_run_data
+    from facemask_edge.data.sources import run_sources, source_of
 
     if data is None:
-        rd = load_run_data(run_dir)
+        rd = run.data()
         x, y = rd.part("test")
         paths = [rd.paths[i] for i in rd.split["test"]]
-        return x, y, rd.classes, f"test split of {_roots(rd.config['data'])}", paths, _sources(run_dir, paths, None)
-    cfg = load_config(run_dir)
-    classes = load_labels(run_dir)
+        return x, y, rd.classes, f"test split of {_roots(rd.config['data'])}", paths, \
+            run_sources(run.path, paths, None)
+    cfg = run.config
+    classes = run.labels
     ds = scan_dataset(data, size=cfg["size"], color=cfg["color"])
     if ds.classes != classes:
         raise FacemaskError(f"classes of {data} ({', '.join(ds.classes)}) differ from the run's "
@@ -48,75 +93,70 @@ def _roots(data) -> str:
     return " + ".join(map(str, data)) if isinstance(data, list) else str(data)
 
 
-def _sources(run_dir: Path, paths: list[str], root: str | None) -> list[str]:
-    from facemask_edge.data.sources import run_sources
-
-    return run_sources(run_dir, paths, root)
-
-
-def source_of(path: str, root: str | None) -> str:
-    from facemask_edge.data.sources import source_of as _source_of
-
-    return _source_of(path, root)
-
-
 def evaluate_run(run_dir: Path, data: str | None = None, out: Path | None = None) -> dict:
-    """Evaluate the float and int8 models of a run. Returns the report (also saved)."""
-    from facemask_edge._tf import keras
-    from facemask_edge.convert.runtimes import TFLiteRefRunner, TFLMRunner
+    """Evaluate the float model, the shipped int8 model and the other int8 variants of a run.
+
+    Returns:
+        The report (also saved): ``float``, ``shipped`` (the figures of ``model_int8.tflite``,
+        with its ``quantization`` and ``sha256``) and ``variants`` (per kind: the same figures,
+        or ``"shipped": true`` for the variant that is the shipped file).
+
+    Raises:
+        ModelError: the shipped model is missing, not a TFLite model, not the one its card
+            describes, or made from an earlier model (nothing is written then).
+    """
+    from facemask_edge.artifacts.files import write_json
+    from facemask_edge.artifacts.run import EVALUATION, FLOAT_MODEL, Run
     from facemask_edge.metrics import classification_metrics
     from facemask_edge.plots import plot_confusion
-    from facemask_edge.runs import write_json
 
-    run_dir = Path(run_dir)
-    # Every int8 model of the run goes through the reader before any work: a damaged file is
-    # one error line, not a crash in a runtime after the images are decoded.
-    for name in ("model_int8.tflite", "model_int8_ptq.tflite", "model_int8_qat.tflite"):
-        if (run_dir / name).exists():
-            read_tflite(run_dir / name, hint=f"re-run `facemask-edge convert {run_dir}` to write it again")
-    out = Path(out) if out else run_dir / "evaluation"
-    out.mkdir(parents=True, exist_ok=True)
-    x, y, classes, what, paths, sources = _eval_set(run_dir, data)
+    run = Run(run_dir)
+    shipped = run.shipped()  # before anything is read or written: a bad model stops here
+    models = [("shipped", shipped)]
+    variants: dict[str, dict] = {}
+    for kind in run.variant_kinds():
+        try:
+            v = run.variant(kind)
+        except ModelError as exc:
+            log(f"leaving out the {kind.upper()} variant: {exc.message}")
+            continue
+        variants[kind] = {"model": v.name, "sha256": v.sha256, "shipped": v.sha256 == shipped.sha256}
+        if v.sha256 != shipped.sha256:
+            models.append((kind, v))
+    x, y, classes, what, paths, sources = _eval_set(run, data)
     if len(x) == 0:
         raise FacemaskError("no images to evaluate")
-    variants = [(k, run_dir / f"model_int8_{k}.tflite") for k in ("ptq", "qat")]
-    variants = [(k, p) for k, p in variants if p.exists()]
-    if not variants and (run_dir / "model_int8.tflite").exists():
-        variants = [("int8", run_dir / "model_int8.tflite")]
-    if not variants:
-        raise FacemaskError(f"no int8 model in {run_dir}", f"run facemask-edge convert {run_dir}")
-    log(f"evaluating on {len(x)} images ({what})")
-    report: dict = {"images": int(len(x)), "set": what, "classes": classes, "models": {}}
+    out = Path(out) if out else run.file(EVALUATION)
+    log(f"evaluating the shipped model ({shipped.kind.upper()}, sha256 {shipped.sha256[:12]}) on "
+        f"{len(x)} images ({what})" + (f"; variants {', '.join(variants)}" if variants else ""))
+    report: dict = {"images": int(len(x)), "set": what, "classes": classes,
+                    "made_from": {FLOAT_MODEL: run.sha256(FLOAT_MODEL), shipped.name: shipped.sha256}}
 
     t0 = time.monotonic()
-    model = keras().models.load_model(run_dir / "model.keras", compile=False)
-    pf = model.predict(x.astype(np.float32) / 255.0, batch_size=128, verbose=0)
+    pf = run.float_model().predict(x.astype(np.float32) / 255.0, batch_size=128, verbose=0)
     yf = pf.argmax(1)
     report["float"] = classification_metrics(y, yf, classes)
     report["float"]["seconds"] = round(time.monotonic() - t0, 1)
     _add_per_source(report["float"], y, yf, classes, sources)
-    plot_confusion(report["float"]["confusion_matrix"], classes, out / "confusion_float.png",
-                   f"float: accuracy {report['float']['accuracy']:.4f}")
+    figures = {"float": (report["float"], f"float: accuracy {report['float']['accuracy']:.4f}")}
 
-    xq = to_int8(x)
-    for kind, path in variants:
-        entry: dict = {"model": path.name}
+    for label, m in models:
+        entry: dict = {"model": m.name, "quantization": m.kind, "sha256": m.sha256}
         scores = {}
-        for rt, cls in (("tflm", TFLMRunner), ("tflite_ref", TFLiteRefRunner)):
+        for rt in RUNTIMES:
             t1 = time.monotonic()
-            runner = cls(path)
-            with progress(f"{kind} int8 in {rt}", total=len(xq)) as bar:
-                s = runner.run_batch(xq, bar)
+            with progress(f"{label} ({m.kind}) int8 in {rt}", total=len(x)) as bar:
+                s = int8_predictions(m.data, x, rt, bar)
             scores[rt] = s
-            m = classification_metrics(y, s.argmax(1), classes)
-            m["seconds"] = round(time.monotonic() - t1, 1)
-            m["drop_vs_float_points"] = round(100 * (report["float"]["accuracy"] - m["accuracy"]), 3)
-            m["label_agreement_with_float"] = float((s.argmax(1) == yf).mean())
-            entry[rt] = m
+            met = classification_metrics(y, s.argmax(1), classes)
+            met["seconds"] = round(time.monotonic() - t1, 1)
+            met["drop_vs_float_points"] = round(100 * (report["float"]["accuracy"] - met["accuracy"]), 3)
+            met["label_agreement_with_float"] = float((s.argmax(1) == yf).mean())
+            entry[rt] = met
             if rt == "tflm":  # the board's kernels; tflite_ref agrees bit for bit (checked below)
-                _add_per_source(m, y, s.argmax(1), classes, sources)
-            plot_confusion(m["confusion_matrix"], classes, out / f"confusion_{kind}_{rt}.png",
-                           f"{kind} int8 ({rt}): accuracy {m['accuracy']:.4f}")
+                _add_per_source(met, y, s.argmax(1), classes, sources)
+            name = "shipped" if label == "shipped" else f"variant_{label}"
+            figures[f"{name}_{rt}"] = (met, f"{_title(label, m.kind)} ({rt}): accuracy {met['accuracy']:.4f}")
         a, b = scores["tflm"].astype(int), scores["tflite_ref"].astype(int)
         entry["runtimes_bit_exact_rate"] = float((a == b).all(axis=1).mean())
         entry["runtimes_label_agreement"] = float((a.argmax(1) == b.argmax(1)).mean())
@@ -125,7 +165,15 @@ def evaluate_run(run_dir: Path, data: str | None = None, out: Path | None = None
         entry["misclassified_tflm"] = [{"path": paths[i], "true": classes[y[i]],
                                         "predicted": classes[int(scores['tflm'][i].argmax())],
                                         "scores": scores["tflm"][i].tolist()} for i in wrong[:50]]
-        report["models"][kind] = entry
+        if label == "shipped":
+            report["shipped"] = entry
+        else:
+            variants[label].update(entry)
+    report["variants"] = variants
+    # Only now, with everything computed, does the report folder appear.
+    out.mkdir(parents=True, exist_ok=True)
+    for name, (met, title) in figures.items():
+        plot_confusion(met["confusion_matrix"], classes, out / f"confusion_{name}.png", title)
     write_json(out / "evaluation.json", report)
     (out / "evaluation.md").write_text(evaluation_markdown(report) + per_class_markdown_sections(report))
     return report
@@ -144,7 +192,9 @@ def per_class_markdown_sections(report: dict) -> str:
     from facemask_edge.metrics import per_class_markdown, per_source_markdown
 
     classes = report["classes"]
-    models = [("float", report["float"])] + [(f"{k} int8 (tflm)", e["tflm"]) for k, e in report["models"].items()]
+    sh = report["shipped"]
+    models = [("float", report["float"]), (f"shipped ({sh['quantization']}) int8 (tflm)", sh["tflm"])]
+    models += [(f"variant {k} int8 (tflm)", e["tflm"]) for k, e in report["variants"].items() if not e["shipped"]]
     lines = ["", "## Per class and per source", ""]
     for name, m in models:
         lines += per_class_markdown(m, classes, name) + [""]
@@ -153,22 +203,34 @@ def per_class_markdown_sections(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _title(label: str, kind: str) -> str:
+    return f"shipped int8 ({kind.upper()})" if label == "shipped" else f"variant {kind.upper()} int8"
+
+
 def evaluation_markdown(report: dict) -> str:
     """The report as a Markdown table (one row per model and runtime)."""
+    sh = report["shipped"]
     lines = [f"# Evaluation on {report['images']} images ({report['set']})", "",
+             f"Shipped model: `{sh['model']}` ({sh['quantization'].upper()}, sha256 {sh['sha256'][:16]}...). "
+             "Variants are the other int8 conversions of this run, for comparison; they are not shipped.", "",
              "| model | runtime | accuracy | F1 | precision | recall | drop vs float (points) |",
              "|---|---|---|---|---|---|---|"]
     f = report["float"]
     lines.append(f"| float | tf_keras | {f['accuracy']:.4f} | {f['f1']:.4f} | {f['precision']:.4f} "
                  f"| {f['recall']:.4f} | - |")
-    for kind, e in report["models"].items():
-        for rt in ("tflm", "tflite_ref"):
+    rows = [(f"shipped ({sh['quantization']}) int8", sh)]
+    rows += [(f"variant {kind} int8", e) for kind, e in report["variants"].items() if not e["shipped"]]
+    for name, e in rows:
+        for rt in RUNTIMES:
             m = e[rt]
-            lines.append(f"| {kind} int8 | {rt} | {m['accuracy']:.4f} | {m['f1']:.4f} | "
+            lines.append(f"| {name} | {rt} | {m['accuracy']:.4f} | {m['f1']:.4f} | "
                          f"{m['precision']:.4f} | {m['recall']:.4f} | {m['drop_vs_float_points']:+.2f} |")
+    same = [k for k, e in report["variants"].items() if e["shipped"]]
+    if same:
+        lines += ["", f"The {same[0].upper()} variant is the shipped model (same file)."]
     lines += ["", "| model | TFLM vs TFLite-ref bit-exact | label agreement | max score diff (LSB) |",
               "|---|---|---|---|"]
-    for kind, e in report["models"].items():
-        lines.append(f"| {kind} | {100 * e['runtimes_bit_exact_rate']:.2f} % | "
+    for name, e in rows:
+        lines.append(f"| {name} | {100 * e['runtimes_bit_exact_rate']:.2f} % | "
                      f"{100 * e['runtimes_label_agreement']:.2f} % | {e['runtimes_max_score_diff']} |")
     return "\n".join(lines) + "\n"

@@ -35,10 +35,13 @@ class TFLMRunner(_Runner):
     """Run an int8 model in the tflite-micro Python runtime (reference kernels)."""
 
     def __init__(self, model: bytes | str | Path, arena_size: int | None = None):
-        from facemask_edge._tf import tf
+        from facemask_edge._tf import quiet_import
 
-        tf()  # tflite_micro imports TensorFlow: do it quietly first
-        from tflite_micro.python.tflite_micro import runtime
+        # tflite_micro does not need TensorFlow (importing it here cost seconds on every board-sim,
+        # validate and profile, and made them fail without TensorFlow); its native start-up
+        # chatter is held back like TensorFlow's.
+        with quiet_import():
+            from tflite_micro.python.tflite_micro import runtime
 
         data = Path(model).read_bytes() if isinstance(model, (str, Path)) else bytes(model)
         self.model = data

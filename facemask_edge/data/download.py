@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from facemask_edge.runs import sha256_file  # noqa: F401 - re-exported
+from facemask_edge.artifacts.files import sha256_file  # noqa: F401 - re-exported
 from facemask_edge.data.archive import extract_zip
 from facemask_edge.errors import DataError
 from facemask_edge.limits import limit

@@ -31,7 +31,7 @@ from facemask_edge.errors import DataError
 from facemask_edge.paths import cache_dir
 from facemask_edge.progress import progress
 
-__all__ = ["Item", "Dataset", "scan_dataset", "find_class_root", "data_paths"]
+__all__ = ["Item", "Dataset", "scan_dataset", "check_data_path", "find_class_root", "data_paths"]
 
 PREPROCESS_VERSION = 1
 _IGNORED_NAMES = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"}
@@ -176,6 +176,20 @@ def data_paths(data) -> list[str]:
     return [str(data)]
 
 
+def check_data_path(data: str | Path | list | tuple) -> Path:
+    """The data path (the first of several), or a DataError if one does not exist (commands
+    call it before other work)."""
+    paths = data_paths(data)
+    if not paths:
+        raise DataError("no data set given", "pass --data DIR (repeat it to merge several)")
+    for p in paths:
+        path = Path(p).expanduser()
+        if not path.exists():
+            raise DataError(f"data path {path} does not exist",
+                            "pass --data DIR with one sub-folder per class, or a .zip of one")
+    return Path(paths[0]).expanduser()
+
+
 def scan_dataset(data, size: int | None = 96, color: str = "rgb",
                  use_cache: bool = True, workers: int | None = None,
                  exclude_noncommercial: bool = False) -> Dataset:
@@ -229,10 +243,7 @@ def scan_dataset(data, size: int | None = 96, color: str = "rgb",
 def _scan_one(data, size, color, use_cache, workers, exclude_noncommercial, single) -> Dataset:
     from facemask_edge.data.sources import is_noncommercial
 
-    path = Path(data).expanduser()
-    if not path.exists():
-        raise DataError(f"data path {path} does not exist",
-                        "pass --data DIR with one sub-folder per class, or a .zip of one")
+    path = check_data_path(data)
     if path.is_file():
         if not zipfile.is_zipfile(path):
             raise DataError(f"{path} is a file but not a zip archive",

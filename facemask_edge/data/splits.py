@@ -180,7 +180,7 @@ def make_split(ds: Dataset, scheme: str = "stratified", seed: int = 1337,
 
 
 def save_split(split: dict, run_dir: Path) -> Path:
-    from facemask_edge.runs import write_json
+    from facemask_edge.artifacts.files import write_json
 
     return write_json(Path(run_dir) / "split.json", split)
 

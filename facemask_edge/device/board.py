@@ -23,6 +23,7 @@ __all__ = ["DeviceInfo", "BoardEngine", "PyBoardProtocol", "CBoardProtocol", "ma
            "build_c_library", "RESULT_HISTORY"]
 
 RESULT_HISTORY = 4
+FEATURES_SUPPORTED = fr.FEATURE_COUNTS  # FE_FEATURES_SUPPORTED
 
 # infer(input int8 bytes) -> (error code, scores, micros)
 InferFn = Callable[[bytes], tuple[int, list[int], int]]
@@ -66,6 +67,7 @@ class _Stored:
     label: int
     micros: int
     scores: tuple[int, ...]
+    count: int = 0
 
 
 class PyBoardProtocol:
@@ -86,6 +88,11 @@ class PyBoardProtocol:
         self.input = bytearray(self.input_bytes)
         self.baud = 0
         self.error = self._info_error()
+        self.features = 0
+        self.hello_ext = False
+        self.counter_kind = fr.COUNTER_NONE
+        self.last_count: Callable[[], int] | None = None
+        self.preprocess_count = 0
         self._session = False
         self._segment = bytearray()
         self.last_seq = 0
@@ -102,6 +109,10 @@ class PyBoardProtocol:
 
     def set_baud(self, baud: int) -> None:
         self.baud = int(baud)
+
+    def set_counter(self, kind: int, last_count: Callable[[], int] | None, preprocess_count: int = 0) -> None:
+        """Offer FEATURE_COUNTS (``fe_protocol_set_counter``)."""
+        self.counter_kind, self.last_count, self.preprocess_count = int(kind), last_count, int(preprocess_count)
 
     def in_session(self) -> bool:
         return self._session
@@ -178,7 +189,8 @@ class PyBoardProtocol:
         self.write(fr.encode_error(seq, code, message))
 
     def _result(self, seq: int, r: _Stored) -> None:
-        self.write(fr.encode_result(seq, r.image_id, r.label, r.micros, r.scores))
+        count = r.count if self.features & fr.FEATURE_COUNTS else None
+        self.write(fr.encode_result(seq, r.image_id, r.label, r.micros, r.scores, count))
 
     def _find(self, image_id: int) -> _Stored | None:
         for r in self.history:
@@ -209,6 +221,8 @@ class PyBoardProtocol:
             self._forget()
             self.frame_wanted = False
             self._session = len(body) >= 1 and body[0] == fr.PROTOCOL_VERSION
+            self.hello_ext = len(body) >= 2
+            self.features = body[1] & FEATURES_SUPPORTED if self.hello_ext and self.last_count else 0
             self._send_info(seq)
         elif msg_type == fr.Msg.CHUNK:
             self._chunk(seq, body)
@@ -243,7 +257,8 @@ class PyBoardProtocol:
             rx_window=fr.RX_WINDOW, baud=self.baud, width=d.input_width, height=d.input_height,
             channels=d.input_channels, classes=d.num_classes & 0xFF, arena_bytes=d.arena_bytes,
             free_ram_bytes=d.free_ram_bytes, board=d.board, firmware=d.firmware_version,
-            model_sha256=d.model_sha256)))
+            model_sha256=d.model_sha256, extended=self.hello_ext, features=self.features,
+            counter=self.counter_kind, preprocess_count=self.preprocess_count)))
 
     def _chunk(self, seq: int, body: bytes) -> None:
         if not self._session:
@@ -288,7 +303,8 @@ class PyBoardProtocol:
         k = min(self.info.num_classes, fr.MAX_CLASSES)
         scores = tuple(int(s) for s in scores[:k])
         label = max(range(k), key=lambda i: (scores[i], -i))
-        r = _Stored(self.image_id, label, int(micros) & 0xFFFFFFFF, scores)
+        count = int(self.last_count()) & 0xFFFFFFFF if self.last_count else 0
+        r = _Stored(self.image_id, label, int(micros) & 0xFFFFFFFF, scores, count)
         self.history[self.history_next] = r
         self.history_next = (self.history_next + 1) % RESULT_HISTORY
         self.images += 1
@@ -323,6 +339,7 @@ class _CInfo(ctypes.Structure):
 
 
 _WRITE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint8), ctypes.c_size_t)
+_COUNT = ctypes.CFUNCTYPE(ctypes.c_uint32)
 _INFER = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int8),
                           ctypes.POINTER(ctypes.c_int8), ctypes.POINTER(ctypes.c_uint32))
 
@@ -346,6 +363,7 @@ class CBoardProtocol:
         lib.fe_protocol_camera.restype = ctypes.c_int
         lib.fe_protocol_camera.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int8),
                                            ctypes.POINTER(ctypes.c_uint32)]
+        lib.fe_protocol_set_counter.argtypes = [ctypes.c_void_p, ctypes.c_uint8, _COUNT, ctypes.c_uint32]
         lib.fe_protocol_init.argtypes = [ctypes.c_void_p, ctypes.POINTER(_CInfo),
                                          ctypes.POINTER(ctypes.c_int8), _WRITE, _INFER,
                                          ctypes.c_void_p]
@@ -400,6 +418,11 @@ class CBoardProtocol:
 
     def set_baud(self, baud: int) -> None:
         self._lib.fe_protocol_set_baud(self._state, int(baud))
+
+    def set_counter(self, kind: int, last_count: Callable[[], int] | None, preprocess_count: int = 0) -> None:
+        """Offer FEATURE_COUNTS (``fe_protocol_set_counter``)."""
+        self._count_cb = _COUNT(lambda: int(last_count()) & 0xFFFFFFFF) if last_count else _COUNT()
+        self._lib.fe_protocol_set_counter(self._state, int(kind), self._count_cb, int(preprocess_count))
 
     def in_session(self) -> bool:
         return bool(self._lib.fe_protocol_in_session(self._state))

@@ -33,6 +33,12 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION = 1
+
+# Optional features the host asks for with HELLO's second byte (PROTOCOL.md 3.1).
+FEATURE_COUNTS = 0x01  # RESULT carries the inference's cycle/instruction count
+# What the counts count (INFO `counter`).
+COUNTER_NONE, COUNTER_CYCLES, COUNTER_INSTRUCTIONS = 0, 1, 2
+COUNTER_NAMES = {COUNTER_NONE: "none", COUNTER_CYCLES: "cycles", COUNTER_INSTRUCTIONS: "instructions"}
 MAX_BODY = 4096  # FE_MAX_FRAME_BODY of the reference firmware
 RX_WINDOW = 8192  # FE_RX_WINDOW of the reference firmware
 HEADER = 4
@@ -313,6 +319,11 @@ class Info:
     board: str
     firmware: str
     model_sha256: str
+    # The features extension (only when HELLO carried a features byte and the board knows it).
+    extended: bool = False
+    features: int = 0
+    counter: int = COUNTER_NONE
+    preprocess_count: int = 0
 
     @property
     def input_bytes(self) -> int:
@@ -340,6 +351,7 @@ class Result:
     label: int
     micros: int
     scores: tuple[int, ...]
+    count: int | None = None  # cycles/instructions (FEATURE_COUNTS), None when not negotiated
 
 
 @dataclass(frozen=True)
@@ -445,8 +457,10 @@ def _str(s: str, limit: int) -> bytes:
     return bytes([len(b)]) + b
 
 
-def hello(seq: int) -> bytes:
-    return encode_frame(Msg.HELLO, seq, bytes([PROTOCOL_VERSION]))
+def hello(seq: int, features: int | None = None) -> bytes:
+    """HELLO; with ``features`` (a FEATURE_* mask, may be 0) the board answers the extended INFO."""
+    body = bytes([PROTOCOL_VERSION]) if features is None else bytes([PROTOCOL_VERSION, features & 0xFF])
+    return encode_frame(Msg.HELLO, seq, body)
 
 
 def chunk(seq: int, image_id: int, offset: int, data: bytes) -> bytes:
@@ -482,6 +496,8 @@ def encode_info(seq: int, info: Info) -> bytes:
                             info.width, info.height, info.channels, info.classes,
                             info.arena_bytes, info.free_ram_bytes)
     body += _str(info.board, 31) + _str(info.firmware, 31) + _str(info.model_sha256, 64)
+    if info.extended:
+        body += struct.pack("<BBI", info.features, info.counter, info.preprocess_count & 0xFFFFFFFF)
     return encode_frame(Msg.INFO, seq, body)
 
 
@@ -493,9 +509,11 @@ def encode_nak(seq: int, image_id: int, next_offset: int, reason: int) -> bytes:
     return encode_frame(Msg.NAK, seq, struct.pack("<HIB", image_id & 0xFFFF, next_offset, reason))
 
 
-def encode_result(seq: int, image_id: int, label: int, micros: int, scores) -> bytes:
+def encode_result(seq: int, image_id: int, label: int, micros: int, scores, count: int | None = None) -> bytes:
     scores = bytes(int(s) & 0xFF for s in scores)
     body = struct.pack("<HBBI", image_id & 0xFFFF, label, len(scores), micros & 0xFFFFFFFF) + scores
+    if count is not None:
+        body += struct.pack("<I", count & 0xFFFFFFFF)
     return encode_frame(Msg.RESULT, seq, body)
 
 
@@ -547,7 +565,11 @@ def _parse_board_message(frame: Frame):
         board, pos = _read_str(b, pos, "INFO")
         firmware, pos = _read_str(b, pos, "INFO")
         sha, pos = _read_str(b, pos, "INFO")
-        info = Info(*fixed, board=board, firmware=firmware, model_sha256=sha.lower())
+        ext = {}
+        if len(b) - pos >= 6:  # the features extension (PROTOCOL.md 3.1); later additions follow it
+            features, counter, pre = struct.unpack_from("<BBI", b, pos)
+            ext = {"extended": True, "features": features, "counter": counter, "preprocess_count": pre}
+        info = Info(*fixed, board=board, firmware=firmware, model_sha256=sha.lower(), **ext)
         if info.version == PROTOCOL_VERSION and info.status == 0:
             # Another version's fields may mean other things (the session names the version),
             # and a board whose model failed has nothing to stream.
@@ -567,14 +589,16 @@ def _parse_board_message(frame: Frame):
         if len(b) < 8:
             raise ProtocolError(f"RESULT too short ({len(b)} bytes)")
         image_id, label, k, micros = struct.unpack_from("<HBBI", b)
-        if len(b) != 8 + k:
+        # Only a board that agreed to FEATURE_COUNTS appends the count.
+        if len(b) not in (8 + k, 12 + k):
             raise ProtocolError("RESULT length does not match its class count")
         _check_range("RESULT", "classes", k)
         _check_range("RESULT", "micros", micros)
         if label >= k:
             raise ProtocolError(f"RESULT label {label} is not one of its {k} classes")
         scores = tuple(struct.unpack_from(f"<{k}b", b, 8))
-        return Result(image_id, label, micros, scores)
+        count = struct.unpack_from("<I", b, 8 + k)[0] if len(b) == 12 + k else None
+        return Result(image_id, label, micros, scores, count)
     if t == Msg.ERROR:
         if len(b) < 1:
             raise ProtocolError("ERROR without a code")

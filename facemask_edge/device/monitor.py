@@ -81,3 +81,5 @@ def follow(port, stop: Callable[[], bool] | None = None,
             if isinstance(ev, fr.Text):
                 pred = parse_pred_line(ev.line)
                 yield now, (pred if pred is not None else ev.line)
+                if stop and stop():  # one read can carry several lines: --count is exact
+                    return

@@ -57,6 +57,9 @@ class BoardResult:
     scores: tuple[int, ...]
     micros: int
     port: str
+    count: int | None = None  # cycles/instructions of the inference, when the board reports them
+    counter: str = ""  # what count counts (framing.COUNTER_NAMES), "" without counts
+    board: str = ""  # the board's name from INFO
 
 
 @dataclass
@@ -276,7 +279,8 @@ class BoardSession:
                 seq = self._next_seq()
                 hellos.add(seq)
                 self._fence = abs_no
-                self._write(fr.hello(seq))
+                # Ask for per-inference counts; a board without them ignores the byte.
+                self._write(fr.hello(seq, fr.FEATURE_COUNTS))
                 next_hello = now + self.HELLO_INTERVAL
             for seq, msg in self._read_events():
                 if isinstance(msg, fr.Info) and seq in hellos:
@@ -510,7 +514,10 @@ class BoardSession:
             resets_in_a_row = 0
             st.images += 1
             st.payload_bytes += len(s.data)
-            on_result(BoardResult(s.key, msg.label, msg.scores, msg.micros, self.name))
+            on_result(BoardResult(
+                s.key, msg.label, msg.scores, msg.micros, self.name, msg.count,
+                fr.COUNTER_NAMES.get(self.info.counter, "?") if msg.count is not None and self.info else "",
+                self.info.board if self.info else ""))
             return True
 
         def rehandshake(why: str) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 import pty
 import select
@@ -33,7 +32,7 @@ from facemask_edge.device import framing as fr
 from facemask_edge.device.board import DeviceInfo, make_engine
 from facemask_edge.errors import BudgetError, FacemaskError, ModelError
 
-__all__ = ["Faults", "BoardSimulator", "SimStats", "board_budget", "load_run_model", "load_camera_frames"]
+__all__ = ["Faults", "BoardSimulator", "SimStats", "board_budget", "load_camera_frames"]
 
 
 @dataclass
@@ -129,24 +128,6 @@ def board_budget(board: str | Board, uart: bool) -> int:
     if uart:
         ram -= fr.RX_WINDOW + 256
     return ram
-
-
-def load_run_model(run_dir: str | Path) -> tuple[bytes, dict]:
-    """``model_int8.tflite`` bytes and ``model_card.json`` of a converted run.
-
-    Raises:
-        ModelError: the run has not been converted, or its model is not a valid TFLite model.
-    """
-    run_dir = Path(run_dir)
-    card_path = run_dir / "model_card.json"
-    if not card_path.exists():
-        raise ModelError(f"{card_path} not found", f"convert the run first: facemask-edge convert {run_dir}")
-    card = json.loads(card_path.read_text())
-    model_path = run_dir / card.get("model", "model_int8.tflite")
-    if not model_path.exists():
-        raise ModelError(f"{model_path} not found", f"convert the run first: facemask-edge convert {run_dir}")
-    info = read_tflite(model_path, hint=f"re-run `facemask-edge convert {run_dir}` to write it again")
-    return info.data, card
 
 
 def load_camera_frames(path: str | Path, limit: int = 500) -> list[np.ndarray]:

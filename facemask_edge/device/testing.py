@@ -79,11 +79,14 @@ def write_images(root: str | Path, per_class: int = 12, seed: int = 0,
 
 
 def _io_details(model: bytes) -> tuple[dict, dict]:
-    from facemask_edge._tf import tf
+    """Input and output shape and quantization, read from the flatbuffer (no TensorFlow: the
+    tests that build runs from the checked-in models in tests/fixtures run without it)."""
+    from facemask_edge.artifacts.tflite import read_tflite
 
-    it = tf().lite.Interpreter(model_content=model)
-    i, o = it.get_input_details()[0], it.get_output_details()[0]
-    return i, o
+    info = read_tflite(model)
+    i, o = info.inputs[0], info.outputs[0]
+    return ({"shape": list(i.shape), "quantization": (i.scale, i.zero_point)},
+            {"shape": list(o.shape), "quantization": (o.scale, o.zero_point)})
 
 
 def make_tiny_run(run_dir: str | Path, data_dir: str | Path | None = None, size: int = 24,
@@ -104,7 +107,7 @@ def make_tiny_run(run_dir: str | Path, data_dir: str | Path | None = None, size:
     """
     from facemask_edge.data.ingest import scan_dataset
     from facemask_edge.data.splits import make_split, save_split
-    from facemask_edge.runs import write_json
+    from facemask_edge.artifacts.files import write_json
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

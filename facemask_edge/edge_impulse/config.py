@@ -24,7 +24,7 @@ import urllib3
 from facemask_edge.edge_impulse.redact import redact, redact_clip, register_secret, sanitized
 from facemask_edge.errors import EdgeImpulseError
 
-__all__ = ["EIConfig", "resolve_config", "Project", "project_for_key", "sdk_settings",
+__all__ = ["EIConfig", "resolve_config", "Deadline", "unreachable", "failure_kind", "Project", "project_for_key", "sdk_settings",
            "ei_session", "RedirectRefused", "DEFAULT_API_ENDPOINT", "DEFAULT_INGESTION_ENDPOINT",
            "KEY_HINT"]
 
@@ -48,6 +48,23 @@ class EIConfig:
     api_endpoint: str = DEFAULT_API_ENDPOINT
     ingestion_endpoint: str = DEFAULT_INGESTION_ENDPOINT
     timeout: float = 30.0
+    api_endpoint_given: bool = True
+    ingestion_endpoint_given: bool = True
+
+    @property
+    def studio_unasked(self) -> bool:
+        """Only a custom ingestion endpoint was given and the studio API is the default: then
+        the key must not be sent to studio.edgeimpulse.com for a mere project lookup (the user
+        pointed us at another service, e.g. a private deployment)."""
+        return self.ingestion_endpoint_given and not self.api_endpoint_given
+
+    def key_id(self) -> str:
+        """A short fingerprint of the key (12 hex digits of its SHA-256) to name files by when
+        the project id is unknown. It identifies the key without revealing it: recovering a
+        64-hex-digit key from 48 bits of its hash is not possible."""
+        import hashlib
+
+        return hashlib.sha256(self.api_key.encode()).hexdigest()[:12]
 
     def __repr__(self) -> str:
         return (f"EIConfig(api_key='***', api_endpoint={self.api_endpoint!r}, "
@@ -86,12 +103,49 @@ def resolve_config(api_key: str | None = None, api_endpoint: str | None = None,
     register_secret(key)
     if timeout <= 0:
         raise EdgeImpulseError(f"timeout must be positive, got {timeout}")
-    api = _check_endpoint("API endpoint", api_endpoint or os.environ.get("EI_API_ENDPOINT")
-                          or DEFAULT_API_ENDPOINT, DEFAULT_API_ENDPOINT)
-    ing = _check_endpoint("ingestion endpoint", ingestion_endpoint
-                          or os.environ.get("EI_INGESTION_ENDPOINT") or DEFAULT_INGESTION_ENDPOINT,
+    api_given = api_endpoint or os.environ.get("EI_API_ENDPOINT")
+    ing_given = ingestion_endpoint or os.environ.get("EI_INGESTION_ENDPOINT")
+    api = _check_endpoint("API endpoint", api_given or DEFAULT_API_ENDPOINT, DEFAULT_API_ENDPOINT)
+    ing = _check_endpoint("ingestion endpoint", ing_given or DEFAULT_INGESTION_ENDPOINT,
                           DEFAULT_INGESTION_ENDPOINT)
-    return EIConfig(key, api, ing, float(timeout))
+    return EIConfig(key, api, ing, float(timeout), bool(api_given), bool(ing_given))
+
+
+class Deadline:
+    """One time limit for a whole command (``--job-timeout``): every request and every job
+    wait takes what is left, so a profile or a deploy never runs longer than asked.
+
+    Args:
+        seconds: the budget; ``None`` for none.
+        what: what is limited, for the error.
+    """
+
+    def __init__(self, seconds: float | None, what: str = "--job-timeout"):
+        import time
+
+        if seconds is not None and seconds <= 0:
+            raise EdgeImpulseError(f"{what} must be positive, got {seconds:g}")
+        self.seconds = seconds
+        self.what = what
+        self._end = None if seconds is None else time.monotonic() + seconds
+
+    def remaining(self) -> float | None:
+        import time
+
+        return None if self._end is None else self._end - time.monotonic()
+
+    def check(self, doing: str) -> None:
+        """Raise if the time is up."""
+        left = self.remaining()
+        if left is not None and left <= 0:
+            raise EdgeImpulseError(f"Edge Impulse {doing} did not finish within {self.what} "
+                                   f"{self.seconds:g} s (for the whole command)",
+                                   f"raise {self.what}, or try again later")
+
+    def cap(self, timeout: float) -> float:
+        """``timeout``, shortened to what is left (at least 0.05 s so a request can fail)."""
+        left = self.remaining()
+        return timeout if left is None else max(0.05, min(timeout, left))
 
 
 @dataclass(frozen=True)
@@ -179,15 +233,65 @@ class _SameOriginRetry(urllib3.Retry):
         return super().increment(method, url, response, error, _pool, _stacktrace)
 
 
+def _cause_chain(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        for attr in ("reason", "__cause__", "__context__"):
+            nxt = getattr(exc, attr, None)
+            if isinstance(nxt, BaseException):
+                exc = nxt
+                break
+        else:
+            args = [a for a in getattr(exc, "args", ()) if isinstance(a, BaseException)]
+            exc = args[0] if args else None
+
+
+def failure_kind(exc: BaseException, timeout: float) -> str:
+    """What really happened to a request that got no answer, in a few words.
+
+    A refused connection fails at once and a TLS handshake fails on a certificate: saying
+    "after 30 s" for those sent users looking for a slow network.
+    """
+    import ssl
+
+    import urllib3.exceptions as u3
+
+    chain = list(_cause_chain(exc))
+    for e in chain:
+        if isinstance(e, (requests.exceptions.SSLError, ssl.SSLError, u3.SSLError)):
+            detail = next((str(x) for x in chain if isinstance(x, ssl.SSLError)), str(e))
+            return "TLS error: " + redact_clip(detail, 160)
+    for e in chain:
+        if isinstance(e, (requests.exceptions.ProxyError, u3.ProxyError)):
+            return "the proxy failed: " + redact_clip(str(e), 160)
+    for e in chain:
+        if isinstance(e, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(e, socket.gaierror):
+            return "host name not found"
+        if isinstance(e, (ConnectionResetError, BrokenPipeError)):
+            return "connection reset by the server"
+    for e in chain:
+        # urllib3's NewConnectionError subclasses ConnectTimeoutError: it is no timeout.
+        if isinstance(e, (requests.Timeout, socket.timeout, TimeoutError, u3.TimeoutError)) \
+                and not isinstance(e, u3.NewConnectionError):
+            return f"timed out after {timeout:g} s"
+    for e in chain:
+        if isinstance(e, (u3.ProtocolError, requests.exceptions.ChunkedEncodingError)) \
+                or "RemoteDisconnected" in repr(e):
+            return "the server closed the connection without an answer"
+    return "connection failed: " + redact_clip(type(chain[-1]).__name__, 80)
+
+
 def unreachable(what: str, url: str, exc: BaseException, timeout: float) -> EdgeImpulseError:
     """The one-line error for a service that does not answer (raise it ``from sanitized(exc)``)."""
-    kind = "timed out" if isinstance(exc, (requests.Timeout, socket.timeout, TimeoutError)) \
-        else "connection failed"
-    err = EdgeImpulseError(f"cannot reach the Edge Impulse {what} at {url} ({kind} after "
-                           f"{timeout:g} s limit)",
-                           "check the network or the endpoint (--api-endpoint / "
-                           "--ingestion-endpoint, EI_API_ENDPOINT / EI_INGESTION_ENDPOINT)")
-    return err
+    return EdgeImpulseError(f"cannot reach the Edge Impulse {what} at {url} "
+                            f"({failure_kind(exc, timeout)})",
+                            "check the network, the proxy (HTTPS_PROXY / NO_PROXY) or the "
+                            "endpoint (--api-endpoint / --ingestion-endpoint, EI_API_ENDPOINT / "
+                            "EI_INGESTION_ENDPOINT)")
 
 
 def project_for_key(cfg: EIConfig, session: requests.Session | None = None) -> Project:
@@ -282,6 +386,14 @@ def import_sdk():
     return edgeimpulse
 
 
+def env_proxy(url: str) -> str | None:
+    """The proxy the standard variables name for ``url`` (``None``: direct, e.g. by
+    ``NO_PROXY``) - the same choice ``requests`` makes for the toolkit's own calls."""
+    from requests.utils import get_environ_proxies, select_proxy
+
+    return select_proxy(url, get_environ_proxies(url)) or None
+
+
 @contextmanager
 def sdk_settings(cfg: EIConfig):
     """Point the ``edgeimpulse`` SDK at ``cfg`` for the block; bound every socket wait.
@@ -292,7 +404,11 @@ def sdk_settings(cfg: EIConfig):
     Its generated client (``edgeimpulse_api.rest.RESTClientObject``) builds a urllib3
     ``PoolManager`` that follows redirects and keeps ``x-api-key`` on a host change; for the
     block, every such client gets :class:`_SameOriginRetry` (same ``total=10, backoff_factor=1``
-    as the SDK's default) so that a redirect to another origin raises :class:`RedirectRefused`.
+    as the SDK's default) so that a redirect to another origin raises :class:`RedirectRefused`,
+    and the proxy of the standard variables (:func:`env_proxy`), which it would ignore.
+
+    The toolkit's own commands no longer call the SDK (see :mod:`.studio` for why); this is for
+    scripts and tests that do.
     """
     ei = import_sdk()
     from edgeimpulse_api import rest
@@ -304,6 +420,10 @@ def sdk_settings(cfg: EIConfig):
     def init(self, configuration, *args, **kwargs):
         if not isinstance(configuration.retries, _SameOriginRetry):
             configuration.retries = _SameOriginRetry(total=10, backoff_factor=1.0)
+        if not configuration.proxy:
+            # The generated client reads only ``configuration.proxy``; give it what
+            # HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY say, as requests does for ours.
+            configuration.proxy = env_proxy(configuration.host)
         old_init(self, configuration, *args, **kwargs)
 
     ei.API_KEY, ei.API_ENDPOINT, ei.INGESTION_ENDPOINT = (cfg.api_key, cfg.api_endpoint,

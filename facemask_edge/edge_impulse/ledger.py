@@ -10,6 +10,7 @@ user cache (``FACEMASK_EDGE_CACHE`` or ``~/.cache/facemask-edge``), i.e. keyed b
 host and the project the key belongs to: uploading the same folder to another project starts a
 fresh ledger, uploading another folder to the same project shares it (the hashes are of the file
 contents, so the same image under another path is still recognised). ``--ledger PATH`` overrides.
+A lost ledger can be rebuilt from the project's sample listing (``ei status --repair``).
 
 While an upload runs the file is locked (``flock``), so two uploads cannot write one ledger.
 """
@@ -31,13 +32,17 @@ __all__ = ["Ledger", "default_ledger_path", "LEDGER_VERSION"]
 LEDGER_VERSION = 1
 
 
-def default_ledger_path(ingestion_endpoint: str, project_id: int) -> Path:
-    """``<cache>/edge-impulse/<host>[_<port>]-project-<id>.jsonl``."""
+def default_ledger_path(ingestion_endpoint: str, project_id: int | None,
+                        key_id: str | None = None) -> Path:
+    """``<cache>/edge-impulse/<host>[_<port>]-project-<id>.jsonl``, or ``...-key-<key_id>.jsonl``
+    when the project is not known (only a custom ingestion endpoint was given, so the studio
+    API was not asked)."""
     parts = urlsplit(ingestion_endpoint)
     host = (parts.hostname or "unknown").replace(":", "_")
     if parts.port:
         host += f"_{parts.port}"
-    return cache_dir() / "edge-impulse" / f"{host}-project-{project_id}.jsonl"
+    owner = f"project-{project_id}" if project_id is not None else f"key-{key_id or 'unknown'}"
+    return cache_dir() / "edge-impulse" / f"{host}-{owner}.jsonl"
 
 
 class Ledger:

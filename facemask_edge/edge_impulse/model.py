@@ -1,8 +1,10 @@
 """Bring your own model to Edge Impulse: profile it and get a deployable library back.
 
-Both go through the SDK (``ei.model.profile`` / ``ei.model.deploy``), which uploads the run's
-``model_int8.tflite`` as a pretrained model, waits for the studio jobs and returns the profile or
-the built library. We describe the model to Edge Impulse the way our firmware uses it: image input
+Both make the calls of the SDK's ``ei.model.profile`` / ``ei.model.deploy`` (upload the run's
+``model_int8.tflite`` as a pretrained model, wait for the studio jobs, fetch the profile or the
+built library) through :mod:`.studio`, adding what the SDK leaves out: the impulse to use
+(never the user's default impulse unasked), the resize mode, each job's outcome and log, the
+proxy variables and one deadline for the whole command. We describe the model to Edge Impulse the way our firmware uses it: image input
 with the scaling its int8 input quantization implies (scale 1/255, zero point -128 means pixels in
 0..1), classification output with the run's labels in output order.
 """
@@ -18,13 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facemask_edge.artifacts.tflite import Tensor, read_tflite
-from facemask_edge.edge_impulse.config import (KEY_HINT, EIConfig, RedirectRefused, sdk_settings,
+from facemask_edge.edge_impulse.config import (KEY_HINT, Deadline, EIConfig, RedirectRefused,
                                                unreachable)
-from facemask_edge.edge_impulse.redact import redact, redact_clip, sanitized
+from facemask_edge.edge_impulse.redact import redact_clip
+from facemask_edge.edge_impulse.studio import IMPULSE_NAME_PREFIX, Impulse, Studio
 from facemask_edge.errors import EdgeImpulseError, ModelError
 
 __all__ = ["RunModel", "load_run_model", "profile_model", "deploy_model", "comparison_lines",
-           "our_figures"]
+           "our_figures", "choose_impulse", "save_request", "RESIZE_MODE"]
 
 log = logging.getLogger(__name__)
 
@@ -58,35 +61,25 @@ def _scaling(inp: Tensor, path: Path) -> str:
 
 
 def load_run_model(run_dir: str | Path) -> RunModel:
-    """Read ``model_int8.tflite``, ``labels.txt`` (or the model card's labels) from a run.
+    """Describe the run's shipped model (``Run.shipped``) the way Edge Impulse needs it.
 
     Raises:
-        ModelError: no converted model, no labels, or labels that do not match the outputs.
+        ModelError: no usable shipped model, no labels, or labels that do not match the outputs.
     """
-    run = Path(run_dir)
-    path = run / "model_int8.tflite"
-    if not path.is_file():
-        raise ModelError(f"no model_int8.tflite in {run}", "convert the run first: "
-                                                          "facemask-edge convert RUN_DIR")
-    info = read_tflite(path, hint=f"re-run `facemask-edge convert {run}` to write it again")
-    card = {}
-    if (run / "model_card.json").is_file():
-        try:
-            card = json.loads((run / "model_card.json").read_text())
-        except ValueError:
-            card = {}
-    if (run / "labels.txt").is_file():
-        labels = [ln.strip() for ln in (run / "labels.txt").read_text().splitlines() if ln.strip()]
-    else:
-        labels = list(card.get("labels") or [])
+    from facemask_edge.artifacts.run import LABELS, Run
+
+    run = Run(run_dir)
+    m = run.shipped()  # missing, damaged, replaced or stale: one error line
+    labels = run.labels if run.exists(LABELS) else m.labels
     if not labels:
-        raise ModelError(f"no labels for {path}", f"{run} needs labels.txt (one class per line)")
+        raise ModelError(f"no labels for {m.path}", f"{run.path} needs labels.txt (one class per line)")
+    info = read_tflite(m.data, name=str(m.path))
     inp, out = info.inputs[0], info.outputs[0]
     classes = out.shape[-1] if out.shape else 0
     if classes != len(labels):
-        raise ModelError(f"{path.name} has {classes} outputs but labels.txt lists {len(labels)} "
+        raise ModelError(f"{m.path.name} has {classes} outputs but labels.txt lists {len(labels)} "
                          "classes", "use the labels.txt of the run that made the model")
-    return RunModel(run, path, labels, _scaling(inp, path), list(inp.shape), classes, info.sha256)
+    return RunModel(run.path, m.path, labels, _scaling(inp, m.path), list(inp.shape), classes, m.sha256)
 
 
 def our_figures(run_dir: Path) -> dict[str, dict]:
@@ -97,148 +90,211 @@ def our_figures(run_dir: Path) -> dict[str, dict]:
             out[p.stem[len("profile_"):]] = json.loads(p.read_text())
         except ValueError:
             continue
-    card = Path(run_dir) / "model_card.json"
-    if card.is_file():
-        try:
-            c = json.loads(card.read_text())
-            out["model_card"] = {"arena_bytes": c.get("arena_bytes"),
-                                 "flash_bytes": c.get("flatbuffer_bytes")}
-        except ValueError:
-            pass
+    from facemask_edge.artifacts.run import Run
+
+    try:
+        c = Run(run_dir).shipped().card
+        out["model_card"] = {"arena_bytes": c.get("arena_bytes"), "flash_bytes": c.get("flatbuffer_bytes")}
+    except ModelError:
+        pass
     return out
 
 
-# -- calling the SDK --------------------------------------------------------------------------
+# -- talking to the studio API ----------------------------------------------------------------
 
-def _sdk_message(exc: BaseException) -> str:
-    """The SDK wraps messages in dashes and links; keep the message."""
-    text = str(exc)
-    if "----------------" in text:
-        parts = text.split("----------------")
-        if len(parts) >= 3:
-            text = parts[1]
-    return redact_clip(text, 500)
-
-
-def _transient(exc: BaseException) -> bool:
-    import socket
-
-    import urllib3.exceptions as u3
-    from edgeimpulse_api.exceptions import ApiException
-
-    if isinstance(exc, RedirectRefused):
-        return False
-    if isinstance(exc, ApiException):
-        return exc.status in (408, 429, 500, 502, 503, 504)
-    return isinstance(exc, (u3.HTTPError, socket.timeout, ConnectionError, TimeoutError))
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    headers = getattr(exc, "headers", None)
-    try:
-        value = headers.get("Retry-After") if headers is not None else None
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
+#: Edge Impulse's resize mode for the toolkit's preprocessing: ``data/preprocess.py`` centre-crops
+#: to a square of side ``min(H, W)`` and then resizes, which is Edge Impulse's ``fit-short``
+#: ("fit the shortest axis", then crop the longer one; ``ImageInputResizeMode`` of
+#: ``edgeimpulse_api``: squash, fit-short, fit-long, crop).
+RESIZE_MODE = "fit-short"
 
 
 def _translate(exc: BaseException, cfg: EIConfig, what: str) -> EdgeImpulseError:
-    import urllib3.exceptions as u3
-    from edgeimpulse import exceptions as eix
-    from edgeimpulse_api.exceptions import ApiException
+    """One key-free :class:`EdgeImpulseError` for an exception from a studio call.
 
+    Also takes the generated client's ``ApiException`` (``status``, ``reason``, ``body``) for
+    callers that still use it.
+    """
+    if isinstance(exc, EdgeImpulseError):
+        return exc
     if isinstance(exc, RedirectRefused):
         return exc.error
-    if isinstance(exc, ApiException):
-        body = ""
+    status = getattr(exc, "status", None)
+    if isinstance(status, int):
+        raw = getattr(exc, "body", None) or ""
         try:
-            body = json.loads(exc.body).get("error", "") if exc.body else ""
+            body = json.loads(raw).get("error", "") if raw else ""
         except (ValueError, AttributeError, TypeError):
-            body = exc.body or ""
-        body = redact_clip(body)  # mask, then cut: a key across the cut must not leak its head
-        if exc.status in (401, 403):
-            err = EdgeImpulseError(f"Edge Impulse rejected the API key ({exc.status}: "
-                                   f"{body or exc.reason})", KEY_HINT)
-        else:
-            err = EdgeImpulseError(f"Edge Impulse API answered {exc.status} during {what} "
-                                   f"({body or exc.reason})", "try again later")
-    elif isinstance(exc, eix.InvalidDeviceException):
-        err = EdgeImpulseError(f"Edge Impulse has no profiling device {exc.device!r}",
-                               f"use --device with one of: {', '.join(exc.profile_devices)}")
-    elif isinstance(exc, eix.InvalidTargetException):
-        err = EdgeImpulseError(f"Edge Impulse has no deployment target {exc.deploy_target!r} "
-                               "for this project", f"use --target with one of: "
-                                                   f"{', '.join(exc.target_names)}")
-    elif isinstance(exc, eix.TimeoutException):
-        err = EdgeImpulseError(f"Edge Impulse {what} job did not finish in time",
-                               "raise --job-timeout, or try again later")
-    elif isinstance(exc, eix.EdgeImpulseException):
-        err = EdgeImpulseError(f"Edge Impulse {what} failed: {_sdk_message(exc)}")
-    elif isinstance(exc, (u3.HTTPError, OSError)):
-        err = unreachable("API", cfg.api_endpoint, exc, cfg.timeout)
-    else:
-        err = EdgeImpulseError(f"Edge Impulse {what} failed: "
-                               f"{redact_clip(type(exc).__name__ + ': ' + str(exc), 300)}")
-    return err
+            body = raw
+        body = redact_clip(str(body or ""))  # mask, then cut: a key across the cut must not leak
+        reason = redact_clip(str(getattr(exc, "reason", "") or ""))
+        if status in (401, 403):
+            return EdgeImpulseError(f"Edge Impulse rejected the API key ({status}: "
+                                    f"{body or reason})", KEY_HINT)
+        return EdgeImpulseError(f"Edge Impulse API answered {status} during {what} "
+                                f"({body or reason})", "try again later")
+    if isinstance(exc, OSError):
+        return unreachable("API", cfg.api_endpoint, exc, cfg.timeout)
+    return EdgeImpulseError(f"Edge Impulse {what} failed: "
+                            f"{redact_clip(type(exc).__name__ + ': ' + str(exc), 300)}")
 
 
-def _call(cfg: EIConfig, what: str, fn, attempts: int = 3):
-    """Run an SDK call; retry it whole on 429/5xx/network errors (the upload is idempotent:
-    the project's pretrained model is replaced)."""
-    from facemask_edge.edge_impulse.config import project_for_key
+def choose_impulse(studio: Studio, impulse: int | None = None, new_impulse: bool = False,
+                   yes: bool = False) -> Impulse | None:
+    """Decide which impulse receives the model; never replace a user's impulse unasked.
 
-    project_for_key(cfg)  # bad key / unreachable API: one clear line, within the timeout
-    for attempt in range(1, attempts + 1):
-        try:
-            with sdk_settings(cfg) as ei:
-                return fn(ei)
-        except Exception as exc:  # the SDK raises many types; all become one EdgeImpulseError
-            if attempt < attempts and _transient(exc):
-                delay = _retry_after(exc) or min(10.0, 0.5 * 2 ** (attempt - 1))
-                log.info("Edge Impulse %s: %s; retrying in %.1f s", what,
-                         redact(type(exc).__name__), delay)
-                time.sleep(min(delay, 60.0))
-                continue
-            raise _translate(exc, cfg, what) from sanitized(exc)
+    Every pretrained-model call without ``impulseId`` goes to the project's default impulse;
+    one trained in Studio on the uploaded data would lose its model. So:
+
+    - ``impulse``: that impulse (it must exist);
+    - ``new_impulse``: a new, empty bring-your-own-model impulse named ``facemask-edge ...``;
+    - no impulse in the project: a new one as well (so later runs recognise it as ours);
+    - one of ours (named ``facemask-edge ...``) and no other: that one;
+    - ``yes``: the default impulse (``None``: no ``impulseId`` sent);
+    - otherwise: refuse, naming the impulse and the options.
+
+    Returns:
+        The impulse to use, or ``None`` for the default impulse.
+
+    Raises:
+        EdgeImpulseError: an unknown ``impulse``, or an existing impulse and no choice.
+    """
+    if impulse is not None and new_impulse:
+        raise EdgeImpulseError("--impulse and --new-impulse both say where the model goes",
+                               "use one of them")
+    found = studio.impulses()
+    pid = studio.project.id
+    if impulse is not None:
+        match = [i for i in found if i.id == impulse]
+        if not match:
+            known = ", ".join(f"{i.id} ({i.name})" for i in found) or "none"
+            raise EdgeImpulseError(f"project {pid} has no impulse {impulse}",
+                                   f"its impulses: {known}; or pass --new-impulse")
+        return match[0]
+    if new_impulse or not found:
+        name = f"{IMPULSE_NAME_PREFIX} {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())}"
+        created = studio.new_impulse(name)
+        log.info("created impulse %s (%s) in project %s", created.id, created.name, pid)
+        return created
+    ours = [i for i in found if i.ours]
+    if len(ours) == len(found) == 1:
+        return ours[0]
+    if yes:
+        return None
+    theirs = [i for i in found if not i.ours]
+    first = theirs[0]
+    more = f" and {len(theirs) - 1} more" if len(theirs) > 1 else ""
+    mine = f" (facemask-edge's own: --impulse {ours[0].id})" if ours else ""
+    raise EdgeImpulseError(
+        f"project {pid} ({studio.project.name}) already has impulse {first.id} "
+        f"'{redact_clip(first.name, 80)}'{more}; sending the model would replace the default "
+        "impulse's model",
+        f"pass --impulse {first.id} to replace it, --new-impulse to add a separate impulse, or "
+        f"--yes to use the default impulse{mine}; best: a separate project (and key) for "
+        "bring-your-own-model")
+
+
+def _params(imp: Impulse | None) -> dict:
+    return {"impulseId": imp.id} if imp is not None else {}
+
+
+def _upload_model(studio: Studio, m: RunModel, imp: Impulse | None, device: str | None) -> None:
+    """``POST /pretrained-model/upload`` (the SDK's multipart fields) and wait for the job."""
+    form = {"modelFileName": m.path.name, "modelFileType": "tflite"}
+    if device:
+        form["device"] = device
+    # Bytes, not a file handle: a retried request must send the whole model again.
+    model = m.path.read_bytes()
+    studio.start_and_wait("/pretrained-model/upload", "model upload", params=_params(imp),
+                          files={"modelFile": (m.path.name, model, "application/octet-stream")},
+                          data=form)
+
+
+def _check_device(studio: Studio, device: str) -> None:
+    devices = [mcu for mcu, _ in studio.devices()]
+    if device not in devices:
+        raise EdgeImpulseError(f"Edge Impulse has no profiling device {device!r}",
+                               f"use --device with one of: {', '.join(devices)} "
+                               "(facemask-edge ei devices lists them with names)")
 
 
 def profile_model(cfg: EIConfig, run_dir: str | Path, device: str | None = None,
-                  job_timeout: float = 900.0) -> dict:
+                  job_timeout: float | None = 900.0, impulse: int | None = None,
+                  new_impulse: bool = False, yes: bool = False,
+                  studio: Studio | None = None) -> dict:
     """Profile the run's int8 model on Edge Impulse; save and return the answer.
 
-    Writes ``RUN_DIR/ei_profile.json``: the device, Edge Impulse's profile (as the API returns
-    it), and our own figures from the run for comparison.
+    ``job_timeout`` bounds the whole call (every request and job), not each job. Writes
+    ``RUN_DIR/ei_profile.json``: the device, the impulse, Edge Impulse's profile (as the API
+    returns it), and our own figures from the run for comparison.
     """
     m = load_run_model(run_dir)
-    resp = _call(cfg, "profiling", lambda ei: ei.model.profile(model=str(m.path), device=device,
-                                                               timeout_sec=job_timeout))
+    with studio or Studio(cfg, Deadline(job_timeout)) as st:
+        if device:
+            _check_device(st, device)
+        imp = choose_impulse(st, impulse, new_impulse, yes)
+        _upload_model(st, m, imp, device)
+        st.start_and_wait("/pretrained-model/profile", "profiling", params=_params(imp))
+        resp = st.get("/pretrained-model", "profile download", **_params(imp))
+        project = st.project
+    resp.pop("success", None)
+    resp.pop("error", None)
     result = {"schema": 1, "model": m.path.name, "model_sha256": m.sha256, "device": device,
-              "api_endpoint": cfg.api_endpoint, "edge_impulse": resp.to_dict(),
+              "api_endpoint": cfg.api_endpoint, "project": project.id,
+              "impulse": imp.id if imp else None, "edge_impulse": resp,
               "ours": our_figures(m.run_dir),
               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     _write_json(m.run_dir / "ei_profile.json", result)
     return result
 
 
+def save_request(m: RunModel) -> dict:
+    """The body of ``POST /pretrained-model/save``: image input with the run's scaling and the
+    resize mode of our preprocessing, classification with the run's labels."""
+    return {"input": {"inputType": "image", "inputScaling": m.scaling,
+                      "resizeMode": RESIZE_MODE},
+            "model": {"modelType": "classification", "labels": list(m.labels)}}
+
+
 def deploy_model(cfg: EIConfig, run_dir: str | Path, target: str = "arduino",
-                 engine: str = "tflite", job_timeout: float = 900.0) -> Path:
+                 engine: str = "tflite", job_timeout: float | None = 900.0,
+                 impulse: int | None = None, new_impulse: bool = False, yes: bool = False,
+                 studio: Studio | None = None) -> Path:
     """Build a deployable library of the run's int8 model on Edge Impulse and save it.
+
+    The same calls as the SDK's ``ei.model.deploy`` (upload, model info, save parameters, build
+    job, download), each with the chosen impulse's ``impulseId`` and with ``resizeMode``.
 
     Returns:
         ``RUN_DIR/ei_<target>_<engine>.zip``; ``RUN_DIR/ei_deploy.json`` describes it.
     """
     m = load_run_model(run_dir)
-
-    def go(ei):
-        from edgeimpulse.model.input_type import ImageInput
-        from edgeimpulse.model.output_type import Classification
-
-        return ei.model.deploy(model=str(m.path), model_output_type=Classification(m.labels),
-                               model_input_type=ImageInput(scaling_range=m.scaling),
-                               deploy_model_type="int8", engine=engine, deploy_target=target,
-                               output_directory=None, timeout_sec=job_timeout)
-
-    data = _call(cfg, "deployment", go).getvalue()
+    with studio or Studio(cfg, Deadline(job_timeout)) as st:
+        targets = {t["format"]: t for t in st.targets()}
+        if target not in targets:
+            raise EdgeImpulseError(f"Edge Impulse has no deployment target {target!r} for this "
+                                   "project", f"use --target with one of: {', '.join(targets)}")
+        engines = targets[target].get("supportedEngines")
+        if isinstance(engines, list) and engines and engine not in engines:
+            raise EdgeImpulseError(f"deployment target {target!r} does not support engine "
+                                   f"{engine!r}", f"use --engine with one of: {', '.join(engines)}")
+        imp = choose_impulse(st, impulse, new_impulse, yes)
+        params = _params(imp)
+        _upload_model(st, m, imp, None)
+        info = st.get("/pretrained-model", "model check", **params)
+        types = info.get("availableModelTypes") or []
+        if "int8" not in types:
+            raise EdgeImpulseError(f"Edge Impulse offers {types or 'no'} model types for "
+                                   f"{m.path.name}, not int8", "convert the run to full int8")
+        st.post("/pretrained-model/save", "model parameters", json=save_request(m),
+                params=params)
+        st.start_and_wait("/jobs/build-ondevice-model", "deployment",
+                          json={"engine": engine, "modelType": "int8"},
+                          params={"type": target, **params})
+        data = st.request("GET", "/deployment/download", "download",
+                          params={"type": target, "engine": engine, "modelType": "int8",
+                                  **params}, raw=True).content
+        project = st.project
     import io
 
     if not zipfile.is_zipfile(io.BytesIO(data)):
@@ -254,7 +310,9 @@ def deploy_model(cfg: EIConfig, run_dir: str | Path, target: str = "arduino",
         "schema": 1, "zip": out.name, "bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(), "files": len(names), "target": target,
         "engine": engine, "model_type": "int8", "model": m.path.name, "model_sha256": m.sha256,
-        "labels": m.labels, "input_scaling": m.scaling, "api_endpoint": cfg.api_endpoint,
+        "labels": m.labels, "input_scaling": m.scaling, "resize_mode": RESIZE_MODE,
+        "project": project.id, "impulse": imp.id if imp else None,
+        "api_endpoint": cfg.api_endpoint,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return out
 

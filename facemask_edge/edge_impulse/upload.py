@@ -17,19 +17,24 @@ Why not ``edgeimpulse.data.upload_samples``: it builds the same request (we keep
 headers and ``data`` field name) but returns only the JSON body of a failure, so the status code
 and ``Retry-After`` of a 429 are lost; it has no retries and no per-sample completion hook for the
 ledger; and importing ``edgeimpulse`` imports TensorFlow (seconds) for what is an HTTP POST. So
-this module calls the ingestion API with ``requests`` directly; the studio-API calls of
-``ei profile``/``ei deploy`` do go through the SDK.
+this module calls the ingestion API with ``requests`` directly (as :mod:`.studio` does for the
+studio API). Each upload also carries ``x-metadata`` (source path, sha256, split part, run id),
+which ``ei status`` uses to match samples to files.
 """
 
 from __future__ import annotations
 
 import email.utils
 import io
+import json
+import os
 import random
 import re
+import signal
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -37,7 +42,7 @@ from urllib.parse import quote
 import requests
 from requests.adapters import HTTPAdapter
 
-from facemask_edge.runs import sha256_file
+from facemask_edge.artifacts.files import sha256_file
 from facemask_edge.data.ingest import scan_dataset
 from facemask_edge.data.splits import load_split, split_indices
 from facemask_edge.edge_impulse.config import (KEY_HINT, EIConfig, RedirectRefused, ei_session,
@@ -67,6 +72,8 @@ class UploadItem:
         sha256: hash of the file's bytes: the ledger key.
         format: decoded format (``JPEG``, ``PNG``, ``WEBP``...).
         copies: other files with exactly the same bytes (not sent).
+        split: the run's split part (``train``/``val``/``test``) or the category.
+        run_id: the run folder's name with ``--split-from``, else ``""``.
     """
 
     path: str
@@ -75,6 +82,17 @@ class UploadItem:
     sha256: str
     format: str
     copies: list[str] = field(default_factory=list)
+    split: str = ""
+    run_id: str = ""
+
+    def metadata(self) -> dict[str, str]:
+        """What goes into ``x-metadata`` (string values: Edge Impulse's sample metadata is
+        ``Dict[str, str]``): enough to trace a sample back to its file, split and run, and to
+        reconcile the project with the data set (``ei status``)."""
+        meta = {"source": self.path, "sha256": self.sha256, "split": self.split or self.category}
+        if self.run_id:
+            meta["run_id"] = self.run_id
+        return meta
 
 
 @dataclass
@@ -118,12 +136,15 @@ def plan_upload(data: str | Path, split_from: str | Path | None = None,
         raise DataError(f"unknown category {category!r}", f"use one of {', '.join(CATEGORIES)}")
     ds = scan_dataset(data, size=None)
     where: dict[str, str] = {}
+    part_of: dict[str, str] = {}
+    run_id = Path(split_from).resolve().name if split_from is not None else ""
     if split_from is not None:
         split = load_split(Path(split_from))
         idx = split_indices(ds, split)
         for name, cat in (("train", "training"), ("val", "training"), ("test", "testing")):
             for i in idx[name]:
                 where[ds.items[int(i)].path] = cat
+                part_of[ds.items[int(i)].path] = name
         extra = [it.path for it in ds.items if it.path not in where]
         if extra:
             raise DataError(f"{len(extra)} usable image(s) in {ds.root} are not in "
@@ -140,7 +161,8 @@ def plan_upload(data: str | Path, split_from: str | Path | None = None,
             first.copies.append(it.path)
             other_category += first.category != cat
             continue
-        by_sha[sha] = UploadItem(it.path, label, cat, sha, it.format)
+        by_sha[sha] = UploadItem(it.path, label, cat, sha, it.format,
+                                 split=part_of.get(it.path, cat), run_id=run_id)
     return UploadPlan(ds.root, list(by_sha.values()), len(ds.items), list(ds.skipped),
                       other_category)
 
@@ -220,7 +242,7 @@ class _Abort(Exception):
 class UploadSummary:
     """What an upload did."""
 
-    project_id: int
+    project_id: int | None
     usable: int
     unique: int
     copies: int
@@ -344,7 +366,10 @@ class _Uploader:
         name, payload, ctype = _payload(self.root, item)
         url = self.cfg.ingestion_url(f"/api/{item.category}/files")
         headers = {"x-api-key": self.cfg.api_key, "x-label": quote(item.label, safe="-_.!~*'()"),
-                   "x-disallow-duplicates": "1", "Accept": "application/json"}
+                   "x-disallow-duplicates": "1", "Accept": "application/json",
+                   # ASCII JSON (non-ASCII path characters escaped): a header must be latin-1
+                   "x-metadata": json.dumps(item.metadata(), ensure_ascii=True,
+                                            separators=(",", ":"))}
         ambiguous = False  # an earlier attempt may have stored the image
         last = ""
         out = _Outcome(item, "failed")
@@ -377,7 +402,8 @@ class _Uploader:
                 self.reached.set()
                 self.connect_failures = 0
                 status = resp.status_code
-                if status in (401, 403):
+                if status in (401, 403, 421):
+                    # 421: the ingestion service's answer to a request without the key header
                     text = _body_error(resp)
                     raise _Abort(EdgeImpulseError(f"Edge Impulse ingestion rejected the API key "
                                                   f"({status}: {text})", KEY_HINT))
@@ -465,7 +491,7 @@ def _first_id(error: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def upload_dataset(cfg: EIConfig, plan: UploadPlan, ledger: Ledger, project_id: int,
+def upload_dataset(cfg: EIConfig, plan: UploadPlan, ledger: Ledger, project_id: int | None,
                    concurrency: int = 8, policy: RetryPolicy | None = None,
                    session: requests.Session | None = None, seed: int | None = None,
                    show_progress: bool = True, recheck: bool = False) -> UploadSummary:
@@ -513,12 +539,28 @@ def upload_dataset(cfg: EIConfig, plan: UploadPlan, ledger: Ledger, project_id: 
     start = time.monotonic()
     abort: _Abort | None = None
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ei-upload")
+    ctrl_c = threading.Event()
+
+    def stop_and_record(pending) -> None:
+        summary.interrupted = True
+        up.stop.set()
+        from facemask_edge.progress import log
+
+        log(f"interrupted: waiting for the requests in flight (at most "
+            f"{cfg.timeout:g} s) to record them; Ctrl-C again to abandon them")
+        for fut in pending:
+            fut.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+        for fut in pending:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                _account(summary, fut.result(), ledger, project_id)
+
     try:
         with progress(f"uploading {len(todo)} images to Edge Impulse", total=len(todo)) \
-                if show_progress and todo else _null_progress() as bar:
+                if show_progress and todo else _null_progress() as bar, _ctrl_c_sets(ctrl_c):
             pending = {pool.submit(up.send, it) for it in todo}
             try:
-                while pending:
+                while pending and not ctrl_c.is_set():
                     done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
                     for fut in done:
                         try:
@@ -531,19 +573,10 @@ def upload_dataset(cfg: EIConfig, plan: UploadPlan, ledger: Ledger, project_id: 
                         bar.advance()
                     if abort is not None:
                         break
-            except KeyboardInterrupt:
-                summary.interrupted = True
-                up.stop.set()
-                from facemask_edge.progress import log
-
-                log(f"interrupted: waiting for the requests in flight (at most "
-                    f"{cfg.timeout:g} s) to record them; Ctrl-C again to abandon them")
-                for fut in pending:
-                    fut.cancel()
-                pool.shutdown(wait=True, cancel_futures=True)
-                for fut in pending:
-                    if fut.done() and not fut.cancelled() and fut.exception() is None:
-                        _account(summary, fut.result(), ledger, project_id)
+                if ctrl_c.is_set():
+                    stop_and_record(pending)
+            except KeyboardInterrupt:  # not in the main thread: Ctrl-C arrives as usual
+                stop_and_record(pending)
     finally:
         up.stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
@@ -555,7 +588,35 @@ def upload_dataset(cfg: EIConfig, plan: UploadPlan, ledger: Ledger, project_id: 
     return summary
 
 
-def _account(summary: UploadSummary, out: _Outcome, ledger: Ledger, project_id: int) -> None:
+@contextmanager
+def _ctrl_c_sets(event: threading.Event):
+    """While the upload runs, Ctrl-C sets ``event`` instead of raising ``KeyboardInterrupt``.
+
+    A ``KeyboardInterrupt`` raised inside ``concurrent.futures.wait`` can leave a future's
+    lock held: the workers then block in ``set_result`` and ``shutdown(wait=True)`` never
+    returns (seen: an upload hung for 12 minutes after one Ctrl-C). A second Ctrl-C abandons
+    the requests in flight and exits at once: the ledger is ``fsync``'d entry by entry, so
+    nothing recorded is lost. Outside the main thread (no signal handlers there) nothing
+    changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if event.is_set():
+            os.write(2, b"\nabandoned the requests in flight; re-run to resume\n")
+            os._exit(130)
+        event.set()
+
+    old = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _account(summary: UploadSummary, out: _Outcome, ledger: Ledger, project_id: int | None) -> None:
     summary.requests += out.requests
     it = out.item
     if out.status in ("uploaded", "already-there"):

@@ -20,12 +20,12 @@ the exporter only)::
 from __future__ import annotations
 
 import io
-import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from facemask_edge import __version__
+from facemask_edge.artifacts.run import SHIPPED, Run
 from facemask_edge.artifacts.tflite import TfliteModel, read_tflite
 from facemask_edge.boards import Board, get_board
 from facemask_edge.device.framing import MAX_CLASSES
@@ -33,7 +33,7 @@ from facemask_edge.errors import BudgetError, ConversionError, FacemaskError, Mo
 from facemask_edge.export import generate
 from facemask_edge.paths import firmware_dir
 
-__all__ = ["FORMATS", "ExportResult", "Budget", "load_converted_run", "check_budget",
+__all__ = ["FORMATS", "ExportResult", "Budget", "check_budget",
            "render_sources", "sketch_template", "default_export_dir", "export_run"]
 
 FORMATS = ("sketch", "arduino-library")
@@ -79,36 +79,24 @@ class _Run:
     info: TfliteModel
 
 
-def load_converted_run(run_dir: str | Path) -> _Run:
-    """Read ``model_int8.tflite`` and ``model_card.json`` and check they belong together.
+def _shipped_for_firmware(run_dir: str | Path) -> _Run:
+    """The run's shipped model (``Run.shipped``), checked to be what the firmware feeds.
 
     Raises:
-        ModelError: files missing, or the card does not describe this flatbuffer.
+        ModelError: see ``Run.shipped`` (missing, not the card's file, stale, not TFLite).
         ConversionError: the model is not the full-int8 model the firmware feeds.
     """
-    run = Path(run_dir)
-    tflite, card_path = run / "model_int8.tflite", run / "model_card.json"
-    for p in (tflite, card_path):
-        if not p.is_file():
-            raise ModelError(f"{p} not found", f"run `facemask-edge convert {run}` first")
-    info = read_tflite(tflite, hint=f"re-run `facemask-edge convert {run}` to write it again")
+    shipped = Run(run_dir).shipped()  # missing, damaged, replaced or stale: one error line
+    run, model, sha, card = Path(run_dir), shipped.data, shipped.sha256, shipped.card
+    labels = shipped.labels
+    size, color = int(card["input"]["size"]), str(card["input"]["color"])
+    info = read_tflite(model, name=str(shipped.path))
     if info.custom_ops:
         raise ConversionError(f"the model uses custom ops ({', '.join(info.custom_ops)})",
                               "convert with builtin ops only: boards have no custom kernels")
-    model, sha = info.data, info.sha256
-    try:
-        card = json.loads(card_path.read_text())
-        labels = [str(x) for x in card["labels"]]
-        size, color = int(card["input"]["size"]), str(card["input"]["color"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ModelError(f"{card_path} is not a model card ({exc})",
-                         f"re-run `facemask-edge convert {run}`") from None
     if not 1 <= len(labels) <= MAX_CLASSES:  # FE_MAX_CLASSES: the firmware's RESULT holds no more
         raise ConversionError(f"the model has {len(labels)} classes; the firmware carries at most {MAX_CLASSES}",
                               f"train with 1 to {MAX_CLASSES} classes (FE_MAX_CLASSES in firmware/common/fe_protocol.h)")
-    if card.get("sha256") and card["sha256"] != sha:
-        raise ModelError("model_card.json describes another model_int8.tflite (sha256 differs)",
-                         f"re-run `facemask-edge convert {run}`")
     if len(info.inputs) != 1 or len(info.outputs) != 1:
         raise ConversionError(f"the model has {len(info.inputs)} inputs and {len(info.outputs)} outputs",
                               "the firmware runs one image in, one score vector out")
@@ -160,7 +148,7 @@ def check_budget(run: _Run, board: Board) -> Budget:
         from facemask_edge.profile import profile_model  # type: ignore[attr-defined]
     except ImportError:
         return _estimate_budget(run.card, board, len(run.model))
-    p = profile_model(run.path / "model_int8.tflite", board)
+    p = profile_model(Run(run.path).file(SHIPPED), board)
     arena = int(p["arena_bytes"])
     return Budget(fits=bool(p["fits"]), arena_bytes=arena,
                   arena_with_margin_bytes=_round16(int(p.get("arena_with_margin_bytes") or arena)),
@@ -310,7 +298,13 @@ def export_run(run_dir: str | Path, board: str, out: str | Path | None = None,
     if fmt not in FORMATS:
         raise FacemaskError(f"unknown export format {fmt!r}", f"use one of {', '.join(FORMATS)}")
     b = get_board(board)
-    run = load_converted_run(run_dir)
+    run = _shipped_for_firmware(run_dir)
+    missing = {op: why for op, why in b.unsupported_ops.items() if op in run.info.op_names}
+    if missing:
+        raise ConversionError(f"the model uses {', '.join(sorted(missing))}, which {b.title} cannot run: "
+                              + "; ".join(missing.values()),
+                              "rebuild the model without that layer (e.g. a matmul between activations), "
+                              "or export for a board whose library has it (esp32cam)")
     budget = check_budget(run, b)
     if not budget.fits:
         raise BudgetError(f"the model does not fit {b.title}: {budget.reason}",

@@ -5,8 +5,9 @@ Each stage writes into the run folder and is recorded in ``RUN_DIR/pipeline_stat
 key: the hash of its options and of the files it reads. A stage whose key is unchanged and whose
 outputs are still the files it wrote is skipped, so re-running a finished pipeline redoes
 nothing, changing an option redoes that stage and those after it (their inputs change), and
-re-running after an interruption continues at the interrupted stage (validation even resumes
-mid-way: its results are kept image by image).
+re-running after an interruption continues at the interrupted stage (training resumes after its
+last completed epoch, validation image by image). Each stage is one library call that owns its
+artifact names and reads the run through ``facemask_edge.artifacts.run.Run``.
 
 Options come from, lowest first: the dataclass defaults, the board's entry in
 ``facemask_edge/defaults.json`` (or the demo preset), a TOML file, and explicit arguments.

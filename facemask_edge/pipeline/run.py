@@ -16,7 +16,7 @@ from facemask_edge.pipeline.config import DEMO_PER_CLASS, STAGES, PipelineConfig
 from facemask_edge.pipeline.state import _KEY_NEUTRAL_DEFAULTS, _State, _files_under, _fingerprint_tree, _key
 from facemask_edge.pipeline.summary import _write_summary
 from facemask_edge.progress import log
-from facemask_edge.runs import sha256_file
+from facemask_edge.artifacts.files import sha256_file
 
 # ---- stages --------------------------------------------------------------------------------------
 
@@ -56,6 +56,12 @@ class _Runner:
         self.data_info = info
         return info
 
+    def data_fingerprint(self) -> str | list[str]:
+        """The data set's cheap identity; one per root when several are merged."""
+        if isinstance(self.data_path, list):
+            return [_fingerprint_tree(Path(p)) for p in self.data_path]
+        return _fingerprint_tree(Path(self.data_path))
+
     def _make_demo_inputs(self) -> None:
         from facemask_edge.testing import make_synthetic_dataset, make_tiny_backbone
 
@@ -71,7 +77,7 @@ class _Runner:
             make_tiny_backbone(weights, size=32)
 
     def stage_train(self, resume: bool):
-        from facemask_edge.runs import read_json
+        from facemask_edge.artifacts.files import read_json
         from facemask_edge.train.trainer import train
 
         _fresh_keras_session()
@@ -90,54 +96,39 @@ class _Runner:
         return ["model_qat.h5", "qat.json"], r
 
     def stage_convert(self, resume: bool):
-        from facemask_edge.convert.converter import convert_run, select_best
-        from facemask_edge.runs import read_json, write_json
+        from facemask_edge.artifacts.run import CARD, SHIPPED, Run, variant_card, variant_model
+        from facemask_edge.convert.converter import convert_run
 
         kinds = self.cfg.variants()
-        for stale in ("ptq", "qat"):  # evaluate compares every variant present: only ours
-            if stale not in kinds:
-                for name in (f"model_int8_{stale}.tflite", f"model_card_{stale}.json"):
-                    (self.run_dir / name).unlink(missing_ok=True)
-        if self.cfg.quantization == "best" and kinds == ["ptq", "qat"]:
-            # Both variants; the one most faithful to the float model on validation is installed.
-            sel = select_best(self.run_dir, representative=self.cfg.representative)
-            val = {k: v["accuracy"] for k, v in sel["validation"].items()}
-        else:
-            for kind in kinds:  # the last one converted becomes model_int8.tflite
-                convert_run(self.run_dir, qat=(kind == "qat"), representative=self.cfg.representative)
-            chosen = self.cfg.quantization if self.cfg.quantization in kinds else kinds[-1]
-            if chosen != kinds[-1]:
-                card = read_json(self.run_dir / f"model_card_{chosen}.json")
-                card["model"] = "model_int8.tflite"
-                data = (self.run_dir / f"model_int8_{chosen}.tflite").read_bytes()
-                (self.run_dir / "model_int8.tflite").write_bytes(data)
-                write_json(self.run_dir / "model_card.json", card)
-            val = _val_accuracy(self.run_dir, kinds)
-            log("  int8 validation accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in val.items())
-                + f"; model_int8.tflite is the {chosen.upper()} model")
-        card = read_json(self.run_dir / "model_card.json")
+        # Only the variants asked for stay: evaluate compares every variant present.
+        sel = convert_run(self.run_dir, quantization=self.cfg.quantization, variants=kinds,
+                          representative=self.cfg.representative, keep_other_variants=False)
+        run = Run(self.run_dir)
+        card = run.shipped().card
+        val = {k: v["accuracy"] for k, v in sel["validation"].items()}
         figures = {"quantization": card["quantization"], "val_accuracy_int8": val.get(card["quantization"]),
                    "flatbuffer_bytes": card["flatbuffer_bytes"],
                    "arena_bytes": card["arena_bytes"], "macs": card["macs"], "params": card["params"],
                    "ops": [o["name"] for o in card["ops"]], "sha256": card["sha256"],
-                   "rule": self.cfg.quantization, "variants": {}}
+                   "rule": self.cfg.quantization, "selected_by": sel["by"], "variants": {}}
         for kind in kinds:
-            c = read_json(self.run_dir / f"model_card_{kind}.json")
+            c = run.variant(kind).card
             figures["variants"][kind] = {"flatbuffer_bytes": c["flatbuffer_bytes"],
                                          "arena_bytes": c["arena_bytes"],
                                          "val_accuracy_int8": val.get(kind),
+                                         "validation": sel["validation"].get(kind),
                                          "seconds": c.get("convert_seconds")}
-        outs = ["model_int8.tflite", "model_card.json"] + \
-            [n for k in kinds for n in (f"model_int8_{k}.tflite", f"model_card_{k}.json")]
+        outs = [SHIPPED, CARD] + [n for k in kinds for n in (variant_model(k), variant_card(k))]
         return outs, figures
 
     def stage_profile(self, resume: bool):
+        from facemask_edge.artifacts.files import write_json
+        from facemask_edge.artifacts.run import Run
         from facemask_edge.boards import BOARDS
         from facemask_edge.profile import profile_model, profile_table
-        from facemask_edge.runs import read_json, write_json
 
-        card = read_json(self.run_dir / "model_card.json")
-        model = self.run_dir / "model_int8.tflite"
+        shipped = Run(self.run_dir).shipped()
+        card, model = shipped.card, shipped.path
         figures: dict = {"boards": {}, "target": self.cfg.board}
         rows = []
         for b in BOARDS:
@@ -175,10 +166,15 @@ class _Runner:
         from facemask_edge.convert.evaluate import evaluate_run
 
         rep = evaluate_run(self.run_dir)
+        shipped = rep["shipped"]
+        # Per kind; the shipped one is the same file as its variant (same sha256).
         fig = {"images": rep["images"], "set": rep["set"], "classes": rep["classes"],
-               "float": {**_metric_figures(rep["float"]), **_class_figures(rep["float"])}, "int8": {}}
-        for kind, e in rep["models"].items():
-            fig["int8"][kind] = {"tflm": {**_metric_figures(e["tflm"]), **_class_figures(e["tflm"])},
+               "float": {**_metric_figures(rep["float"]), **_class_figures(rep["float"])},
+               "shipped": shipped["quantization"], "int8": {}}
+        for kind, e in [(shipped["quantization"], shipped)] + [
+                (k, v) for k, v in rep["variants"].items() if not v["shipped"]]:
+            fig["int8"][kind] = {"shipped": e is shipped,
+                                 "tflm": {**_metric_figures(e["tflm"]), **_class_figures(e["tflm"])},
                                  "tflite_ref": _metric_figures(e["tflite_ref"]),
                                  "drop_vs_float_points": e["tflm"]["drop_vs_float_points"],
                                  "label_agreement_with_float": e["tflm"]["label_agreement_with_float"],
@@ -220,10 +216,11 @@ class _Runner:
             if self.cfg.port:
                 url = self.cfg.port
             elif self.cfg.sim == "inprocess":
-                from facemask_edge.device.sim import BoardSimulator, load_run_model
+                from facemask_edge.artifacts.run import Run
+                from facemask_edge.device.sim import BoardSimulator
 
-                model, card = load_run_model(self.run_dir)
-                sim = BoardSimulator(model, card, board=self.cfg.board, baud=self.cfg.sim_baud)
+                m = Run(self.run_dir).shipped()
+                sim = BoardSimulator(m.data, m.card, board=self.cfg.board, baud=self.cfg.sim_baud)
                 url = sim.start()
             else:
                 proc, url = _start_sim_process(self.run_dir, self.cfg.board, self.cfg.sim_baud)
@@ -249,12 +246,12 @@ class _Runner:
         weights = tc.get("weights")
         if weights and weights not in ("imagenet", "none") and Path(weights).expanduser().is_file():
             tc["weights_sha256"] = sha256_file(Path(weights).expanduser())
-        tc["data_fingerprint"] = (
-            [_fingerprint_tree(Path(p)) for p in self.data_path] if isinstance(self.data_path, list)
-            else _fingerprint_tree(Path(self.data_path)) if self.data_path else None)
+        tc["data_fingerprint"] = self.data_fingerprint() if self.data_path else None
         use_qat = "qat" in cfg.variants()
         train_outs = ["config.json", "labels.txt", "split.json", "model.keras"]
-        model_files = ["model_int8.tflite", "model_card.json"]
+        from facemask_edge.artifacts.run import CARD, SHIPPED
+
+        model_files = [SHIPPED, CARD]
         ref = {"path": str(Path(cfg.reference).resolve()),
                "sha256": sha256_file(Path(cfg.reference)) if Path(cfg.reference).is_file() else None} \
             if cfg.reference else None
@@ -301,20 +298,6 @@ def _fresh_keras_session() -> None:
     from facemask_edge._tf import keras
 
     keras().backend.clear_session()
-
-
-def _val_accuracy(run_dir: Path, kinds: list[str]) -> dict[str, float]:
-    """Int8 accuracy of each variant on the validation split, in tflite-micro."""
-    from facemask_edge.convert.runtimes import TFLMRunner
-    from facemask_edge.data.preprocess import to_int8
-    from facemask_edge.runs import load_run_data
-
-    x, y = load_run_data(run_dir).part("val")
-    if not len(x):
-        return {}
-    xq = to_int8(x)
-    return {k: float((TFLMRunner(run_dir / f"model_int8_{k}.tflite").run_batch(xq).argmax(1) == y).mean())
-            for k in kinds}
 
 
 def _train_figures(m: dict) -> dict:
@@ -422,7 +405,7 @@ def run_pipeline(cfg: PipelineConfig, redo: str | None = None) -> dict:
     if redo:
         if redo not in STAGES:
             raise FacemaskError(f"unknown stage {redo!r}", f"use one of {', '.join(STAGES)}")
-        r.state.forget_from(redo if redo != "data" else "train")
+        r.state.forget_from(redo)
     t_all = time.monotonic()
     n = len(STAGES)
     failure: BaseException | None = None
@@ -430,7 +413,16 @@ def run_pipeline(cfg: PipelineConfig, redo: str | None = None) -> dict:
         t0 = time.monotonic()
         log(f"[1/{n}] data")
         info = r.do_data()
-        r.statuses["data"] = {"status": "done", "seconds": round(time.monotonic() - t0, 1), "figures": info}
+        secs = round(time.monotonic() - t0, 1)
+        # The data stage always looks; when it finds what it found last time, the time it took
+        # then stays on record (a no-op re-run must not report 0.0 s for the download).
+        key = _key({"data": cfg.data, "path": r.data_path, "tree": r.data_fingerprint()})
+        if r.state.entry("data").get("status") == "done" and r.state.entry("data").get("key") == key:
+            r.statuses["data"] = {"status": "up to date", "seconds": r.state.entry("data").get("seconds"),
+                                  "figures": info}
+        else:
+            r.state.mark("data", key=key, status="done", seconds=secs, finished=_now(), figures=info, outputs={})
+            r.statuses["data"] = {"status": "done", "seconds": secs, "figures": info}
         log(f"  {r.data_path}")
         for i, st in enumerate(r.stages(), start=2):
             if cfg.until and STAGES.index(st.name) > STAGES.index(cfg.until):

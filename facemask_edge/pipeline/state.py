@@ -8,7 +8,7 @@ from pathlib import Path
 
 from facemask_edge.pipeline.config import STAGES
 from facemask_edge.progress import log
-from facemask_edge.runs import sha256_file
+from facemask_edge.artifacts.files import sha256_file
 
 STATE = "pipeline_state.json"
 
@@ -81,7 +81,7 @@ class _State:
         self.save()
 
     def save(self) -> None:
-        from facemask_edge.runs import write_json
+        from facemask_edge.artifacts.files import write_json
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_json(self.path, self.data)

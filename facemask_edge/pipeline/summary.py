@@ -9,7 +9,7 @@ from pathlib import Path
 from facemask_edge.pipeline.config import STAGES, PipelineConfig
 
 def _write_summary(r, wall: float, failure: BaseException | None) -> dict:
-    from facemask_edge.runs import write_json
+    from facemask_edge.artifacts.files import write_json
 
     cfg = r.cfg
     stages = {}
@@ -168,8 +168,10 @@ def summary_markdown(s: dict) -> str:
                   "| model | runtime | accuracy | F1 |", "|---|---|---|---|",
                   f"| float | tf_keras | {_fmt(ev['float']['accuracy'])} | {_fmt(ev['float']['f1'])} |"]
         for kind, e in ev.get("int8", {}).items():
+            what = "shipped" if e.get("shipped", kind == ev.get("shipped")) else "variant"
             for rt in ("tflm", "tflite_ref"):
-                lines.append(f"| {kind} int8 | {rt} (host) | {_fmt(e[rt]['accuracy'])} | {_fmt(e[rt]['f1'])} |")
+                lines.append(f"| {kind} int8 ({what}) | {rt} (host) | {_fmt(e[rt]['accuracy'])} | "
+                             f"{_fmt(e[rt]['f1'])} |")
         if va:
             lines.append(f"| {st.get('convert', {}).get('figures', {}).get('quantization', '')} int8 | "
                          f"{va.get('target')} | {_fmt(va.get('board_accuracy'))} | {_fmt(va.get('board_macro_f1'))} |")
@@ -216,8 +218,9 @@ def _per_class_section(ev: dict) -> list[str]:
     from facemask_edge.metrics import per_class_markdown, per_source_markdown
 
     classes = ev.get("classes") or []
-    models = [("float", ev.get("float") or {})] + [(f"{k} int8 (tflm)", e.get("tflm") or {})
-                                                   for k, e in (ev.get("int8") or {}).items()]
+    models = [("float", ev.get("float") or {})] + [
+        (f"{k} int8 ({'shipped' if e.get('shipped', k == ev.get('shipped')) else 'variant'}, tflm)",
+         e.get("tflm") or {}) for k, e in (ev.get("int8") or {}).items()]
     models = [(n, m) for n, m in models if m.get("per_class")]
     if not classes or not models:
         return []

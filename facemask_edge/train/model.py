@@ -14,7 +14,7 @@ from pathlib import Path
 from facemask_edge._tf import keras
 from facemask_edge.errors import ModelError
 
-__all__ = ["ARCHS", "BOARD_ARCHS", "ModelSpec", "build_model", "backbone_layer_names"]
+__all__ = ["ARCHS", "BOARD_ARCHS", "ModelSpec", "build_model", "backbone_layer_names", "check_weights_available"]
 
 ARCHS = ("mobilenet_v1", "mobilenet_v2", "vgg16", "densenet201")
 # Architectures that can ever fit a microcontroller; the others are for host-side comparison.
@@ -52,6 +52,63 @@ class ModelSpec:
     @property
     def channels(self) -> int:
         return 1 if self.color == "grayscale" else 3
+
+
+# Where Keras downloads ImageNet weights from, and how it names the cached files (tf_keras'
+# applications/mobilenet*.py): checked before any work so that offline the failure is immediate.
+_WEIGHTS_HOST = "storage.googleapis.com"
+
+
+def _imagenet_file(arch: str, alpha: float, size: int) -> str | None:
+    if arch == "mobilenet_v1":
+        rows = size if size in (128, 160, 192, 224) else 224
+        text = {1.0: "1_0", 0.75: "7_5", 0.5: "5_0"}.get(alpha, "2_5")
+        return f"mobilenet_{text}_{rows}_tf_no_top.h5"
+    if arch == "mobilenet_v2":
+        rows = size if size in (96, 128, 160, 192, 224) else 224
+        return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}_no_top.h5"
+    return None
+
+
+def _keras_homes() -> list[Path]:
+    """Where tf_keras keeps downloads: ~/.keras, or /tmp/.keras when home is not writable."""
+    import os
+
+    homes = [Path(os.environ["KERAS_HOME"])] if os.environ.get("KERAS_HOME") else []
+    return homes + [Path("~/.keras").expanduser(), Path("/tmp/.keras")]
+
+
+def check_weights_available(weights: str, arch: str = "mobilenet_v1", alpha: float = 0.25,
+                            size: int = 96, timeout: float = 3.0) -> None:
+    """Fail at once, in one line, if ``weights`` cannot be had: a missing file, or ImageNet
+    weights neither in Keras' cache nor downloadable (offline).
+
+    Called by the commands before they import TensorFlow or read data, so an offline machine
+    hears about it in a fraction of a second instead of after the data stage and the import.
+
+    Raises:
+        ModelError: the weights are not available; the hint names the alternatives.
+    """
+    import socket
+
+    if weights in ("none", "", None):
+        return
+    if weights != "imagenet":
+        if not Path(weights).expanduser().is_file():
+            raise ModelError(f"weights file {weights} does not exist",
+                             "use --weights imagenet, --weights none, or a path to a Keras model file")
+        return
+    name = _imagenet_file(arch, alpha, size)
+    if name and any((h / "models" / name).is_file() for h in _keras_homes()):
+        return
+    try:
+        socket.create_connection((_WEIGHTS_HOST, 443), timeout=timeout).close()
+    except OSError as exc:
+        raise ModelError(
+            f"ImageNet weights for {arch} are not in Keras' cache and {_WEIGHTS_HOST} is not reachable "
+            f"({exc.strerror or type(exc).__name__})",
+            "offline? use --weights PATH to a Keras model file (e.g. ../shared/weights/vww_96.h5) or "
+            "--weights none") from None
 
 
 def _applications_backbone(spec: ModelSpec, weights: str | None):

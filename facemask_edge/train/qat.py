@@ -18,6 +18,11 @@ from facemask_edge.progress import log
 __all__ = ["qat", "flatten_model", "load_qat_model", "quantize_scope"]
 
 HOST_ONLY = ("vgg16", "densenet201")
+# The defaults of `facemask-edge qat` and of the pipeline's qat_epochs/qat_lr (one home: the
+# pipeline's fields point here). A few epochs at a small rate: QAT only adapts the trained
+# weights to int8 rounding.
+QAT_EPOCHS = 3
+QAT_LR = 5e-5
 
 
 def flatten_model(model):
@@ -84,7 +89,7 @@ def load_qat_model(path: Path):
         return keras().models.load_model(path, compile=False)
 
 
-def qat(run_dir: Path, epochs: int = 5, lr: float = 5e-5, batch_size: int = 32,
+def qat(run_dir: Path, epochs: int = QAT_EPOCHS, lr: float = QAT_LR, batch_size: int = 32,
         patience: int = 3) -> dict:
     """Quantization-aware fine-tuning of ``RUN_DIR/model.keras`` into ``RUN_DIR/model_qat.h5``.
 
@@ -94,21 +99,25 @@ def qat(run_dir: Path, epochs: int = 5, lr: float = 5e-5, batch_size: int = 32,
     Raises:
         ModelError: the architecture cannot be quantized for a board.
     """
+    from facemask_edge.artifacts.files import write_json
+    from facemask_edge.artifacts.run import FLOAT_MODEL, QAT_MODEL, QAT_RECORD, SPLIT, Run
+    from facemask_edge.train.trainer import BestWeights, make_dataset
+
+    run = Run(run_dir)
+    run_dir = run.path
+    cfg = run.config  # not a trained run: say so before importing TensorFlow
     import tensorflow_model_optimization as tfmot
 
     from facemask_edge._tf import keras
-    from facemask_edge.runs import load_config, load_run_data, write_json
-    from facemask_edge.train.trainer import BestWeights, make_dataset
 
     k = keras()
-    run_dir = Path(run_dir)
-    cfg = load_config(run_dir)
     if cfg["arch"] in HOST_ONLY:
         raise ModelError(f"{cfg['arch']} is a host-only comparison model and is not quantized for "
                          "the boards", "train --arch mobilenet_v1 or mobilenet_v2 for a board")
-    data = load_run_data(run_dir)
+    data = run.data()
     t0 = time.monotonic()
-    model = flatten_model(k.models.load_model(run_dir / "model.keras", compile=False))
+    float_sha = run.sha256(FLOAT_MODEL)  # what the QAT model is made from (before any reading)
+    model = flatten_model(run.float_model())
     try:
         qmodel = tfmot.quantization.keras.quantize_apply(_annotate(model))
     except Exception as exc:
@@ -133,13 +142,14 @@ def qat(run_dir: Path, epochs: int = 5, lr: float = 5e-5, batch_size: int = 32,
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        qmodel.save(run_dir / "model_qat.h5")
+        qmodel.save(run.file(QAT_MODEL))
+    run.record(QAT_MODEL, {FLOAT_MODEL: float_sha, SPLIT: run.sha256(SPLIT)})
     result = {"val_accuracy_before": float(before),
               "val_accuracy": float(best.best[1]) if best.best_epoch >= 0 else float(before),
               "best_epoch": best.best_epoch + 1,
               "epochs": len(hist.history.get("loss", [])), "lr": lr,
               "seconds": round(time.monotonic() - t0, 1)}
-    write_json(run_dir / "qat.json", result)
+    write_json(run.file(QAT_RECORD), result)
     return result
 
 

@@ -12,58 +12,107 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+import typing
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from facemask_edge.data.sources import DEFAULT_GROUP_BY
 from facemask_edge.errors import FacemaskError
+from facemask_edge.options import option
 from facemask_edge.progress import log
+from facemask_edge.train.model import ARCHS, HEADS
 
 __all__ = ["TrainConfig", "train", "make_dataset", "augmenter", "BestWeights"]
+
+CLASS_WEIGHTS = ("balanced", "none")  # TrainConfig.class_weight; see class_weights()
+
+
+def _weights_check(value: str) -> str | None:
+    """``imagenet``, ``none`` or an existing Keras model file."""
+    if value in ("imagenet", "none") or Path(value).expanduser().is_file():
+        return None
+    return "imagenet, none, or the path of an existing Keras model file (the file is not there)"
+
+
+def _teachers_check(value) -> str | None:
+    missing = [t for t in ([value] if isinstance(value, str) else value) if not Path(t).expanduser().is_dir()]
+    return f"trained run folders (not found: {', '.join(missing)})" if missing else None
 
 
 @dataclass
 class TrainConfig:
-    """Every training option; saved as ``config.json``."""
+    """Every training option; saved as ``config.json``.
 
-    data: str | list[str] = ""  # one data root, or several merged by class name
-    out: str = ""
-    arch: str = "mobilenet_v1"
-    alpha: float = 0.25
-    size: int = 96
-    color: str = "rgb"
-    weights: str = "none"
-    blocks: int | None = None
-    cut: str | None = None
-    skip_blocks: list[int] | None = None  # drop these stride-1 backbone blocks (1-based)
-    head: str = "avg"  # "avg" (pool + 1x1 conv) or "spatial" (a conv over the whole feature map)
-    dropout: float = 0.3
-    split: str = "stratified"
-    group_by: str = DEFAULT_GROUP_BY  # regex on file names: crops of one photo share a split ("" = off)
-    exclude_noncommercial: bool = False  # leave out non-commercial sources (mfn_*) at scan time
-    class_weight: str = "balanced"  # "balanced": loss weight n / (classes x n_class) on train; "none"
-    seed: int = 1337
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    batch_size: int = 32
-    head_epochs: int = 3
-    finetune_epochs: int = 60
-    head_lr: float = 1e-2
-    finetune_lr: float = 2e-3
-    finetune_layers: int = 0  # unfreeze the last N backbone layers; 0 = all of them
-    patience: int = 60  # = the fine-tune schedule: run the cosine to the end, keep the best epoch
-    augment: bool = True
-    train_bn: bool = True  # let BatchNormalization adapt in stage 2
-    label_smoothing: float = 0.1
-    teacher: str | list[str] | None = None  # trained run(s) whose (mean) predictions are soft targets
-    distill_alpha: float = 0.5  # weight of the true labels against the teacher's
-    distill_temperature: float = 2.0
-    distribute: str | None = None
-    wandb: bool = False
-    energy: bool = True
-    extra: dict = field(default_factory=dict)
+    The fields' metadata (:func:`facemask_edge.options.option`) is the one description of each
+    option: ``train``, ``pipeline`` and ``sweep`` derive their command-line options from it, and
+    ``[train]`` tables of config files are checked against it.
+    """
+
+    CLI_COMMAND: typing.ClassVar[str] = "train"
+
+    data: str | list[str] = option("", help="Data set: a folder with one sub-folder per class, or a .zip of "
+                                            "one; repeat it (a list in --config) to merge several by class "
+                                            "folder name.")
+    out: str = option("", help="Run folder to write (created).")
+    arch: str = option("mobilenet_v1", choices=ARCHS,
+                       help="Backbone. vgg16/densenet201 are for host-side comparison only.")
+    alpha: float = option(0.25, help="MobileNet width multiplier.")
+    size: int = option(96, help="Input side in pixels.")
+    color: str = option("rgb", choices=("rgb", "grayscale"), help="Input colour.")
+    # ImageNet: the pretrained backbone a fresh machine can get (Keras downloads it once into
+    # ~/.keras); "none" would train the frozen-backbone stage on random features.
+    weights: str = option("imagenet", check=_weights_check, metavar="imagenet|none|PATH",
+                          help="imagenet (Keras download, once), none (random initialisation), or PATH "
+                               "to a Keras model file whose layers up to the pooled features become the "
+                               "backbone (e.g. vww_96.h5).")
+    blocks: int | None = option(None, unset="all", help="Keep only the first N depthwise-separable blocks of the backbone.")
+    cut: str | None = option(None, help="Or cut the backbone after this layer name.")
+    skip_blocks: list[int] | None = option(
+        None, metavar="N,N", help="Drop these stride-1 separable blocks (1-based), e.g. 3,5 (fewer MACs; "
+                                  "the rest keep their weights).")
+    head: str = option("avg", choices=HEADS,
+                       help="Classifier: average-pool then 1x1 conv, or one conv over the whole feature map "
+                            "(keeps where features are; for small inputs).")
+    dropout: float = option(0.3, help="Dropout before the classifier.")
+    split: str = option("stratified", choices=("stratified", "seed-notebook"), help="How to split train/val/test.")
+    group_by: str = option(DEFAULT_GROUP_BY, metavar="REGEX",
+                           help="Regex on file names whose capture group names the photo: crops of one photo "
+                                "stay in one split ('' = off; see README).")
+    exclude_noncommercial: bool = option(False, flag="--exclude-noncommercial/--include-noncommercial",
+                                         help="Leave out files of non-commercial sources (MaskedFace-Net, "
+                                              "mfn_*) at scan time.")
+    class_weight: str = option("balanced", choices=CLASS_WEIGHTS,
+                               help="Loss weights per class: balanced = each class weighs the same in "
+                                    "total (n / (classes x n_class) on train); none = no weights.")
+    seed: int = option(1337, help="Seed of the split, initialisation and augmentation.")
+    val_fraction: float = option(0.15, help="Share of the images in the validation split.")
+    test_fraction: float = option(0.15, help="Share of the images in the test split.")
+    batch_size: int = option(32, help="Batch size.")
+    head_epochs: int = option(3, help="Stage 1 (frozen backbone) epochs at most.")
+    finetune_epochs: int = option(60, help="Stage 2 (fine-tuning) epochs at most; 0 skips it.")
+    head_lr: float = option(1e-2, help="Stage 1 learning rate.")
+    finetune_lr: float = option(2e-3, help="Stage 2 peak learning rate (cosine schedule).")
+    finetune_layers: int = option(0, help="Unfreeze the last N backbone layers in stage 2 (0 = all).")
+    # = the fine-tune schedule: run the cosine to the end, keep the best epoch
+    patience: int = option(60, help="Early stopping: epochs without a better validation result (the "
+                                    "default lets the cosine schedule run to its end; the best epoch is kept).")
+    augment: bool = option(True, help="Flip, rotate, zoom, shift, brightness and contrast in training.")
+    train_bn: bool = option(True, flag="--train-bn/--freeze-bn",
+                            help="Let BatchNormalization adapt in fine-tuning, or keep it frozen.")
+    label_smoothing: float = option(0.1, help="Label smoothing of the loss.")
+    teacher: str | list[str] | None = option(
+        None, check=_teachers_check,
+        help="Distil from this trained run (its predictions become soft targets); repeat it for an "
+             "ensemble of teachers.")
+    distill_alpha: float = option(0.5, help="Weight of the true labels against the teacher's.")
+    distill_temperature: float = option(2.0, help="Softmax temperature of the distillation.")
+    distribute: str | None = option(None, choices=(None, "mirrored", "multiworker"),
+                                    help="tf.distribute strategy; multiworker reads TF_CONFIG.")
+    wandb: bool = option(False, help="Log to Weights & Biases (offline mode).")
+    energy: bool = option(True, help="Measure energy with CodeCarbon when installed.")
+    extra: dict = option(default_factory=dict, help="Free-form notes stored in config.json.")
 
 
 def augmenter(seed: int):
@@ -188,12 +237,12 @@ def teacher_targets(teacher, data: str, paths: list[str], labels: np.ndarray,
     """
     from facemask_edge._tf import keras
     from facemask_edge.data.ingest import scan_dataset
-    from facemask_edge.runs import load_config
+    from facemask_edge.artifacts.run import Run
 
     dirs = teacher_dirs(teacher)
     probs = np.zeros((len(paths), num_classes), np.float64)
     for teacher_dir in dirs:
-        tcfg = load_config(teacher_dir)
+        tcfg = Run(teacher_dir).config
         tds = scan_dataset(data, size=tcfg["size"], color=tcfg["color"])
         index = {it.path: i for i, it in enumerate(tds.items)}
         missing = [p for p in paths if p not in index]
@@ -206,9 +255,6 @@ def teacher_targets(teacher, data: str, paths: list[str], labels: np.ndarray,
     tempered /= tempered.sum(axis=1, keepdims=True)
     onehot = np.eye(num_classes, dtype=np.float32)[labels]
     return (alpha * onehot + (1 - alpha) * tempered).astype(np.float32)
-
-
-CLASS_WEIGHTS = ("balanced", "none")
 
 
 def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> dict[int, float] | None:
@@ -232,11 +278,22 @@ def _predict(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     return model.predict(images.astype(np.float32) / 255.0, batch_size=batch_size, verbose=0)
 
 
-def train(cfg: TrainConfig) -> dict:
+def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
     """Train a run: scan, split, build, stage 1 + stage 2, evaluate, and write the run folder.
 
     Writes ``model.keras``, ``labels.txt``, ``split.json``, ``manifest.json``, ``skipped.txt``,
     ``config.json``, ``metrics.json``, ``confusion_matrix.png`` and ``training_curves.png``.
+
+    Training into a folder that already holds a trained run replaces it: what was made from the
+    old float model (QAT model, int8 models and cards, profiles, evaluation) is removed first, and
+    the log says so. After every epoch the model, the optimizer (its step count is the learning
+    rate schedule's position), the best-epoch record, the stage and the epoch are saved in
+    ``RUN_DIR/train_checkpoint/``; training the same options on the same data again (after a
+    Ctrl-C or a crash) resumes after the last completed epoch. The folder goes when training ends.
+
+    Args:
+        cfg: the options.
+        callbacks: extra Keras callbacks for every ``fit`` (progress display, tests).
 
     Returns:
         The metrics dictionary (also in ``metrics.json``).
@@ -246,7 +303,8 @@ def train(cfg: TrainConfig) -> dict:
     from facemask_edge.data.splits import make_split, save_split, split_indices
     from facemask_edge.metrics import classification_metrics
     from facemask_edge.plots import plot_confusion, plot_curves
-    from facemask_edge.runs import write_json
+    from facemask_edge.artifacts.files import sha256_file, write_json
+    from facemask_edge.artifacts.run import Run
     from facemask_edge.train.model import ModelSpec, build_model
     from facemask_edge.train.tracking import EnergyMeter, WandbRun
 
@@ -254,14 +312,19 @@ def train(cfg: TrainConfig) -> dict:
     class_weights(np.zeros(0, np.int64), 1, cfg.class_weight)  # an unknown mode fails before the scan
     strategy, chief = _strategy(cfg.distribute)
     out = Path(cfg.out) if chief else Path(tempfile.mkdtemp(prefix="facemask-worker-"))
-    out.mkdir(parents=True, exist_ok=True)
     k, T = keras(), tf()
     T.random.set_seed(cfg.seed)
     np.random.seed(cfg.seed)
 
-    ds = scan_dataset(cfg.data, size=cfg.size, color=cfg.color,
+    ds = scan_dataset(cfg.data, size=cfg.size, color=cfg.color,  # bad data: nothing written yet
                       exclude_noncommercial=cfg.exclude_noncommercial)
     log(ds.summary_line())
+    out.mkdir(parents=True, exist_ok=True)
+    if chief:
+        gone = Run(out).clear_derived()
+        if gone:
+            log(f"{out} already held a trained run: removed what was made from its model "
+                f"({', '.join(gone)}); convert again after training")
     ds.write_manifest(out)
     fractions = (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction)
     split = make_split(ds, cfg.split, cfg.seed, fractions, group_by=cfg.group_by)
@@ -274,6 +337,12 @@ def train(cfg: TrainConfig) -> dict:
     config["data_root"] = str(ds.root)
     config["classes"] = classes
     write_json(out / "config.json", config)
+    # Resuming is safe only for the same options on the same images in the same split.
+    key = _key_of({k_: v for k_, v in config.items() if k_ not in ("out", "wandb", "energy")},
+                  sha256_file(out / "manifest.json"), sha256_file(split_path))
+    ckpt = _Checkpoint(out / CHECKPOINT, key) if chief and not cfg.distribute else None
+    if chief and cfg.distribute:
+        log(f"--distribute {cfg.distribute}: no per-epoch checkpoint; an interrupted training starts over")
     log(f"split ({cfg.split}, seed {cfg.seed}): " +
         ", ".join(f"{n} {len(v)}" for n, v in idx.items()))
 
@@ -307,10 +376,22 @@ def train(cfg: TrainConfig) -> dict:
         model, backbone = build_model(spec)
         loss = k.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
     stage_times = {}
+    steps_done = {}
+    resumed = ckpt.load() if ckpt else None
+    resumed_from = {"stage": resumed.get("current"), "epoch": resumed.get("epoch")} if resumed else None
 
     def run_stage(name, epochs, lr, trainable):
         if epochs <= 0:
             return 0
+        saved = (resumed or {}).get("stages", {}).get(name)
+        if saved and saved["done"]:  # finished before the interruption: its end state is kept
+            ckpt.restore(model, name)
+            stage_times[name] = saved["seconds"]
+            steps_done[name] = saved["steps"]
+            for key_, values in saved["history"].items():
+                history.setdefault(key_, []).extend(values)
+            log(f"  {name}: done before the interruption ({saved['epochs']} epochs), kept")
+            return saved["epochs"]
         for layer in model.layers:
             if layer.name in backbone:
                 layer.trainable = layer.name in trainable
@@ -320,16 +401,30 @@ def train(cfg: TrainConfig) -> dict:
             steps = max(1, int(np.ceil(len(x["train"]) / bs))) * max(1, epochs)
             schedule = k.optimizers.schedules.CosineDecay(lr, steps, alpha=0.05)
             model.compile(k.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"])
+        best = BestWeights(cfg.patience, name)
+        first, earlier, seconds = 0, {}, 0.0
+        if saved:  # interrupted in this stage: weights, optimizer (schedule position), best epoch
+            first, earlier, seconds = ckpt.restore(model, name, best)
+            log(f"  {name}: resuming after epoch {first} of {epochs} (step {int(k.backend.get_value(model.optimizer.iterations))} "
+                f"of the learning-rate schedule's {steps})")
         t0 = time.monotonic()
         ctx = energy.stage(name) if energy else _null()
+        extra = [ckpt.callback(name, best, earlier, seconds)] if ckpt else []
         with ctx:
-            h = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0,
-                          class_weight=weights, callbacks=[BestWeights(cfg.patience, name)])
-        stage_times[name] = round(time.monotonic() - t0, 1)
-        for key, values in h.history.items():
-            history.setdefault(key, []).extend(float(v) for v in values)
+            h = model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=first, verbose=0,
+                          class_weight=weights,
+                          callbacks=[best, *extra, *(callbacks or [])])
+        stage_history = {key_: list(earlier.get(key_, [])) + [float(v) for v in values]
+                         for key_, values in h.history.items()}
+        stage_times[name] = round(seconds + time.monotonic() - t0, 1)
+        steps_done[name] = int(k.backend.get_value(model.optimizer.iterations))
+        for key_, values in stage_history.items():
+            history.setdefault(key_, []).extend(values)
         wandb.log({f"{name}/{k_}": v[-1] for k_, v in h.history.items()})
-        return len(h.history.get("loss", []))
+        n = len(stage_history.get("loss", []))
+        if ckpt:
+            ckpt.stage_done(model, name, n, stage_times[name], steps_done[name], stage_history)
+        return n
 
     if cfg.head_epochs > 0:
         log(f"stage 1: feature extractor ({len(backbone)} backbone layers frozen), "
@@ -355,12 +450,16 @@ def train(cfg: TrainConfig) -> dict:
     metrics["params"] = int(model.count_params())
     metrics["stage_seconds"] = stage_times
     metrics["epochs"] = {"feature_extractor": n1, "fine_tune": len(history.get("loss", [])) - n1}
+    metrics["optimizer_steps"] = steps_done
+    if resumed_from:
+        metrics["resumed_from"] = resumed_from
     metrics["wall_seconds"] = round(time.monotonic() - t_start, 1)
     metrics["energy"] = energy.report() if energy else {"available": False}
     metrics["history"] = history
 
     model.save(out / "model.keras")  # every worker saves (a collective op under multi-worker)
     if chief:
+        Run(out).record("model.keras", ["config.json", "split.json", "manifest.json"])
         write_json(out / "metrics.json", metrics)
         if "test" in metrics:
             plot_confusion(metrics["test"]["confusion_matrix"], classes, out / "confusion_matrix.png",
@@ -369,6 +468,8 @@ def train(cfg: TrainConfig) -> dict:
         plot_curves(history, out / "training_curves.png", [n1])
         wandb.finish({f"test_{k_}": metrics["test"][k_] for k_ in ("accuracy", "f1")}
                      if "test" in metrics else {})
+        if ckpt:
+            ckpt.remove()
     else:
         shutil.rmtree(out, ignore_errors=True)
     return metrics
@@ -380,6 +481,128 @@ def _resolved_data(data):
         return [str(Path(d).expanduser().resolve()) for d in data] if len(data) > 1 \
             else str(Path(data[0]).expanduser().resolve())
     return str(Path(data).expanduser().resolve())
+
+
+CHECKPOINT = "train_checkpoint"
+
+
+def _key_of(*parts) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class _Checkpoint:
+    """``RUN_DIR/train_checkpoint/``: the state after the last completed epoch.
+
+    ``state.json`` names the stage, the epochs done, the history so far and the TF checkpoint
+    (model and optimizer variables; the optimizer's step count is the schedule's position). It is
+    written after the checkpoint files, and two checkpoint names alternate, so a kill at any
+    moment leaves the previous epoch's state whole.
+    """
+
+    def __init__(self, path: Path, key: str):
+        self.path, self.key = path, key
+        self.state: dict = {"key": key, "stages": {}}
+
+    def load(self) -> dict | None:
+        """The saved state if it belongs to this training (logged either way), else None."""
+        from facemask_edge.artifacts.files import read_json
+
+        f = self.path / "state.json"
+        if not f.is_file():
+            return None
+        try:
+            state = read_json(f)
+        except ValueError:
+            state = {}
+        if state.get("key") != self.key:
+            log(f"{self.path.name}/ is from other options or data: training starts over")
+            shutil.rmtree(self.path, ignore_errors=True)
+            return None
+        self.state = state
+        log(f"resuming the interrupted training: {state.get('current')} epoch {state.get('epoch')} "
+            "was the last one completed")
+        return state
+
+    def _write(self, model, prefix: str, optimizer: bool) -> None:
+        from facemask_edge._tf import tf
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        parts = {"model": model}
+        if optimizer:
+            parts["optimizer"] = model.optimizer
+        tf().train.Checkpoint(**parts).write(str(self.path / prefix))
+
+    def _save_state(self) -> None:
+        from facemask_edge.artifacts.files import write_json
+
+        write_json(self.path / "state.json", self.state)
+
+    def restore(self, model, stage: str, best=None):
+        """Load a stage's saved variables into ``model`` (and ``best``'s record).
+
+        Returns:
+            ``(epochs done, history so far, seconds so far)`` of an unfinished stage.
+        """
+        from facemask_edge._tf import tf
+
+        st = self.state["stages"][stage]
+        if st["done"]:
+            tf().train.Checkpoint(model=model).read(str(self.path / st["prefix"])).expect_partial()
+            return st["epochs"], st["history"], st["seconds"]
+        # Slots must exist before reading, or Adam's moments would be restored lazily (never).
+        model.optimizer.build(model.trainable_variables)
+        tf().train.Checkpoint(model=model, optimizer=model.optimizer).read(
+            str(self.path / st["prefix"])).assert_existing_objects_matched()
+        if best is not None:
+            b = st["best"]
+            best.best, best.best_epoch, best.wait = tuple(b["best"]), b["best_epoch"], b["wait"]
+            if b["best_epoch"] >= 0:
+                with np.load(self.path / "best.npz") as z:
+                    best.best_weights = [z[f"w{i}"] for i in range(len(z.files))]
+        return st["epochs"], st["history"], st["seconds"]
+
+    def callback(self, stage: str, best, earlier: dict, seconds: float):
+        """A Keras callback that saves the state after each epoch of ``stage``."""
+        from facemask_edge._tf import keras
+
+        ck = self
+
+        class _Save(keras().callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.t0 = time.monotonic()
+                self.hist = {k_: list(v) for k_, v in earlier.items()}
+
+            def on_epoch_end(self, epoch, logs=None):
+                for k_, v in (logs or {}).items():
+                    self.hist.setdefault(k_, []).append(float(v))
+                st = ck.state["stages"].get(stage, {})
+                prefix = "epoch-b" if st.get("prefix") == "epoch-a" else "epoch-a"
+                ck._write(self.model, prefix, optimizer=True)
+                if best.best_epoch == epoch:  # a new best epoch: keep its weights too
+                    tmp = ck.path / "best.tmp.npz"
+                    np.savez(tmp, **{f"w{i}": w for i, w in enumerate(best.best_weights)})
+                    tmp.replace(ck.path / "best.npz")
+                ck.state["stages"][stage] = {
+                    "done": False, "prefix": prefix, "epochs": epoch + 1, "history": self.hist,
+                    "seconds": round(seconds + time.monotonic() - self.t0, 1),
+                    "best": {"best": list(best.best), "best_epoch": best.best_epoch, "wait": best.wait}}
+                ck.state.update(current=stage, epoch=epoch + 1)
+                ck._save_state()
+
+        return _Save()
+
+    def stage_done(self, model, stage: str, epochs: int, seconds: float, steps: int, history: dict) -> None:
+        """Record a finished stage with its final (best-epoch) weights."""
+        self._write(model, f"end-{stage}", optimizer=False)
+        self.state["stages"][stage] = {"done": True, "prefix": f"end-{stage}", "epochs": epochs,
+                                       "seconds": seconds, "steps": steps, "history": history}
+        self.state.update(current=stage, epoch=epochs)
+        self._save_state()
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
 
 
 class _null:

@@ -10,24 +10,17 @@ __all__ = ["build_report", "write_report", "classification_metrics", "closing_no
 
 
 def classification_metrics(true: np.ndarray, pred: np.ndarray, classes: list[str]) -> dict:
-    """Accuracy, per-class precision/recall/F1, macro F1 and the confusion matrix (rows: true)."""
-    k = len(classes)
-    cm = np.zeros((k, k), dtype=np.int64)
-    for t, p in zip(true, pred):
-        if 0 <= p < k:
-            cm[t, p] += 1
-    per = {}
-    for c in range(k):
-        tp = cm[c, c]
-        prec = tp / cm[:, c].sum() if cm[:, c].sum() else 0.0
-        rec = tp / cm[c, :].sum() if cm[c, :].sum() else 0.0
-        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-        per[classes[c]] = {"precision": float(prec), "recall": float(rec), "f1": float(f1),
-                           "support": int(cm[c, :].sum())}
-    n = int(cm.sum())
-    return {"accuracy": float(np.trace(cm) / n) if n else 0.0,
-            "macro_f1": float(np.mean([v["f1"] for v in per.values()])) if per else 0.0,
-            "per_class": per, "confusion": cm.tolist()}
+    """The study's metrics (:func:`facemask_edge.metrics.classification_metrics`, the one
+    implementation) under the report's names: accuracy, macro F1, per class, confusion (rows:
+    true). A label outside the classes (a confused board) counts as wrong and is counted."""
+    from facemask_edge.metrics import classification_metrics as metrics
+
+    true, pred = np.asarray(true, dtype=np.int64), np.asarray(pred, dtype=np.int64)
+    valid = (pred >= 0) & (pred < len(classes))
+    m = metrics(true[valid], pred[valid], classes)
+    return {"accuracy": float((pred == true).mean()) if len(true) else 0.0, "macro_f1": m["f1"],
+            "per_class": m["per_class"], "confusion": m["confusion_matrix"],
+            "invalid_labels": int((~valid).sum())}
 
 
 def _pct(values, q):
@@ -35,8 +28,14 @@ def _pct(values, q):
 
 
 def build_report(vset, records: dict[int, dict], segments: list[dict], card: dict, sha: str,
-                 reference: str) -> dict:
-    """Everything the report says, from the per-image records and the link segments."""
+                 reference: str, failure: dict | None = None) -> dict:
+    """Everything the report says, from the per-image records and the link segments.
+
+    ``failure`` (from the runner) marks a validation that did not finish: the report's
+    ``status`` is then ``failed`` or ``interrupted`` and says why and how far it got; with no
+    image validated there are no accuracy figures at all (None), never a 0 % that reads like a
+    measurement.
+    """
     idx = sorted(records)
     recs = [records[i] for i in idx]
     true = np.array([r["label"] for r in recs], dtype=np.int64)
@@ -57,8 +56,15 @@ def build_report(vset, records: dict[int, dict], segments: list[dict], card: dic
 
     link = _link(segments)
     n = len(recs)
-    return {
+    status = failure["status"] if failure else ("complete" if n == len(vset) else "incomplete")
+    counts = _counts(recs)
+    # An emulated board's timer is virtual time (1 instruction = 1 ns): not a board's latency.
+    timer = ("emulator virtual time (1 instruction = 1 ns), not the board's: see counts"
+             if counts and counts.get("counter") == "instructions" else "board timer")
+    report = {
         "schema": 1,
+        "status": status,
+        "failure": failure,
         "model_sha256": sha,
         "source": vset.source,
         "data_root": vset.data_root,
@@ -77,13 +83,40 @@ def build_report(vset, records: dict[int, dict], segments: list[dict], card: dic
             "first_disagreements": [sample(r) for r in disagree[:10]],
         },
         "latency_ms": {"p50": _pct(us, 50) / 1e3 if n else None, "p95": _pct(us, 95) / 1e3 if n else None,
-                       "max": float(us.max()) / 1e3 if n else None, "source": "board timer"},
+                       "max": float(us.max()) / 1e3 if n else None, "source": timer},
+        "counts": counts,
         "link": link,
         "ports": sorted({r.get("port", "?") for r in recs}),
         "per_port_images": {p: sum(1 for r in recs if r.get("port") == p)
                             for p in sorted({r.get("port", "?") for r in recs})},
         **per_source_report(vset, idx, true, board),
     }
+    if not n:  # nothing measured: no figures that look like measurements
+        report["board"] = report["host"] = report["agreement"] = None
+    return report
+
+
+def _counts(recs: list[dict]) -> dict | None:
+    """Per-inference instruction/cycle counts (protocol FEATURE_COUNTS) and their time at the
+    board's clock, or None when the board did not report counts."""
+    counted = [r["board"] for r in recs if "count" in r["board"]]
+    if not counted:
+        return None
+    from facemask_edge.emulate.measure import latency_figures
+
+    return latency_figures([b["count"] for b in counted], counted[-1].get("counter", "?"),
+                           counted[-1].get("name", ""))
+
+
+def _count_text(c: dict) -> str:
+    unit = c["counter"]
+    text = (f"{unit} per inference p50 {c['p50'] / 1e6:.3f} M, p95 {c['p95'] / 1e6:.3f} M, "
+            f"max {c['max'] / 1e6:.3f} M")
+    if c.get("ms"):
+        lo, hi = c["ms"]["p50"]
+        cpi = f" at {c['cpi_range'][0]}-{c['cpi_range'][1]} cycles/instruction" if c.get("cpi_range") else ""
+        text += f" = {lo:.1f}-{hi:.1f} ms on {c['board']} ({c['clock_hz'] / 1e6:.0f} MHz{cpi})"
+    return text
 
 
 def per_source_report(vset, idx: list[int], true: np.ndarray, board: np.ndarray) -> dict:
@@ -161,8 +194,19 @@ def _link(segments: list[dict]) -> dict:
     }
 
 
+def _failure_line(report: dict) -> str | None:
+    f = report.get("failure")
+    if not f:
+        return None
+    return (f"Validation {f['status']} while {f['stage']}: {f['error']}. {f['validated']} of "
+            f"{f['images']} images validated" + (" (figures below are for those only)" if f["validated"] else
+                                                  "; no figures") + ".")
+
+
 def closing_note(report: dict) -> str:
     """One paragraph for the terminal."""
+    if not report["validated"]:
+        return _failure_line(report) or f"0/{report['images']} images validated"
     b, a, link = report["board"], report["agreement"], report["link"]
     parts = [f"{report['validated']}/{report['images']} images ({report['source']}): "
              f"board accuracy {b['accuracy']:.2%} (host {report['host']['accuracy']:.2%}), "
@@ -170,8 +214,10 @@ def closing_note(report: dict) -> str:
     if a["disagreeing_images"]:
         parts.append(f"{a['disagreeing_images']} disagree (max score diff {a['max_score_diff']})")
     lat = report["latency_ms"]
-    if lat["p50"] is not None:
+    if lat["p50"] is not None and lat.get("source", "board timer") == "board timer":
         parts.append(f"latency p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms, max {lat['max']:.1f} ms")
+    if report.get("counts"):
+        parts.append(_count_text(report["counts"]))
     if link.get("images_per_s"):
         busy = [p["line_busy"] for p in link.get("ports", {}).values() if p.get("line_busy")]
         line = f", line busy {min(busy):.1%}" if busy else ""
@@ -190,7 +236,17 @@ def _md_table(rows: list[list], header: list[str]) -> str:
 def _markdown(r: dict) -> str:
     classes = r["classes"]
     b, h, a = r["board"], r["host"], r["agreement"]
-    lines = [f"# On-device validation", "",
+    head = ["# On-device validation" + (f": {r['status'].upper()}" if r.get("failure") else ""), ""]
+    if r.get("failure"):
+        f = r["failure"]
+        head += [f"**{_failure_line(r)}**", ""]
+        head += [f"- {name}: {why}" for name, why in f.get("boards", {}).items()] + ([""] if f.get("boards") else [])
+        head += ["Run the same command again to resume: images already validated are kept "
+                 "(results.jsonl).", ""]
+    if not r["validated"]:
+        return "\n".join(head + [f"Model `{r['model_sha256'][:16]}...`, {r['images']} images of the "
+                                  f"{r['source']} ({r['data_root']}) to validate; none was.", ""])
+    lines = head + [
              f"Model `{r['model_sha256'][:16]}...`, {r['validated']} of {r['images']} images of the "
              f"{r['source']} ({r['data_root']}), host reference: {r['reference']}.", "",
              _md_table([
@@ -213,8 +269,10 @@ def _markdown(r: dict) -> str:
                             ["#", "file", "true", "board", "board scores", "host", "host scores"]), ""]
     lat = r["latency_ms"]
     if lat["p50"] is not None:
-        lines += ["## Latency (board timer)", "",
+        lines += [f"## Latency ({lat.get('source', 'board timer')})", "",
                   f"p50 {lat['p50']:.2f} ms, p95 {lat['p95']:.2f} ms, max {lat['max']:.2f} ms.", ""]
+    if r.get("counts"):
+        lines += ["## Measured counts (board)", "", _count_text(r["counts"]) + ".", ""]
     link = r["link"]
     if link.get("images"):
         lines += ["## Link", "",
@@ -272,7 +330,7 @@ def _png(r: dict, path: Path) -> None:
 
 def write_report(out_dir: Path, report: dict) -> None:
     """``report.json``, ``report.md`` and ``confusion.png`` in ``out_dir``."""
-    from facemask_edge.runs import write_atomic, write_json
+    from facemask_edge.artifacts.files import write_atomic, write_json
 
     out_dir = Path(out_dir)
     write_json(out_dir / "report.json", report)

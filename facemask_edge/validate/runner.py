@@ -213,22 +213,44 @@ def validate(sessions: list[BoardSession], vset: ValidationSet, model: bytes, ca
                                         appender, stop)
             appender.write(segment)
             segments.append(segment)
+    except BaseException as exc:
+        # Ctrl-C or an error outside the boards' threads: the report says so and how far it got.
+        write_report(out_dir, build_report(vset, records, segments, card, sha, reference,
+                                           failure=_failure(exc, records, vset, segment)))
+        raise
     finally:
         appender.close()
-    report = build_report(vset, records, segments, card, sha, reference)
-    write_report(out_dir, report)
+    error = None
     if failures and len(records) < len(vset):
         first = failures[0]
         hint = f"results so far are in {path}; run the same command again to resume"
         if isinstance(first, FacemaskError) and not isinstance(first, DeviceTimeout) and not segment["images"]:
-            raise first  # no board got going (wrong model, no port...): its own message says why
-        why = first.message if isinstance(first, FacemaskError) else f"{type(first).__name__}: {first}"
-        if isinstance(first, FacemaskError) and first.hint:
-            hint = f"{first.hint}; {hint}"
-        cls = type(first) if isinstance(first, DeviceError) else DeviceError
-        raise cls(f"validated {len(records)} of {len(vset)} images ({segment['images']} in this run), "
-                  f"then gave up: {why}", hint)
+            error = first  # no board got going (wrong model, no port...): its own message says why
+        else:
+            why = first.message if isinstance(first, FacemaskError) else f"{type(first).__name__}: {first}"
+            if isinstance(first, FacemaskError) and first.hint:
+                hint = f"{first.hint}; {hint}"
+            cls = type(first) if isinstance(first, DeviceError) else DeviceError
+            error = cls(f"validated {len(records)} of {len(vset)} images ({segment['images']} in this run), "
+                        f"then gave up: {why}", hint)
+    report = build_report(vset, records, segments, card, sha, reference,
+                          failure=_failure(error, records, vset, segment) if error else None)
+    write_report(out_dir, report)
+    if error is not None:
+        raise error
     return report
+
+
+def _failure(exc: BaseException, records: dict, vset, segment: dict | None) -> dict:
+    """What the report says about a validation that did not finish: why, and how far it got."""
+    if isinstance(exc, KeyboardInterrupt):
+        status, why = "interrupted", "interrupted (Ctrl-C)"
+    else:
+        status, why = "failed", (str(exc) if isinstance(exc, FacemaskError) else f"{type(exc).__name__}: {exc}")
+    streamed = bool(segment and segment.get("images"))
+    return {"status": status, "error": why, "validated": len(records), "images": len(vset),
+            "stage": "streaming images" if streamed or records else "connecting to the board(s)",
+            "boards": dict(segment.get("errors", {})) if segment else {}}
 
 
 def _stream(sessions, vset, todo, model, card, sha, reference, records, appender, stop) -> dict:
@@ -290,6 +312,8 @@ def _stream(sessions, vset, todo, model, card, sha, reference, records, appender
                 rec = {"kind": "image", "i": i, "key": vset.keys[i], "label": int(vset.labels[i]),
                        "board": {"label": r.label, "scores": list(r.scores), "us": r.micros},
                        "host": {"label": host_label, "scores": host}, "port": r.port}
+                if r.count is not None:
+                    rec["board"].update(count=r.count, counter=r.counter, name=r.board)
                 appender.write(rec)
                 records[i] = rec
                 done_now += 1
@@ -329,12 +353,14 @@ def validate_run(run_dir: str | Path, ports: list[str] | None = None, data: str 
         DeviceError: a port cannot be opened, or the boards failed (results so far are kept).
     """
     from facemask_edge.device.session import BoardSession
-    from facemask_edge.device.sim import load_run_model
+    from facemask_edge.artifacts.run import Run
     from facemask_edge.device.transport import choose_port, open_port
     from facemask_edge.validate.testset import load_validation_set
 
-    run_dir = Path(run_dir)
-    model, card = load_run_model(run_dir)
+    run = Run(run_dir)
+    run_dir = run.path
+    shipped = run.shipped()
+    model, card = shipped.data, shipped.card
     urls = list(ports or []) or [choose_port()]
     if len(set(urls)) != len(urls):
         raise DeviceError("the same port is given twice", "give each board's port once")
@@ -342,7 +368,7 @@ def validate_run(run_dir: str | Path, ports: list[str] | None = None, data: str 
     try:
         for url in urls:
             opened.append((url, open_port(url, baud=baud, timeout=0.02)))
-        vset = load_validation_set(run_dir, data, limit=limit)
+        vset = load_validation_set(run, data, limit=limit)
         sessions = [BoardSession(p, name=url, timeout=timeout, chunk_size=chunk, window=window, log=log_fn,
                                  limits=limits)
                     for url, p in opened]

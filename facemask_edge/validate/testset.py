@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from facemask_edge.data.preprocess import to_int8
-from facemask_edge.errors import DataError, ModelError
+from facemask_edge.errors import DataError
 
-__all__ = ["ValidationSet", "load_validation_set", "load_card"]
+__all__ = ["ValidationSet", "load_validation_set"]
 
 
 @dataclass
@@ -45,43 +44,44 @@ class ValidationSet:
         return to_int8(self.pixels[i]).tobytes()
 
 
-def load_card(run_dir: Path) -> dict:
-    path = Path(run_dir) / "model_card.json"
-    if not path.exists():
-        raise ModelError(f"{path} not found", f"convert the run first: facemask-edge convert {run_dir}")
-    return json.loads(path.read_text())
-
-
-def load_validation_set(run_dir: str | Path, data: str | Path | None = None,
+def load_validation_set(run, data: str | Path | None = None,
                         limit: int | None = None) -> ValidationSet:
     """Load the run's test split (default) or every image of ``data``.
 
     Images are decoded and preprocessed with the device's integer pipeline
-    (``device_preprocess``) at the size and colour of the run's model card.
+    (``device_preprocess``) at the size and colour of the shipped model's card.
+
+    Args:
+        run: the run (a :class:`~facemask_edge.artifacts.run.Run` or its folder).
+        data: a folder to validate instead of the test split.
+        limit: only the first N images.
 
     Raises:
         DataError: the data root is missing, or its classes are not the model's labels.
-        ModelError: the run has no model card.
+        ModelError: the run has no usable shipped model (see ``Run.shipped``).
     """
     from facemask_edge.data.ingest import scan_dataset
     from facemask_edge.data.sources import source_of
-    from facemask_edge.data.splits import load_split, split_indices
+    from facemask_edge.data.splits import split_indices
 
-    run_dir = Path(run_dir)
-    card = load_card(run_dir)
+    from facemask_edge.artifacts.run import CONFIG, Run
+
+    run = run if isinstance(run, Run) else Run(run)
+    card = run.shipped().card
     inp = card["input"]
     size = int(inp.get("size") or inp["shape"][1])
     color = inp.get("color") or ("grayscale" if int(inp["shape"][-1]) == 1 else "rgb")
     labels = list(card.get("labels") or [])
     if data is None:
-        cfg_path = run_dir / "config.json"
-        if not cfg_path.exists():
-            raise DataError(f"{cfg_path} not found", "pass --data DIR to validate a folder of images")
-        root = json.loads(cfg_path.read_text()).get("data")
+        if not run.exists(CONFIG):
+            raise DataError(f"{run.file(CONFIG)} not found", "pass --data DIR to validate a folder of images")
+        root = run.config.get("data")
         if not root:
-            raise DataError(f"{cfg_path} does not say where the data is", "pass --data DIR")
-        ds = scan_dataset(root, size=size, color=color)
-        index = split_indices(ds, load_split(run_dir))["test"]
+            raise DataError(f"{run.file(CONFIG)} does not say where the data is", "pass --data DIR")
+        # As at training: a run trained without non-commercial sources is tested without them.
+        ds = scan_dataset(root, size=size, color=color,
+                          exclude_noncommercial=bool(run.config.get("exclude_noncommercial")))
+        index = split_indices(ds, run.split())["test"]
         source = "test split"
     else:
         ds = scan_dataset(data, size=size, color=color)

@@ -9,7 +9,6 @@ with a 4xx/5xx status that the page shows; the server itself keeps running.
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import threading
 from pathlib import Path
@@ -40,12 +39,13 @@ class TryModel:
     """
 
     def __init__(self, run: Path):
-        from facemask_edge.device.sim import load_run_model
+        from facemask_edge.artifacts.run import Run
         from facemask_edge.validate.reference import HostReference
 
-        model, card = load_run_model(run)
+        shipped = Run(run).shipped()  # missing, damaged, replaced or stale: one error line
+        model, card = shipped.data, shipped.card
         self.card = card
-        self.sha256 = hashlib.sha256(model).hexdigest()
+        self.sha256 = shipped.sha256
         self.labels = list(card.get("labels") or [])
         inp = card.get("input", {})
         shape = inp.get("shape") or [1, inp.get("size", 96), inp.get("size", 96), 3]

@@ -19,13 +19,26 @@ TfLiteTensor *g_output = nullptr;
 uint32_t (*g_clock_us)(void) = nullptr;
 uint8_t g_num_classes = 0;
 
-// Every operator of the model has a kernel in the resolver (model_ops.h registers exactly these).
+uint32_t (*g_count)(void) = nullptr;
+uint32_t g_last_count = 0;
+tflite::MicroProfilerInterface *g_profiler = nullptr;
+
+// Every operator the graph runs has a kernel in the resolver (model_ops.h registers exactly
+// those). Only codes that operators use count: a flatbuffer may list codes no operator uses (the
+// MLPerf Tiny VWW reference lists QUANTIZE and DEQUANTIZE), and TFLM never looks those up.
 bool ops_resolved(const tflite::Model *model, const tflite::MicroOpResolver &resolver) {
   const auto *codes = model->operator_codes();
-  if (codes == nullptr) return false;
-  for (flatbuffers::uoffset_t i = 0; i < codes->size(); ++i) {
-    const tflite::BuiltinOperator op = tflite::GetBuiltinCode(codes->Get(i));
-    if (op == tflite::BuiltinOperator_CUSTOM || resolver.FindOp(op) == nullptr) return false;
+  const auto *subgraphs = model->subgraphs();
+  if (codes == nullptr || subgraphs == nullptr) return false;
+  for (flatbuffers::uoffset_t s = 0; s < subgraphs->size(); ++s) {
+    const auto *ops = subgraphs->Get(s)->operators();
+    if (ops == nullptr) continue;
+    for (flatbuffers::uoffset_t i = 0; i < ops->size(); ++i) {
+      const uint32_t index = ops->Get(i)->opcode_index();
+      if (index >= codes->size()) return false;
+      const tflite::BuiltinOperator op = tflite::GetBuiltinCode(codes->Get(index));
+      if (op == tflite::BuiltinOperator_CUSTOM || resolver.FindOp(op) == nullptr) return false;
+    }
   }
   return true;
 }
@@ -56,7 +69,7 @@ int fe_inference_init(const fe_inference_config_t *config) {
   if (!ops_resolved(model, *config->resolver)) return FE_ERR_MODEL_INIT;
 
   tflite::MicroInterpreter *interpreter = new (g_interpreter_storage)
-      tflite::MicroInterpreter(model, *config->resolver, config->arena, config->arena_bytes);
+      tflite::MicroInterpreter(model, *config->resolver, config->arena, config->arena_bytes, nullptr, g_profiler);
   // Operators are known to resolve, so a failure here is the arena being too small.
   if (interpreter->AllocateTensors() != kTfLiteOk) return FE_ERR_ALLOCATE;
   TfLiteTensor *input = interpreter->input(0);
@@ -75,6 +88,12 @@ int fe_inference_init(const fe_inference_config_t *config) {
   return FE_OK;
 }
 
+void fe_inference_set_counter(uint32_t (*count)(void)) { g_count = count; }
+
+uint32_t fe_inference_last_count(void) { return g_last_count; }
+
+void fe_inference_set_profiler(tflite::MicroProfilerInterface *profiler) { g_profiler = profiler; }
+
 int8_t *fe_inference_input(void) { return g_input != nullptr ? g_input->data.int8 : nullptr; }
 
 size_t fe_inference_input_bytes(void) { return g_input != nullptr ? g_input->bytes : 0; }
@@ -86,7 +105,9 @@ size_t fe_inference_arena_used(void) {
 int fe_inference_run(int8_t *scores, uint32_t *micros) {
   if (g_interpreter == nullptr) return FE_ERR_MODEL_INIT;
   const uint32_t start = g_clock_us != nullptr ? g_clock_us() : 0;
+  const uint32_t count0 = g_count != nullptr ? g_count() : 0;
   const TfLiteStatus status = g_interpreter->Invoke();
+  g_last_count = g_count != nullptr ? g_count() - count0 : 0;
   const uint32_t elapsed = g_clock_us != nullptr ? g_clock_us() - start : 0;
   if (status != kTfLiteOk) return FE_ERR_INVOKE;
   if (micros != nullptr) *micros = elapsed;

@@ -22,7 +22,8 @@
 
 namespace tflite {
 class MicroOpResolver;
-}
+class MicroProfilerInterface;
+}  // namespace tflite
 
 typedef struct {
   const unsigned char *model_data;         /* g_facemask_model_data (16-byte aligned) */
@@ -41,6 +42,16 @@ typedef struct {
  * types do not match; FE_ERR_ALLOCATE when the arena is too small. Call once.
  */
 int fe_inference_init(const fe_inference_config_t *config);
+
+/* Optional: a free-running cycle (or instruction) counter; fe_inference_run then records how many
+ * counts each Invoke() took (fe_inference_last_count). Unsigned wrap-around is fine. */
+void fe_inference_set_counter(uint32_t (*count)(void));
+
+/* Counts of the last fe_inference_run (0 without a counter). */
+uint32_t fe_inference_last_count(void);
+
+/* Optional, before fe_inference_init: a TFLM profiler that sees one event per operator. */
+void fe_inference_set_profiler(tflite::MicroProfilerInterface *profiler);
 
 /* The int8 input tensor (input_width * input_height * input_channels bytes), or NULL before a
  * successful init. Preprocessing and the protocol write images here directly. */

@@ -141,6 +141,11 @@ static void send_info(fe_protocol_t *p, uint8_t seq) {
   q += put_str(q, d->board, 31);
   q += put_str(q, d->firmware_version, 31);
   q += put_str(q, d->model_sha256, 64);
+  if (p->hello_ext) { /* the host sent a features byte: append ours (PROTOCOL.md 3.1) */
+    *q++ = p->features;
+    *q++ = p->counter_kind;
+    q = wr32(q, p->preprocess_count);
+  }
   send_frame(p, FE_MSG_INFO, seq, (size_t)(q - b));
 }
 
@@ -174,6 +179,7 @@ static void send_result(fe_protocol_t *p, uint8_t seq, const fe_result_t *r) {
   q = wr32(q, r->micros);
   memcpy(q, r->scores, k);
   q += k;
+  if (p->features & FE_FEATURE_COUNTS) q = wr32(q, r->count);
   send_frame(p, FE_MSG_RESULT, seq, (size_t)(q - b));
 }
 
@@ -222,6 +228,13 @@ void fe_protocol_init(fe_protocol_t *p, const fe_device_info_t *info, int8_t *in
 void fe_protocol_set_error(fe_protocol_t *p, int code) {
   p->error = code != FE_OK ? code : info_error(p->info);
 }
+void fe_protocol_set_counter(fe_protocol_t *p, uint8_t kind, uint32_t (*last_count)(void),
+                             uint32_t preprocess_count) {
+  p->counter_kind = kind;
+  p->last_count = last_count;
+  p->preprocess_count = preprocess_count;
+}
+
 void fe_protocol_set_baud(fe_protocol_t *p, uint32_t baud) { p->baud = baud; }
 int fe_protocol_in_session(const fe_protocol_t *p) { return p->in_session; }
 
@@ -309,6 +322,7 @@ static void run_image(fe_protocol_t *p, uint8_t seq) {
     send_error(p, seq, rc, "invoke failed");
     return;
   }
+  if (p->last_count) r->count = p->last_count();
   k = num_scores(p);
   for (i = 1; i < k; i++)
     if (r->scores[i] > r->scores[r->label]) r->label = (uint8_t)i;
@@ -434,6 +448,8 @@ static void handle_frame(fe_protocol_t *p) {
       forget_images(p);
       p->frame_wanted = 0; /* the host now owns the board: no camera frames */
       p->in_session = (len >= 1 && p->scratch[0] == FE_PROTOCOL_VERSION);
+      p->hello_ext = (uint8_t)(len >= 2);
+      p->features = (uint8_t)(len >= 2 && p->last_count ? p->scratch[1] & FE_FEATURES_SUPPORTED : 0);
       send_info(p, seq);
       break;
     case FE_MSG_CHUNK:

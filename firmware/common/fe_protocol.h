@@ -60,6 +60,16 @@ extern "C" {
 #define FE_RESULT_HISTORY 4
 #endif
 
+/* Optional features a host asks for in HELLO's second byte (PROTOCOL.md 3.1); a board that
+ * supports them appends their fields to INFO and RESULT. Without that byte nothing changes. */
+#define FE_FEATURE_COUNTS 0x01 /* RESULT carries the inference's cycle/instruction count */
+#define FE_FEATURES_SUPPORTED FE_FEATURE_COUNTS
+
+/* What the counts count (INFO `counter`). */
+#define FE_COUNTER_NONE 0
+#define FE_COUNTER_CYCLES 1       /* CPU clock cycles (e.g. the Cortex-M DWT cycle counter) */
+#define FE_COUNTER_INSTRUCTIONS 2 /* executed instructions (an emulator with exact counting) */
+
 /* Error codes (ERROR message, INFO status, fe_infer_fn return). */
 #define FE_OK 0
 #define FE_ERR_MODEL_INIT 1   /* the model could not be loaded (schema version, missing op) */
@@ -115,6 +125,7 @@ typedef struct {
   uint8_t valid;
   uint8_t label;
   uint32_t micros;
+  uint32_t count; /* cycles/instructions of the inference (FE_FEATURE_COUNTS), 0 if unknown */
   int8_t scores[FE_MAX_CLASSES];
 } fe_result_t;
 
@@ -158,6 +169,12 @@ typedef struct fe_protocol {
   uint8_t frame_wanted;
   uint8_t frame_seq;   /* seq of the FRAME_REQ: the FRAME and FRAME_END messages carry it */
   uint16_t frame_no;   /* camera frames sent so far (FRAME/FRAME_END `frame`) */
+  /* Optional features (fe_protocol_set_counter; HELLO's features byte). */
+  uint8_t features;         /* negotiated in the current session */
+  uint8_t hello_ext;        /* the last HELLO had a features byte: INFO carries the extension */
+  uint8_t counter_kind;     /* FE_COUNTER_* */
+  uint32_t preprocess_count; /* count of one camera-frame preprocessing, 0 if not measured */
+  uint32_t (*last_count)(void); /* count of the inference that just ran */
 
   /* Statistics (not on the wire unless asked). */
   uint32_t frames_ok, frames_bad, naks, images;
@@ -174,6 +191,11 @@ void fe_protocol_init(fe_protocol_t *p, const fe_device_info_t *info, int8_t *in
 void fe_protocol_set_error(fe_protocol_t *p, int fe_err_code);
 /* The UART speed to report in INFO (0 for USB CDC). Optional. */
 void fe_protocol_set_baud(fe_protocol_t *p, uint32_t baud);
+/* Report per-inference counts (FE_FEATURE_COUNTS): `kind` is FE_COUNTER_*, `last_count` returns
+ * the count of the inference that just ran, `preprocess_count` that of one camera-frame
+ * preprocessing (0: not measured). Optional: without it the board offers no features. */
+void fe_protocol_set_counter(fe_protocol_t *p, uint8_t kind, uint32_t (*last_count)(void),
+                             uint32_t preprocess_count);
 /* Feed bytes read from the serial port, any amount, any split. May call write and infer. */
 void fe_protocol_feed(fe_protocol_t *p, const uint8_t *data, size_t len);
 /* 1 between HELLO and BYE: the sketch pauses the camera loop and prints nothing. */

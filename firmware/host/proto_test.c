@@ -75,6 +75,9 @@ static char s_board[64], s_fw[64], s_sha[80];
 static fe_device_info_t s_info;
 static int s_error;
 static unsigned long s_baud;
+static int s_counter = -1; /* counter=K of the info line, -1: none */
+static unsigned long s_pre;
+static uint32_t s_last_u;
 static step_t s_steps[MAX_STEPS];
 static int s_nsteps;
 static buf_t s_written;
@@ -94,8 +97,12 @@ static int stub_infer(void *ctx, const int8_t *in, int8_t *scores, uint32_t *mic
   for (k = 0; k < s_info.num_classes; k++)
     scores[k] = (int8_t)(uint8_t)((u * (uint32_t)(2 * k + 1) + 7u * (uint32_t)k) & 0xFF);
   *micros = 1000 + (u & 0xFFF);
+  s_last_u = u;
   return FE_OK;
 }
+
+/* The stub's instruction counter (make_vectors.py). */
+static uint32_t stub_count(void) { return 50000u + (s_last_u & 0xFFFFu); }
 
 static unsigned lcg = 12345;
 static size_t rnd(size_t n) {
@@ -111,6 +118,7 @@ static int replay(const char *name, int mode) {
   fe_protocol_init(&p, &s_info, input, on_write, stub_infer, NULL);
   if (s_error) fe_protocol_set_error(&p, s_error);
   fe_protocol_set_baud(&p, (uint32_t)s_baud);
+  if (s_counter >= 0) fe_protocol_set_counter(&p, (uint8_t)s_counter, stub_count, (uint32_t)s_pre);
   for (i = 0; i < s_nsteps; i++) {
     step_t *st = &s_steps[i];
     s_written.len = 0;
@@ -149,6 +157,8 @@ static void parse_info(char *rest) {
   memset(&s_info, 0, sizeof s_info);
   s_error = 0;
   s_baud = 0;
+  s_counter = -1;
+  s_pre = 0;
   while ((tok = next_tok(&rest)) != NULL) {
     char *eq = strchr(tok, '=');
     const char *v;
@@ -166,6 +176,8 @@ static void parse_info(char *rest) {
     else if (!strcmp(tok, "free")) s_info.free_ram_bytes = (uint32_t)strtoul(v, NULL, 10);
     else if (!strcmp(tok, "error")) s_error = atoi(v);
     else if (!strcmp(tok, "baud")) s_baud = strtoul(v, NULL, 10);
+    else if (!strcmp(tok, "counter")) s_counter = atoi(v);
+    else if (!strcmp(tok, "pre")) s_pre = strtoul(v, NULL, 10);
   }
   s_info.board = s_board;
   s_info.firmware_version = s_fw;

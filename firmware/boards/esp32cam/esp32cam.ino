@@ -37,12 +37,7 @@ static_assert(FE_FRAME_WIDTH == 320 && FE_FRAME_HEIGHT == 240,
 
 static uint8_t *g_arena = NULL;
 static bool g_arena_in_psram = false;
-static FeOpResolver g_resolver;
-static fe_protocol_t g_protocol;
-static fe_device_info_t g_info;
-static int g_model_status = FE_ERR_MODEL_INIT;
 static bool g_camera_ok = false;
-static char g_line[FE_PRED_LINE_MAX(FE_NUM_CLASSES, FE_LABEL_MAX_LEN)];
 #if FE_CAMERA_JPEG
 static uint8_t *g_rgb = NULL; /* decoded frame, BGR888, in PSRAM */
 #endif
@@ -60,7 +55,7 @@ static void poll_serial() {
   while ((n = Serial.available()) > 0) {
     if (n > (int)sizeof(buf)) n = sizeof(buf);
     const size_t got = Serial.readBytes(buf, (size_t)n);
-    fe_protocol_feed(&g_protocol, buf, got);
+    fe_app_feed(buf, got);
   }
 }
 
@@ -81,47 +76,27 @@ void setup() {
 #endif
 
   g_arena = fe_arena_alloc(FE_ARENA_SIZE, &g_arena_in_psram);
-  if (g_arena == NULL) {
-    g_model_status = FE_ERR_ALLOCATE;
-  } else if (fe_register_ops(g_resolver) == kTfLiteOk) {
-    const fe_inference_config_t cfg = {g_facemask_model_data, &g_resolver, g_arena, FE_ARENA_SIZE,
-                                       FE_INPUT_WIDTH, FE_INPUT_HEIGHT, FE_INPUT_CHANNELS,
-                                       FE_NUM_CLASSES, board_micros};
-    g_model_status = fe_inference_init(&cfg);
-  }
-
-  g_info.board = FE_BOARD;
-  g_info.firmware_version = FE_FIRMWARE_VERSION;
-  g_info.model_sha256 = FE_MODEL_SHA256;
-  g_info.input_width = FE_INPUT_WIDTH;
-  g_info.input_height = FE_INPUT_HEIGHT;
-  g_info.input_channels = FE_INPUT_CHANNELS;
-  g_info.num_classes = FE_NUM_CLASSES;
-  g_info.arena_bytes = (uint32_t)fe_inference_arena_used();
-  g_info.free_ram_bytes = (uint32_t)heap_caps_get_free_size(MALLOC_CAP_INTERNAL);
-
   // Without a model there is no input tensor; the protocol then answers every image with the
   // error code, and the idle arena (or a PSRAM block) stands in for the tensor.
-  int8_t *input = fe_inference_input();
-  if (input == NULL) input = (int8_t *)g_arena;
-  if (input == NULL) input = (int8_t *)heap_caps_malloc(FE_INPUT_BYTES, MALLOC_CAP_SPIRAM);
-  fe_protocol_init(&g_protocol, &g_info, input, serial_write, fe_inference_protocol_infer, NULL);
-  fe_protocol_set_baud(&g_protocol, FE_SERIAL_BAUD);
-  if (g_model_status != FE_OK) fe_protocol_set_error(&g_protocol, g_model_status);
+  int8_t *fallback = g_arena == NULL ? (int8_t *)heap_caps_malloc(FE_INPUT_BYTES, MALLOC_CAP_SPIRAM) : NULL;
+  const fe_app_board_t board = {serial_write, board_micros, NULL, FE_COUNTER_NONE, FE_SERIAL_BAUD};
+  const int status = fe_app_setup(&board, g_arena, FE_ARENA_SIZE, fallback, NULL);
+  fe_device_info_t *info = fe_app_info();
+  info->free_ram_bytes = (uint32_t)heap_caps_get_free_size(MALLOC_CAP_INTERNAL);
 
   Serial.printf("facemask-edge %s board=%s model=%s input=%dx%dx%d arena_used=%lu/%lu in %s "
                 "free_internal=%lu free_psram=%lu\r\n",
                 FE_FIRMWARE_VERSION, FE_BOARD, FE_MODEL_VERSION, FE_INPUT_WIDTH, FE_INPUT_HEIGHT,
-                FE_INPUT_CHANNELS, (unsigned long)g_info.arena_bytes, (unsigned long)FE_ARENA_SIZE,
-                g_arena_in_psram ? "PSRAM" : "internal RAM", (unsigned long)g_info.free_ram_bytes,
+                FE_INPUT_CHANNELS, (unsigned long)info->arena_bytes, (unsigned long)FE_ARENA_SIZE,
+                g_arena_in_psram ? "PSRAM" : "internal RAM", (unsigned long)info->free_ram_bytes,
                 (unsigned long)heap_caps_get_free_size(MALLOC_CAP_SPIRAM));
-  if (g_model_status != FE_OK) Serial.printf("model init failed: error %d\r\n", g_model_status);
+  if (status != FE_OK) Serial.printf("model init failed: error %d\r\n", status);
   if (!g_camera_ok) Serial.println("camera init failed: check the OV2640 ribbon and PSRAM");
 }
 
 void loop() {
   poll_serial();
-  if (fe_protocol_in_session(&g_protocol) || g_model_status != FE_OK || !g_camera_ok) {
+  if (fe_app_in_session() || fe_app_status() != FE_OK || !g_camera_ok) {
     delay(1);  // lets the idle task feed the watchdog
     return;
   }
@@ -131,29 +106,20 @@ void loop() {
   int rc;
 #if FE_CAMERA_JPEG
   rc = fmt2rgb888(fb->buf, fb->len, fb->format, g_rgb)
-           ? fe_preprocess(g_rgb, fb->width, fb->height, FE_PIXEL_BGR888, FE_INPUT_WIDTH,
-                           FE_INPUT_CHANNELS, fe_inference_input())
+           ? fe_app_preprocess(g_rgb, fb->width, fb->height, FE_PIXEL_BGR888)
            : FE_PRE_ERR_ARG;
 #else
-  rc = fe_preprocess(fb->buf, fb->width, fb->height, FE_PIXEL_RGB565, FE_INPUT_WIDTH,
-                     FE_INPUT_CHANNELS, fe_inference_input());
+  rc = fe_app_preprocess(fb->buf, fb->width, fb->height, FE_PIXEL_RGB565);
 #endif
   esp_camera_fb_return(fb);
   if (rc != FE_PRE_OK) return;
   poll_serial();
-  if (fe_protocol_in_session(&g_protocol)) return;
+  if (fe_app_in_session()) return;
 
-  int8_t scores[FE_NUM_CLASSES];
-  uint32_t us = 0;
-  // Runs the model; a host that asked for a frame (FRAME_REQ) gets this one, sent before Invoke.
-  if (fe_protocol_camera(&g_protocol, scores, &us) != FE_OK) {
-    Serial.println("invoke failed");
-    return;
-  }
-  const size_t idx = fe_argmax(scores, FE_NUM_CLASSES);
-  const uint8_t conf = fe_confidence(scores[idx], FE_OUTPUT_SCALE, FE_OUTPUT_ZERO_POINT);
-  const size_t n = fe_format_pred(g_line, sizeof(g_line), (uint32_t)millis(), idx, kFeLabels[idx],
-                                  conf, us, scores, FE_NUM_CLASSES);
-  if (n) Serial.write((const uint8_t *)g_line, n);
-  fe_led_show(kFeLabelLed[idx]);
+  const char *line = NULL;
+  size_t n = 0;
+  uint8_t led = 0;
+  const size_t ok = fe_app_classify((uint32_t)millis(), &line, &n, &led);
+  if (n) Serial.write((const uint8_t *)line, n);
+  if (ok) fe_led_show(led);
 }

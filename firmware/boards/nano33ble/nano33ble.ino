@@ -41,6 +41,9 @@
 #define FE_CAMERA_BPP 2
 #endif
 
+// Named in the camera error message.
+#define FE_CAMERA_NAME "OV7675"
+
 #define FE_FRAME_BUFFER_BYTES (FE_FRAME_WIDTH * FE_FRAME_HEIGHT * FE_CAMERA_BPP)
 
 static_assert(FE_FRAME_WIDTH == 176 && FE_FRAME_HEIGHT == 144,
@@ -49,23 +52,32 @@ static_assert(FE_FRAME_BUFFER_BYTES + FE_ARENA_SIZE <= FE_BOARD_RAM_BYTES - FE_B
               "camera frame + tensor arena do not fit the Nano's 256 KB RAM: export a smaller model");
 static_assert(FE_ARENA_SIZE >= FE_INPUT_BYTES, "the arena holds the input tensor");
 
+// Model start-up, the validation protocol and the PRED line are firmware/common/fe_app.cc, shared
+// with the ESP32-CAM sketch and the emulator board (firmware/boards/mps2_an386): this file is the
+// Nano's serial port, clocks, camera and LED.
+
 static uint8_t g_frame[FE_FRAME_BUFFER_BYTES];
 alignas(16) static uint8_t g_arena[FE_ARENA_SIZE];
-static FeOpResolver g_resolver;
-static fe_protocol_t g_protocol;
-static fe_device_info_t g_info;
-static int g_model_status = FE_ERR_MODEL_INIT;
 static bool g_camera_ok = false;
-static char g_line[FE_PRED_LINE_MAX(FE_NUM_CLASSES, FE_LABEL_MAX_LEN)];
 
 static uint32_t board_micros(void) { return (uint32_t)micros(); }
+
+// The Cortex-M4's DWT cycle counter: the RESULT messages carry each inference's CPU cycles
+// (PROTOCOL.md 3.1), the figure the emulator's instruction counts estimate.
+static uint32_t board_cycles(void) { return DWT->CYCCNT; }
+
+static void cycle_counter_init() {
+  CoreDebug->DEMCR |= CoreDebug_DEMCR_TRCENA_Msk;
+  DWT->CYCCNT = 0;
+  DWT->CTRL |= DWT_CTRL_CYCCNTENA_Msk;
+}
 
 static void serial_write(void *ctx, const uint8_t *data, size_t len) {
   (void)ctx;
   Serial.write(data, len);
 }
 
-// Hand every byte the host sent to the protocol (it answers from inside fe_protocol_feed).
+// Hand every byte the host sent to the protocol (it answers from inside fe_app_feed).
 static void poll_serial() {
   uint8_t buf[64];
   int n;
@@ -73,7 +85,7 @@ static void poll_serial() {
     size_t got = 0;
     if (n > (int)sizeof(buf)) n = sizeof(buf);
     while (got < (size_t)n) buf[got++] = (uint8_t)Serial.read();
-    fe_protocol_feed(&g_protocol, buf, got);
+    fe_app_feed(buf, got);
   }
 }
 
@@ -84,33 +96,12 @@ void setup() {
     // Wait briefly for a serial monitor, then run without one.
   }
   fe_led_init();
+  cycle_counter_init();
 
-  g_model_status = FE_ERR_MODEL_INIT;
-  if (fe_register_ops(g_resolver) == kTfLiteOk) {
-    const fe_inference_config_t cfg = {g_facemask_model_data, &g_resolver, g_arena, sizeof(g_arena),
-                                       FE_INPUT_WIDTH, FE_INPUT_HEIGHT, FE_INPUT_CHANNELS,
-                                       FE_NUM_CLASSES, board_micros};
-    g_model_status = fe_inference_init(&cfg);
-  }
-
+  const fe_app_board_t board = {serial_write, board_micros, board_cycles, FE_COUNTER_CYCLES, 0};
+  const int status = fe_app_setup(&board, g_arena, sizeof(g_arena), NULL, NULL);
   g_camera_ok = fe_camera_begin(QCIF, FE_CAMERA_FORMAT, FE_CAMERA_FPS) != 0;
-
-  g_info.board = FE_BOARD;
-  g_info.firmware_version = FE_FIRMWARE_VERSION;
-  g_info.model_sha256 = FE_MODEL_SHA256;
-  g_info.input_width = FE_INPUT_WIDTH;
-  g_info.input_height = FE_INPUT_HEIGHT;
-  g_info.input_channels = FE_INPUT_CHANNELS;
-  g_info.num_classes = FE_NUM_CLASSES;
-  g_info.arena_bytes = (uint32_t)fe_inference_arena_used();
-  g_info.free_ram_bytes = fe_free_ram_bytes();
-
-  // Without a model there is no input tensor; the protocol then answers every image with the
-  // error code, and the idle arena stands in for the tensor.
-  int8_t *input = g_model_status == FE_OK ? fe_inference_input() : (int8_t *)g_arena;
-  fe_protocol_init(&g_protocol, &g_info, input, serial_write, fe_inference_protocol_infer, NULL);
-  fe_protocol_set_baud(&g_protocol, 0);
-  if (g_model_status != FE_OK) fe_protocol_set_error(&g_protocol, g_model_status);
+  fe_app_info()->free_ram_bytes = fe_free_ram_bytes();
 
   Serial.print("facemask-edge ");
   Serial.print(FE_FIRMWARE_VERSION);
@@ -123,43 +114,33 @@ void setup() {
   Serial.print("x");
   Serial.print(FE_INPUT_CHANNELS);
   Serial.print(" arena_used=");
-  Serial.print((unsigned long)g_info.arena_bytes);
+  Serial.print((unsigned long)fe_app_info()->arena_bytes);
   Serial.print("/");
   Serial.print((unsigned long)FE_ARENA_SIZE);
   Serial.print(" free_ram=");
-  Serial.println((unsigned long)g_info.free_ram_bytes);
-  if (g_model_status != FE_OK) {
+  Serial.println((unsigned long)fe_app_info()->free_ram_bytes);
+  if (status != FE_OK) {
     Serial.print("model init failed: error ");
-    Serial.println(g_model_status);
+    Serial.println(status);
     fe_led_show(1);
   }
-  if (!g_camera_ok) Serial.println("camera init failed: check the OV7675 on the TinyML shield");
+  if (!g_camera_ok) Serial.println("camera init failed: check the " FE_CAMERA_NAME " on the TinyML shield");
 }
 
 void loop() {
   poll_serial();
   // During a validation session the host owns the board: no camera, no PRED lines.
-  if (fe_protocol_in_session(&g_protocol) || g_model_status != FE_OK || !g_camera_ok) return;
+  if (fe_app_in_session() || fe_app_status() != FE_OK || !g_camera_ok) return;
 
   Camera.readFrame(g_frame);
-  if (fe_preprocess(g_frame, FE_FRAME_WIDTH, FE_FRAME_HEIGHT, FE_CAMERA_PIXEL, FE_INPUT_WIDTH,
-                    FE_INPUT_CHANNELS, fe_inference_input()) != FE_PRE_OK) {
-    return;
-  }
+  if (fe_app_preprocess(g_frame, FE_FRAME_WIDTH, FE_FRAME_HEIGHT, FE_CAMERA_PIXEL) != FE_PRE_OK) return;
   poll_serial();  // a HELLO that arrived during the frame takes over before we print
-  if (fe_protocol_in_session(&g_protocol)) return;
+  if (fe_app_in_session()) return;
 
-  int8_t scores[FE_NUM_CLASSES];
-  uint32_t us = 0;
-  // Runs the model; a host that asked for a frame (FRAME_REQ) gets this one, sent before Invoke.
-  if (fe_protocol_camera(&g_protocol, scores, &us) != FE_OK) {
-    Serial.println("invoke failed");
-    return;
-  }
-  const size_t idx = fe_argmax(scores, FE_NUM_CLASSES);
-  const uint8_t conf = fe_confidence(scores[idx], FE_OUTPUT_SCALE, FE_OUTPUT_ZERO_POINT);
-  const size_t n = fe_format_pred(g_line, sizeof(g_line), (uint32_t)millis(), idx, kFeLabels[idx],
-                                  conf, us, scores, FE_NUM_CLASSES);
-  if (n) Serial.write((const uint8_t *)g_line, n);
-  fe_led_show(kFeLabelLed[idx]);
+  const char *line = NULL;
+  size_t n = 0;
+  uint8_t led = 0;
+  const size_t ok = fe_app_classify((uint32_t)millis(), &line, &n, &led);
+  if (n) Serial.write((const uint8_t *)line, n);
+  if (ok) fe_led_show(led);
 }

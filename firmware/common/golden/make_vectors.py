@@ -23,6 +23,8 @@ Format, one item per line (``-`` is an empty hex string, ``#`` starts a comment)
 The stub model of the transcripts: with ``s`` the sum of the input bytes read as int8 and
 ``u = s mod 2**32``, score ``k`` is ``(u * (2k + 1) + 7k) mod 256`` read as int8, ``micros`` is
 ``1000 + (u mod 4096)``, and an input whose first byte is ``0x7F`` fails with code 5 (INVOKE).
+A transcript whose ``info`` line has ``counter=K pre=P`` offers FEATURE_COUNTS (counter kind
+``K``, preprocessing count ``P``); the count of an inference is ``50000 + (u mod 65536)``.
 """
 
 from __future__ import annotations
@@ -49,7 +51,11 @@ def stub_infer(classes: int):
         for k in range(classes):
             v = (u * (2 * k + 1) + 7 * k) & 0xFF
             scores.append(v - 256 if v >= 128 else v)
+        infer.last_u = u
         return 0, scores, 1000 + (u & 0xFFF)
+    infer.last_u = 0
+    # The stub's instruction counter (fe_protocol_set_counter's last_count).
+    infer.last_count = lambda: 50000 + (infer.last_u & 0xFFFF)
     return infer
 
 
@@ -58,17 +64,20 @@ def hx(b: bytes) -> str:
 
 
 class Transcript:
-    def __init__(self, lines, name, info: DeviceInfo, error=0, baud=0):
+    def __init__(self, lines, name, info: DeviceInfo, error=0, baud=0, counter=None, pre=0):
         self.lines = lines
         self.out = []
-        self.board = PyBoardProtocol(info, self.out.append, stub_infer(info.num_classes))
+        infer = stub_infer(info.num_classes)
+        self.board = PyBoardProtocol(info, self.out.append, infer)
         self.board.set_error(error)
         self.board.set_baud(baud)
+        if counter is not None:
+            self.board.set_counter(counter, infer.last_count, pre)
         lines.append(f"transcript {name}")
         lines.append(f"info board={info.board} firmware={info.firmware_version} sha={info.model_sha256} "
                      f"width={info.input_width} height={info.input_height} channels={info.input_channels} "
                      f"classes={info.num_classes} arena={info.arena_bytes} free={info.free_ram_bytes} "
-                     f"error={error} baud={baud}")
+                     f"error={error} baud={baud}" + (f" counter={counter} pre={pre}" if counter is not None else ""))
 
     def send(self, data: bytes):
         self.board.feed(data)
@@ -226,6 +235,22 @@ def main(out: Path = OUT) -> None:
     t = Transcript(lines, "camera_model_failed", DeviceInfo("nano33ble", "1.2.3", "", 8, 8, 1, 3, 0, 500),
                    error=1)
     t.send(fr.frame_req(0))                             # ERROR 1
+    t.end()
+
+    # FEATURE_COUNTS (PROTOCOL.md 3.1): a board with a counter; old and new hosts.
+    t = Transcript(lines, "counts", info, counter=fr.COUNTER_INSTRUCTIONS, pre=960123)
+    t.send(fr.hello(0))                                 # old host: plain INFO, plain RESULT
+    t.send(fr.chunk(1, 0, 0, img))
+    t.send(fr.hello(2, fr.FEATURE_COUNTS))              # new host: extended INFO, counted RESULT
+    t.send(fr.chunk(3, 0, 0, img2))
+    t.send(fr.result_req(4, 0))                         # the count is remembered with the result
+    t.send(fr.hello(5, 0x80 | fr.FEATURE_COUNTS))       # unknown feature bits are not granted
+    t.send(fr.chunk(6, 0, 0, img3))
+    t.end()
+
+    t = Transcript(lines, "counts_unsupported", info)   # no counter: extended INFO, features 0
+    t.send(fr.hello(0, fr.FEATURE_COUNTS))
+    t.send(fr.chunk(1, 0, 0, img))
     t.end()
 
     Path(out).write_text("\n".join(lines) + "\n")
