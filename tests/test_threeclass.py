@@ -363,3 +363,20 @@ def test_view_report_of_a_run_with_several_roots(tmp_path):
                                                     "predicted": "without_mask", "scores": [1, 2]}]}}}))
     rep = load_report(run)
     assert rep.summary["data"][0].endswith("a") and rep.thumbs == []
+
+
+def test_pipeline_data_stage_with_several_roots_is_keyed_per_root(roots, tmp_path):
+    """The data stage's key fingerprints each root of a list (it used ``Path(list)``: TypeError)
+    and a second run finds the data up to date; touching one root makes it new again."""
+    from facemask_edge.pipeline import build_config, run_pipeline
+
+    cfg = build_config({"data": [str(r) for r in roots], "out": str(tmp_path / "o"), "until": "data",
+                        "train": {"weights": "none"}})
+    first = run_pipeline(cfg)
+    assert first["stages"]["data"]["status"] == "done"
+    assert run_pipeline(cfg)["stages"]["data"]["status"] == "up to date"
+    _img(roots[1] / "with_mask" / "extra_photo.png", 999)
+    try:
+        assert run_pipeline(cfg)["stages"]["data"]["status"] == "done"
+    finally:
+        (roots[1] / "with_mask" / "extra_photo.png").unlink()
