@@ -1,10 +1,17 @@
-"""The study's classification metrics: accuracy, precision, recall, F1 (macro and per class)."""
+"""The study's classification metrics: accuracy, precision, recall, F1 (macro and per class),
+per source, and how they are shown.
+
+The one home for metrics: training, ``evaluate``, the pipeline summary and the validation report
+all call these. With more than two classes the headline is macro-F1 (:func:`headline`): a small
+class such as "mask worn incorrectly" hardly moves accuracy.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["classification_metrics", "confusion_matrix"]
+__all__ = ["classification_metrics", "confusion_matrix", "per_source_metrics", "headline",
+           "per_class_markdown", "per_source_markdown"]
 
 
 def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
@@ -44,3 +51,57 @@ def classification_metrics(y_true, y_pred, classes: list[str]) -> dict:
         },
         "confusion_matrix": cm.tolist(),
     }
+
+
+def per_source_metrics(y_true, y_pred, classes: list[str], sources: list[str]) -> dict:
+    """:func:`classification_metrics` for each source (``data.sources.source_of``) separately.
+
+    ``macro_f1`` and ``macro_recall`` of a source average only the classes it has images of:
+    a source without "without_mask" faces is not marked down for them.
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    src = np.asarray(sources, dtype=object)
+    out = {}
+    for s in sorted(set(sources)):
+        sel = src == s
+        m = classification_metrics(y_true[sel], y_pred[sel], classes)
+        present = [c for c in classes if m["per_class"][c]["support"] > 0]
+        m["macro_f1"] = float(np.mean([m["per_class"][c]["f1"] for c in present])) if present else 0.0
+        m["macro_recall"] = float(np.mean([m["per_class"][c]["recall"] for c in present])) if present else 0.0
+        out[s] = m
+    return out
+
+
+def headline(m: dict, classes: list[str]) -> tuple[str, float]:
+    """The one figure to lead with: accuracy for two classes, macro-F1 for more."""
+    if len(classes) > 2:
+        return "macro-F1", float(m["f1"])
+    return "accuracy", float(m["accuracy"])
+
+
+def per_class_markdown(m: dict, classes: list[str], title: str = "") -> list[str]:
+    """Markdown lines: per-class precision/recall/F1 with support, macro-F1, confusion matrix."""
+    lines = [f"**{title}**" if title else "", ""] if title else []
+    lines += ["| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for c in classes:
+        p = m["per_class"][c]
+        lines.append(f"| {c} | {p['precision']:.4f} | {p['recall']:.4f} | {p['f1']:.4f} | {p['support']} |")
+    lines.append(f"| **macro** | {m['precision']:.4f} | {m['recall']:.4f} | **{m['f1']:.4f}** | {m['images']} |")
+    lines += ["", "| true \\ predicted | " + " | ".join(classes) + " |",
+              "|---|" + "---|" * len(classes)]
+    for c, row in zip(classes, m["confusion_matrix"]):
+        lines.append(f"| {c} | " + " | ".join(str(v) for v in row) + " |")
+    return lines
+
+
+def per_source_markdown(per_source: dict, classes: list[str]) -> list[str]:
+    """Markdown lines: one row per source, recall per class (``-`` where it has none)."""
+    lines = ["| source | images | accuracy | macro-F1 (its classes) | " +
+             " | ".join(f"recall {c}" for c in classes) + " |",
+             "|---|---|---|---|" + "---|" * len(classes)]
+    for s, m in per_source.items():
+        rec = [f"{m['per_class'][c]['recall']:.4f} ({m['per_class'][c]['support']})"
+               if m["per_class"][c]["support"] else "-" for c in classes]
+        lines.append(f"| {s} | {m['images']} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | " +
+                     " | ".join(rec) + " |")
+    return lines

@@ -173,13 +173,18 @@ class Run:
 
         return load_split(self.path)
 
-    def data(self, data: str | None = None) -> RunData:
-        """Scan the run's data set (decoded pixels come from the cache) and map its split."""
+    def data(self, data: str | list[str] | None = None) -> RunData:
+        """Scan the run's data set (decoded pixels come from the cache) and map its split.
+
+        A run trained with ``exclude_noncommercial`` leaves those files out here too, so the
+        split maps onto the same images.
+        """
         from facemask_edge.data.ingest import scan_dataset
         from facemask_edge.data.splits import split_indices
 
         cfg = self.config
-        ds = scan_dataset(data or cfg["data"], size=cfg["size"], color=cfg["color"])
+        ds = scan_dataset(data or cfg["data"], size=cfg["size"], color=cfg["color"],
+                          exclude_noncommercial=bool(cfg.get("exclude_noncommercial")))
         classes = self.labels
         if ds.classes != classes:
             raise DataError(f"classes {ds.classes} of {ds.root} differ from the run's {classes}",

@@ -16,7 +16,8 @@ import click
 
 from facemask_edge.options import choices_of, meta
 
-__all__ = ["BOARD", "BoardType", "board_option", "data_option", "run_dir_argument", "echo_json_summary", "field_option", "FieldOption",
+__all__ = ["BOARD", "BoardType", "board_option", "data_option", "data_value", "run_dir_argument", "echo_json_summary",
+           "field_option", "FieldOption",
            "int_list", "teachers", "shown_default"]
 
 
@@ -144,9 +145,20 @@ def board_option(*names: str, **kwargs):
     return click.option(*(names or ("--board", "-b")), **kwargs)
 
 
-def data_option(required: bool = False):
-    return click.option("--data", required=required, type=str,
-                        help="Data set: a folder with one sub-folder per class, or a .zip of one.")
+def data_option(required: bool = False, multiple: bool = False):
+    """``--data``; with ``multiple``, repeatable: several roots merged by class folder name
+    (pass the value through :func:`data_value`)."""
+    more = " Repeat it to merge several data sets by class folder name." if multiple else ""
+    return click.option("--data", required=required, type=str, multiple=multiple,
+                        help="Data set: a folder with one sub-folder per class, or a .zip of one." + more)
+
+
+def data_value(values):
+    """A repeatable ``--data`` as the library takes it: None, one path, or a list of paths."""
+    if values is None or isinstance(values, str):
+        return values
+    values = [str(v) for v in values]
+    return None if not values else values[0] if len(values) == 1 else values
 
 
 def run_dir_argument():

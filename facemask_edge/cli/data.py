@@ -6,21 +6,23 @@ from pathlib import Path
 
 import click
 
-from facemask_edge.cli._common import data_option
+from facemask_edge.cli._common import data_option, data_value
 
 __all__ = ["data"]
 
 
 @click.command()
-@data_option(required=True)
+@data_option(required=True, multiple=True)
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Write manifest.json and skipped.txt here.")
 @click.option("--size", type=int, default=None, help="Also decode to this model input size.")
-def data(data, out, size):
+@click.option("--exclude-noncommercial", is_flag=True,
+              help="Leave out files of non-commercial sources (MaskedFace-Net, mfn_*).")
+def data(data, out, size, exclude_noncommercial):
     """Classes, usable and skipped files, and exact duplicates of a data set."""
     from facemask_edge.data.ingest import scan_dataset
 
-    ds = scan_dataset(data, size=size)
+    ds = scan_dataset(data_value(data), size=size, exclude_noncommercial=exclude_noncommercial)
     click.echo(ds.summary_line())
     click.echo(f"classes (output order): {', '.join(ds.classes)}")
     formats: dict[str, int] = {}

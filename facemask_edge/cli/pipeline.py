@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from facemask_edge.cli._common import BOARD, field_option
+from facemask_edge.cli._common import BOARD, data_value, field_option
 from facemask_edge.fmt import span
 from facemask_edge.cli.train import train_field_options
 from facemask_edge.pipeline.config import STAGES, PipelineConfig, board_defaults
@@ -19,7 +19,8 @@ __all__ = ["pipeline"]
 _TRAIN = ("weights", "arch", "alpha", "size", "color", "blocks", "cut", "skip_blocks", "head", "teacher",
           "seed", "val_fraction", "test_fraction", "batch_size", "head_epochs", "finetune_epochs", "head_lr",
           "finetune_lr", "finetune_layers", "patience", "dropout", "label_smoothing", "augment", "train_bn",
-          "split", "distill_alpha", "distill_temperature", "energy", "wandb")
+          "split", "group_by", "exclude_noncommercial", "class_weight", "distill_alpha", "distill_temperature",
+          "energy", "wandb")
 _LATER = ("qat_epochs", "qat_lr", "representative", "quantization", "compare_ptq", "reference",
           "validate_limit", "sim", "sim_baud", "baud", "validate_timeout", "export_format", "until")
 
@@ -48,7 +49,7 @@ def _pipeline_options(fn):
 
 
 @click.command()
-@field_option(PipelineConfig, "data", layered=True)
+@field_option(PipelineConfig, "data", layered=True, multiple=True)
 @field_option(PipelineConfig, "out", layered=True, type=click.Path(file_okay=False))
 @field_option(PipelineConfig, "board", layered=True, type=BOARD)
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
@@ -78,6 +79,7 @@ def pipeline(config_file, redo, **options):
     from facemask_edge.cli._common import teachers
 
     options["teacher"] = teachers(options["teacher"])
+    options["data"] = data_value(options["data"])
     train = {k: options.pop(k) for k in _TRAIN}
     cli = {**options, "train": train}
     cfg = build_config(cli, config_file, check_files=True)
@@ -91,7 +93,11 @@ def pipeline(config_file, redo, **options):
     h = summary["headline"]
     click.echo(f"{cfg.out}: {'demo, ' if cfg.demo else ''}board {cfg.board}")
     secs = {"stage time s", "this run s"}
-    rows = [("float test accuracy", h.get("float_test_accuracy")),
+    # More than two classes: macro-F1 and each class's recall lead (the summary's headline).
+    per_class = [(k.replace("_", " ").replace(" host test", " host"), v) for k, v in h.items()
+                 if k.endswith("_test_macro_f1") or "_test_recall_" in k]
+    rows = [*per_class,
+            ("float test accuracy", h.get("float_test_accuracy")),
             ("int8 host test accuracy", h.get("int8_host_test_accuracy")),
             ("int8 on-device accuracy", h.get("int8_device_test_accuracy")),
             ("device/host bit-exact", h.get("device_host_bit_exact")),
@@ -109,4 +115,6 @@ def pipeline(config_file, redo, **options):
         elif isinstance(v, list):
             v = span(v[0], v[1])
         click.echo(f"  {k.ljust(width)}  {v}")
+    for note in summary.get("licence_notes") or []:
+        click.echo(f"licence: {note}")
     click.echo(f"summary: {cfg.out}/summary.md")

@@ -7,7 +7,7 @@ import click
 from facemask_edge.fmt import span
 
 from facemask_edge.boards import BOARDS
-from facemask_edge.cli._common import field_option, teachers
+from facemask_edge.cli._common import data_value, field_option, teachers
 from facemask_edge.pipeline.config import PipelineConfig
 from facemask_edge.sweep import FAST_EPOCHS, FULL_EPOCHS
 from facemask_edge.train.trainer import TrainConfig
@@ -64,7 +64,7 @@ def _family(v: str):
 
 
 @click.command()
-@field_option(PipelineConfig, "data", layered=True)
+@field_option(PipelineConfig, "data", layered=True, multiple=True)
 @field_option(PipelineConfig, "out", required=True, default=None, type=click.Path(file_okay=False),
               help="Sweep folder (re-running continues it).")
 @field_option(TrainConfig, "weights",
@@ -161,7 +161,7 @@ def sweep(data, out, weights, keras_weights, fast, sizes, colors, blocks, skips,
 
         train_options["teacher"] = teachers(str(Path(t).resolve()) for t in teacher)
     budget = max_latency
-    res = run_sweep(data, out, points, epochs, train_options, budget, tolerance, reference=reference,
+    res = run_sweep(data_value(data), out, points, epochs, train_options, budget, tolerance, reference=reference,
                     latency_estimate=latency_estimate)
     click.echo(f"{len(res['rows'])} configurations ({len(res['failed'])} failed) in {res['wall_seconds']:.0f} s")
     for b, r in res["recommendation"].items():

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import click
 
-from facemask_edge.cli._common import echo_json_summary, field_option, teachers
+from facemask_edge.cli._common import data_value, echo_json_summary, field_option, teachers
 
 __all__ = ["train", "train_field_options"]
 
 
 # Every option is a TrainConfig field: type, allowed values, help and default come from there.
 _FIELDS = ("arch", "alpha", "size", "color", "weights", "blocks", "cut", "skip_blocks", "head", "split",
-           "seed", "val_fraction", "test_fraction", "batch_size", "head_epochs", "finetune_epochs",
+           "group_by", "exclude_noncommercial", "class_weight", "seed", "val_fraction", "test_fraction",
+           "batch_size", "head_epochs", "finetune_epochs",
            "head_lr", "finetune_lr", "finetune_layers", "patience", "dropout", "label_smoothing",
            "augment", "train_bn", "teacher", "distill_alpha", "distill_temperature", "distribute",
            "wandb", "energy")
@@ -24,7 +25,8 @@ def train_field_options(names=_FIELDS, layered: bool = False, board_defaults: di
     def apply(fn):
         for name in reversed(names):
             extra = {"teacher": {"type": click.Path(file_okay=False, exists=True), "multiple": True, "default": ()},
-                     "data": {"required": True, "default": None},
+                     # Repeatable: several roots merged by class folder name (see data_value).
+                     "data": {"required": True, "default": None, "multiple": True},
                      "out": {"required": True, "default": None, "type": click.Path(file_okay=False)},
                      }.get(name, {})
             fn = field_option(TrainConfig, name, layered=layered,
@@ -46,6 +48,7 @@ def train(data, out, **options):
 
     options["teacher"] = teachers(options["teacher"])
     options = check_fields(TrainConfig, options, "the options", files=True)
+    data = data_value(data)
     cfg = TrainConfig(data=data, out=out, **options)
     # Before TensorFlow and reading the data: a wrong path, or --weights imagenet offline, fails
     # here in a moment.

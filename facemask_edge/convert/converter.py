@@ -133,7 +133,16 @@ def model_card(data: bytes, labels: list[str], color: str, quantization: str,
                       "32-bit boards need slightly less for the same model",
         "run": str(run_dir) if run_dir else None,
         "versions": _versions(),
+        **_licence(run_dir),
     }
+
+
+def _licence(run_dir: Path | None) -> dict:
+    """``licence_notes``: set when the run learned from a non-commercial source (``mfn_*``)."""
+    from facemask_edge.data.sources import run_licence_notes
+
+    notes = run_licence_notes(run_dir) if run_dir else []
+    return {"licence_notes": notes, "noncommercial": True} if notes else {}
 
 
 QUANTIZATIONS = ("best", "ptq", "qat")

@@ -4,8 +4,11 @@ TFLite's reference kernels; the other int8 variants alongside, labelled as varia
 The report is about ``model_int8.tflite``, the file export, board-sim and validate use: a
 corrupt, replaced or stale shipped model is an error, not a row of figures. Each int8 model is
 reported with the study's metrics in each runtime, the drop from the float model, and how
-exactly the two runtimes agree (they should be bit-identical: same reference kernels). Writes
-``evaluation.json``, ``evaluation.md`` and one confusion-matrix PNG per model and runtime into
+exactly the two runtimes agree (they should be bit-identical: same reference kernels). Per class
+(precision, recall, F1, confusion matrix) and per source (file-name prefix such as
+``amvd``/``mfn``, else the data root: see ``data.sources``), because a model can score well
+overall by recognising which set a photo came from. Writes ``evaluation.json``,
+``evaluation.md`` and one confusion-matrix PNG per model and runtime into
 ``RUN_DIR/evaluation`` (or ``--out``).
 
 :func:`int8_predictions` is the one way the package runs an int8 model over images (conversion's
@@ -24,7 +27,8 @@ from facemask_edge.data.preprocess import to_int8
 from facemask_edge.errors import FacemaskError, ModelError
 from facemask_edge.progress import log, progress
 
-__all__ = ["evaluate_run", "evaluation_markdown", "int8_predictions", "split_accuracy", "RUNTIMES"]
+__all__ = ["evaluate_run", "evaluation_markdown", "int8_predictions", "split_accuracy", "RUNTIMES",
+           "per_class_markdown_sections"]
 
 RUNTIMES = ("tflm", "tflite_ref")
 
@@ -63,20 +67,30 @@ def split_accuracy(run, split: str, model: bytes | None = None) -> float | None:
     return classification_metrics(y, int8_predictions(model, x).argmax(1), data.classes)["accuracy"]
 
 
-def _eval_set(run, data: str | None):
+def _eval_set(run, data: str | list[str] | None):
+    """The images to evaluate, their labels, classes, a description, paths and sources."""
     from facemask_edge.data.ingest import scan_dataset
+    from facemask_edge.data.sources import run_sources, source_of
 
     if data is None:
         rd = run.data()
         x, y = rd.part("test")
-        return x, y, rd.classes, f"test split of {rd.config['data']}", [rd.paths[i] for i in rd.split["test"]]
+        paths = [rd.paths[i] for i in rd.split["test"]]
+        return x, y, rd.classes, f"test split of {_roots(rd.config['data'])}", paths, \
+            run_sources(run.path, paths, None)
     cfg = run.config
     classes = run.labels
     ds = scan_dataset(data, size=cfg["size"], color=cfg["color"])
     if ds.classes != classes:
         raise FacemaskError(f"classes of {data} ({', '.join(ds.classes)}) differ from the run's "
                             f"({', '.join(classes)})", "use a folder with the same class folders")
-    return ds.images, ds.labels, classes, f"all of {ds.root}", [it.path for it in ds.items]
+    paths = [it.path for it in ds.items]
+    return ds.images, ds.labels, classes, f"all of {ds.root}", paths, \
+        [source_of(it.path, it.root or str(ds.root)) for it in ds.items]
+
+
+def _roots(data) -> str:
+    return " + ".join(map(str, data)) if isinstance(data, list) else str(data)
 
 
 def evaluate_run(run_dir: Path, data: str | None = None, out: Path | None = None) -> dict:
@@ -109,7 +123,7 @@ def evaluate_run(run_dir: Path, data: str | None = None, out: Path | None = None
         variants[kind] = {"model": v.name, "sha256": v.sha256, "shipped": v.sha256 == shipped.sha256}
         if v.sha256 != shipped.sha256:
             models.append((kind, v))
-    x, y, classes, what, paths = _eval_set(run, data)
+    x, y, classes, what, paths, sources = _eval_set(run, data)
     if len(x) == 0:
         raise FacemaskError("no images to evaluate")
     out = Path(out) if out else run.file(EVALUATION)
@@ -123,6 +137,7 @@ def evaluate_run(run_dir: Path, data: str | None = None, out: Path | None = None
     yf = pf.argmax(1)
     report["float"] = classification_metrics(y, yf, classes)
     report["float"]["seconds"] = round(time.monotonic() - t0, 1)
+    _add_per_source(report["float"], y, yf, classes, sources)
     figures = {"float": (report["float"], f"float: accuracy {report['float']['accuracy']:.4f}")}
 
     for label, m in models:
@@ -138,6 +153,8 @@ def evaluate_run(run_dir: Path, data: str | None = None, out: Path | None = None
             met["drop_vs_float_points"] = round(100 * (report["float"]["accuracy"] - met["accuracy"]), 3)
             met["label_agreement_with_float"] = float((s.argmax(1) == yf).mean())
             entry[rt] = met
+            if rt == "tflm":  # the board's kernels; tflite_ref agrees bit for bit (checked below)
+                _add_per_source(met, y, s.argmax(1), classes, sources)
             name = "shipped" if label == "shipped" else f"variant_{label}"
             figures[f"{name}_{rt}"] = (met, f"{_title(label, m.kind)} ({rt}): accuracy {met['accuracy']:.4f}")
         a, b = scores["tflm"].astype(int), scores["tflite_ref"].astype(int)
@@ -158,8 +175,32 @@ def evaluate_run(run_dir: Path, data: str | None = None, out: Path | None = None
     for name, (met, title) in figures.items():
         plot_confusion(met["confusion_matrix"], classes, out / f"confusion_{name}.png", title)
     write_json(out / "evaluation.json", report)
-    (out / "evaluation.md").write_text(evaluation_markdown(report))
+    (out / "evaluation.md").write_text(evaluation_markdown(report) + per_class_markdown_sections(report))
     return report
+
+
+def _add_per_source(m: dict, y, pred, classes: list[str], sources: list[str]) -> None:
+    from facemask_edge.metrics import per_source_metrics
+
+    if len(set(sources)) > 1 or len(classes) > 2:
+        m["per_source"] = per_source_metrics(y, pred, classes, sources)
+
+
+def per_class_markdown_sections(report: dict) -> str:
+    """Per class (precision/recall/F1, macro-F1, confusion matrix) and per source, for the float
+    model and each int8 model in tflite-micro."""
+    from facemask_edge.metrics import per_class_markdown, per_source_markdown
+
+    classes = report["classes"]
+    sh = report["shipped"]
+    models = [("float", report["float"]), (f"shipped ({sh['quantization']}) int8 (tflm)", sh["tflm"])]
+    models += [(f"variant {k} int8 (tflm)", e["tflm"]) for k, e in report["variants"].items() if not e["shipped"]]
+    lines = ["", "## Per class and per source", ""]
+    for name, m in models:
+        lines += per_class_markdown(m, classes, name) + [""]
+        if m.get("per_source"):
+            lines += per_source_markdown(m["per_source"], classes) + [""]
+    return "\n".join(lines)
 
 
 def _title(label: str, kind: str) -> str:

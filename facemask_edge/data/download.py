@@ -369,13 +369,20 @@ def fetch_dataset(url: str | None = None, sha256: str | None = None, subdir: str
     return folder[0], got
 
 
-def resolve_data(data: str | None, timeout: float = 30.0) -> tuple[str, dict]:
+def resolve_data(data, timeout: float = 30.0) -> tuple[str | list[str], dict]:
     """Turn a ``--data`` value into a local path: ``None`` -> the default data set (downloaded),
-    a URL -> that zip (downloaded), anything else -> itself.
+    a URL -> that zip (downloaded), anything else -> itself; a list of them (several roots,
+    merged by class name in ``scan_dataset``) -> the list of their paths.
 
     Returns:
-        ``(path, info)`` where ``info`` says where the data came from (for summaries).
+        ``(path, info)`` where ``info`` says where the data came from (for summaries); for a
+        list, ``info["roots"]`` holds each root's.
     """
+    if isinstance(data, (list, tuple)):
+        if len(data) == 1:
+            return resolve_data(data[0], timeout)
+        got = [resolve_data(d, timeout) for d in data]
+        return [p for p, _ in got], {"source": "several", "roots": [i for _, i in got]}
     if data is not None and not is_url(data):
         return str(data), {"source": "path", "path": str(data)}
     path, got = fetch_dataset(data, timeout=timeout)

@@ -5,6 +5,12 @@ levels below it (``data/with_mask``, an archive's ``repo-main/dataset/with_mask`
 extracted to the user cache first (``data.archive``: size, ratio and member limits). Files that
 do not decode are skipped with their reason; exact duplicates (same pixels) are grouped so that
 splits never separate them.
+
+Several data roots (``--data A --data B``) merge their class folders by name: a two-class set can
+lend faces to a three-class one. Each item then keeps the root it came from (``Item.root``, in
+``manifest.json``), and its ``path`` is relative to the roots' common folder so that the same
+file name in two roots stays two items. Files of a non-commercial source
+(:data:`facemask_edge.data.sources.SOURCES`) can be left out here, before anything is decoded.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from facemask_edge.errors import DataError
 from facemask_edge.paths import cache_dir
 from facemask_edge.progress import progress
 
-__all__ = ["Item", "Dataset", "scan_dataset", "check_data_path", "find_class_root"]
+__all__ = ["Item", "Dataset", "scan_dataset", "check_data_path", "find_class_root", "data_paths"]
 
 PREPROCESS_VERSION = 1
 _IGNORED_NAMES = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"}
@@ -42,6 +48,7 @@ class Item:
     width: int
     height: int
     format: str
+    root: str = ""  # the data root (class folders' parent) this file came from
 
 
 @dataclass
@@ -56,6 +63,8 @@ class Dataset:
     size: int | None = None
     color: str | None = None
     conflicts: list[list[str]] = field(default_factory=list)
+    roots: list[Path] = field(default_factory=list)  # every data root; [root] for one
+    excluded: list[dict] = field(default_factory=list)  # left out on purpose (licence), not skipped
 
     @property
     def labels(self) -> np.ndarray:
@@ -70,11 +79,14 @@ class Dataset:
     def summary_line(self) -> str:
         per = ", ".join(f"{c} {n}" for c, n in self.counts().items())
         dup = len(self.items) - self.duplicate_groups()
-        line = f"{len(self.items)} images ({per}) from {self.root}"
+        where = ", ".join(str(r) for r in self.roots) if len(self.roots) > 1 else str(self.root)
+        line = f"{len(self.items)} images ({per}) from {where}"
         if dup:
             line += f"; {dup} exact duplicates kept together"
         if self.skipped:
             line += f"; skipped {len(self.skipped)} file(s) that could not be used (see skipped.txt)"
+        if self.excluded:
+            line += f"; excluded {len(self.excluded)} non-commercial file(s) (see manifest.json)"
         return line
 
     def write_manifest(self, run_dir: Path) -> None:
@@ -82,11 +94,13 @@ class Dataset:
         run_dir.mkdir(parents=True, exist_ok=True)
         manifest = {
             "root": str(self.root),
+            "roots": [str(r) for r in (self.roots or [self.root])],
             "classes": self.classes,
             "counts": self.counts(),
             "used": [asdict(it) for it in self.items],
             "skipped": self.skipped,
             "conflicting_duplicates": self.conflicts,
+            "excluded": self.excluded,
         }
         (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
         lines = [f"{s['path']}\t{s['reason']}" for s in self.skipped]
@@ -172,32 +186,81 @@ def _decode_one(args):
     return (pixel_hash(dec.rgb), dec.width, dec.height, dec.format, small), None
 
 
-def check_data_path(data: str | Path) -> Path:
-    """The data path, or a DataError if it does not exist (commands call it before other work)."""
-    path = Path(data).expanduser()
-    if not path.exists():
-        raise DataError(f"data path {path} does not exist",
-                        "pass --data DIR with one sub-folder per class, or a .zip of one")
-    return path
+def data_paths(data) -> list[str]:
+    """A ``--data`` value as a list of roots: one path, a list of them (``--data A --data B``,
+    a TOML list), or a comma-free string."""
+    if isinstance(data, (list, tuple)):
+        return [str(d) for d in data]
+    return [str(data)]
 
 
-def scan_dataset(data: str | Path, size: int | None = 96, color: str = "rgb",
-                 use_cache: bool = True, workers: int | None = None) -> Dataset:
-    """Scan a data set folder (or ``.zip``), decoding every file once.
+def check_data_path(data: str | Path | list | tuple) -> Path:
+    """The data path (the first of several), or a DataError if one does not exist (commands
+    call it before other work)."""
+    paths = data_paths(data)
+    if not paths:
+        raise DataError("no data set given", "pass --data DIR (repeat it to merge several)")
+    for p in paths:
+        path = Path(p).expanduser()
+        if not path.exists():
+            raise DataError(f"data path {path} does not exist",
+                            "pass --data DIR with one sub-folder per class, or a .zip of one")
+    return Path(paths[0]).expanduser()
+
+
+def scan_dataset(data, size: int | None = 96, color: str = "rgb",
+                 use_cache: bool = True, workers: int | None = None,
+                 exclude_noncommercial: bool = False) -> Dataset:
+    """Scan one or several data set folders (or ``.zip`` files), decoding every file once.
 
     Args:
-        data: folder with one sub-folder per class, possibly nested, or a ``.zip`` of one.
+        data: folder with one sub-folder per class, possibly nested, or a ``.zip`` of one; or a
+            list of them, whose class folders are merged by name (class order: sorted names).
         size: decode to the model input size with device preprocessing (``None``: metadata only).
         color: ``"rgb"`` or ``"grayscale"``.
         use_cache: reuse decoded pixels from the user cache when the files have not changed.
         workers: decoding threads (default: CPU count).
+        exclude_noncommercial: leave out files of non-commercial sources (``mfn_*``) before
+            decoding; they are listed in ``Dataset.excluded``.
 
     Raises:
-        DataError: the path does not exist, has fewer than two classes, or a class has no
+        DataError: a path does not exist, there are fewer than two classes, or a class has no
             usable image.
     """
     if color not in COLORS:
         raise DataError(f"unknown colour {color!r}", f"use one of {', '.join(COLORS)}")
+    paths = data_paths(data)
+    if not paths:
+        raise DataError("no data set given", "pass --data DIR (repeat it to merge several)")
+    if len(paths) == 1:
+        return _scan_one(paths[0], size, color, use_cache, workers, exclude_noncommercial, single=True)
+    parts = [_scan_one(p, size, color, use_cache, workers, exclude_noncommercial, single=False)
+             for p in paths]
+    roots = [d.root for d in parts]
+    if len({r.resolve() for r in roots}) < len(roots):
+        raise DataError(f"the same data root is given twice ({', '.join(paths)})",
+                        "pass each --data once")
+    common = Path(os.path.commonpath([str(r.resolve()) for r in roots]))
+    classes = sorted({c for d in parts for c in d.classes})
+    items, skipped, excluded, images = [], [], [], []
+    for d in parts:
+        prefix = d.root.resolve().relative_to(common)
+        remap = [classes.index(c) for c in d.classes]
+        for it in d.items:
+            items.append(Item((prefix / it.path).as_posix(), remap[it.label], it.sha, it.width,
+                              it.height, it.format, str(d.root)))
+        for lst, out in ((d.skipped, skipped), (d.excluded, excluded)):
+            out.extend({**e, "path": (prefix / e["path"]).as_posix(), "root": str(d.root)} for e in lst)
+        if d.images is not None:
+            images.append(d.images)
+    merged = np.concatenate(images) if size and images else None
+    return _finish(Dataset(root=common, classes=classes, items=items, skipped=skipped,
+                           images=merged, size=size, color=color, roots=roots, excluded=excluded))
+
+
+def _scan_one(data, size, color, use_cache, workers, exclude_noncommercial, single) -> Dataset:
+    from facemask_edge.data.sources import is_noncommercial
+
     path = check_data_path(data)
     if path.is_file():
         if not zipfile.is_zipfile(path):
@@ -206,7 +269,7 @@ def scan_dataset(data: str | Path, size: int | None = 96, color: str = "rgb",
         path = _extract_zip(path)
     root = find_class_root(path)
     class_dirs = _class_dirs(root)
-    if len(class_dirs) < 2:
+    if len(class_dirs) < (2 if single else 1):
         found = ", ".join(c.name for c in class_dirs) or "none"
         raise DataError(f"found {len(class_dirs)} class folder(s) in {root} ({found}); need at least 2",
                         "lay out one sub-folder per class, e.g. with_mask/ and without_mask/")
@@ -222,10 +285,16 @@ def scan_dataset(data: str | Path, size: int | None = 96, color: str = "rgb",
                 files.append((rel.as_posix(), label))
             elif not f.is_dir() or f.is_symlink():
                 unreadable.append({"path": rel.as_posix(), "label": label, "reason": _not_a_file(f)})
+    excluded = []
+    if exclude_noncommercial:
+        excluded = [{"path": rel, "reason": "non-commercial licence, excluded (--exclude-noncommercial)"}
+                    for rel, _ in files if is_noncommercial(rel)]
+        files = [(rel, label) for rel, label in files if not is_noncommercial(rel)]
     present = {label for _, label in files}
     empty = [c for i, c in enumerate(classes) if i not in present]
     if empty:
-        raise DataError(f"class folder(s) {', '.join(empty)} in {root} contain no files",
+        raise DataError(f"class folder(s) {', '.join(empty)} in {root} contain no files"
+                        + (" once non-commercial files are excluded" if excluded else ""),
                         "add images or remove the empty folder")
 
     fp = _fingerprint(files, root, size, color)
@@ -269,12 +338,21 @@ def scan_dataset(data: str | Path, size: int | None = 96, color: str = "rgb",
             tmp.replace(cache_file)
         results = meta
 
-    items, skipped, keep = [], [], []
-    for i, m in enumerate(r for r in results if "sha" in r):
-        items.append(Item(m["path"], m["label"], m["sha"], m["width"], m["height"], m["format"]))
-        keep.append(i)
+    items = []
+    for m in results:
+        if "sha" in m:
+            items.append(Item(m["path"], m["label"], m["sha"], m["width"], m["height"], m["format"],
+                              str(root)))
     skipped = [{"path": m["path"], "reason": m["reason"]} for m in results + unreadable
                if "sha" not in m]
+    ds = Dataset(root=root, classes=classes, items=items, skipped=skipped, images=images,
+                 size=size, color=color, roots=[root], excluded=excluded)
+    return _finish(ds) if single else ds
+
+
+def _finish(ds: Dataset) -> Dataset:
+    """Drop the same pixels filed under two classes (listed) and check every class has images."""
+    items, skipped, images = ds.items, ds.skipped, ds.images
 
     # The same pixels filed under two classes cannot be learned from: drop them all, listed.
     by_sha: dict[str, set[int]] = {}
@@ -291,8 +369,7 @@ def scan_dataset(data: str | Path, size: int | None = 96, color: str = "rgb",
         items = [it for it, k in zip(items, mask) if k]
         if images is not None:
             images = images[np.array(mask, dtype=bool)]
-    ds = Dataset(root=root, classes=classes, items=items, skipped=skipped, images=images,
-                 size=size, color=color, conflicts=conflicts)
+    ds.items, ds.skipped, ds.images, ds.conflicts = items, skipped, images, conflicts
     empty = [c for c, n in ds.counts().items() if n == 0]
     if empty:
         raise DataError(f"class folder(s) {', '.join(empty)} have no usable image "

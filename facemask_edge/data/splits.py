@@ -2,9 +2,12 @@
 
 Two schemes:
 
-- ``stratified`` (default): per class, groups of identical images (same pixels) are shuffled with
-  the seed and dealt into train/val/test by the requested fractions, so duplicates never straddle
-  splits and every class keeps its share.
+- ``stratified`` (default): per class, groups are shuffled with the seed and dealt into
+  train/val/test by the requested fractions, so a group never straddles splits and every class
+  keeps its share. A group is the files with identical pixels, joined (transitively) with the
+  files whose names give the same key under ``group_by``: by default every face crop of one photo
+  (``amvd_<photo>_<face>.jpg``, :data:`~facemask_edge.data.sources.DEFAULT_GROUP_BY`), keyed by
+  root and photo, across classes, since one street photo holds masked and unmasked faces.
 - ``seed-notebook``: the original study's notebooks. ``image_dataset_from_directory`` shuffles the
   file list with ``RandomState(seed)``, keeps the last 20 % for validation, and the notebooks then
   take the first 1/5 of the validation batches (batch 32) as the test set. Reproduced here at file
@@ -16,34 +19,90 @@ Two schemes:
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 
 from facemask_edge.data.ingest import Dataset
+from facemask_edge.data.sources import DEFAULT_GROUP_BY
 from facemask_edge.errors import DataError
 
-__all__ = ["make_split", "save_split", "load_split", "split_indices", "SCHEMES"]
+__all__ = ["make_split", "save_split", "load_split", "split_indices", "split_groups", "SCHEMES",
+           "DEFAULT_GROUP_BY"]
 
 SCHEMES = ("stratified", "seed-notebook")
 NOTEBOOK_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 
 
-def _stratified(ds: Dataset, fractions, seed: int) -> dict[str, list[str]]:
+def split_groups(ds: Dataset, group_by: str | None = DEFAULT_GROUP_BY) -> dict[str, str]:
+    """The group of every file (path -> key): files in one group always land in one split.
+
+    Identical pixels form a group (key: the pixel hash). With ``group_by`` (a regular
+    expression searched in the file *name*; its first capture group, or the whole match, is the
+    key), files of one root whose names give the same key join the same group; groups that share
+    a file merge. ``None`` or ``""``: pixel groups only.
+
+    Raises:
+        DataError: ``group_by`` is not a valid regular expression.
+    """
+    parent: dict[str, str] = {}
+
+    def find(k: str) -> str:
+        while parent.setdefault(k, k) != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    def union(a: str, b: str) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:  # the smaller key represents the group: deterministic
+            parent[max(ra, rb)] = min(ra, rb)
+
+    rx = None
+    if group_by:
+        try:
+            rx = re.compile(group_by)
+        except re.error as exc:
+            raise DataError(f"--group-by {group_by!r} is not a regular expression: {exc}",
+                            r"e.g. --group-by '^(amvd_\d+)_\d+\.' (the capture group names the photo)") from None
+    for it in ds.items:
+        find(it.sha)
+        if rx is not None:
+            m = rx.search(Path(it.path).name)
+            if m:
+                key = m.group(1) if m.groups() and m.group(1) is not None else m.group(0)
+                # The root in the key keeps photo 12 of one data set apart from photo 12 of another.
+                union(it.sha, f"~photo:{it.root or ''}|{key}")
+    return {it.path: find(it.sha) for it in ds.items}
+
+
+def _stratified(ds: Dataset, fractions, seed: int, group_of: dict[str, str]) -> dict[str, list[str]]:
     rng = np.random.RandomState(seed)
     out = {"train": [], "val": [], "test": []}
+    assigned: dict[str, str] = {}  # group -> split, for groups that span classes
     for label in range(len(ds.classes)):
         groups: dict[str, list[str]] = {}
         for it in ds.items:
             if it.label == label:
-                groups.setdefault(it.sha, []).append(it.path)
+                groups.setdefault(group_of[it.path], []).append(it.path)
         keys = sorted(groups)
         rng.shuffle(keys)
         n = sum(len(groups[k]) for k in keys)
         target_val = round(n * fractions[1])
         target_test = round(n * fractions[2])
         counts = {"test": 0, "val": 0}
+        # Groups already placed by an earlier class (a photo with faces of several classes) go
+        # where they are and count towards this class's shares first.
         for k in keys:
+            if k in assigned:
+                name = assigned[k]
+                out[name].extend(sorted(groups[k]))
+                if name in counts:
+                    counts[name] += len(groups[k])
+        for k in keys:
+            if k in assigned:
+                continue
             # Fill test, then val, then the rest to train, counting files not groups.
             if counts["test"] < target_test:
                 name = "test"
@@ -51,6 +110,7 @@ def _stratified(ds: Dataset, fractions, seed: int) -> dict[str, list[str]]:
                 name = "val"
             else:
                 name = "train"
+            assigned[k] = name
             out[name].extend(sorted(groups[k]))
             if name in counts:
                 counts[name] += len(groups[k])
@@ -73,24 +133,36 @@ def _seed_notebook(ds: Dataset, seed: int) -> dict[str, list[str]]:
 
 
 def make_split(ds: Dataset, scheme: str = "stratified", seed: int = 1337,
-               fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)) -> dict:
+               fractions: tuple[float, float, float] = (0.70, 0.15, 0.15),
+               group_by: str | None = DEFAULT_GROUP_BY) -> dict:
     """Split a scanned data set.
 
+    Args:
+        group_by: see :func:`split_groups` (the stratified scheme keeps each group in one split;
+            the seed-notebook scheme reproduces the study and ignores it, counting what straddles).
+
     Returns:
-        The ``split.json`` content: scheme, seed, fractions, classes, and for each of
-        ``train``/``val``/``test`` the list of file paths (relative to the data root).
+        The ``split.json`` content: scheme, seed, fractions, classes, ``group_by``, and for each
+        of ``train``/``val``/``test`` the list of file paths (relative to the data root).
     """
     if scheme not in SCHEMES:
         raise DataError(f"unknown split {scheme!r}", f"use one of {', '.join(SCHEMES)}")
     if abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
         raise DataError(f"split fractions {fractions} must be non-negative and add up to 1")
-    parts = _stratified(ds, fractions, seed) if scheme == "stratified" else _seed_notebook(ds, seed)
+    group_of = split_groups(ds, group_by)
+    parts = _stratified(ds, fractions, seed, group_of) if scheme == "stratified" \
+        else _seed_notebook(ds, seed)
     sha = {it.path: it.sha for it in ds.items}
     where: dict[str, set[str]] = {}
     for name, paths in parts.items():
         for p in paths:
             where.setdefault(sha[p], set()).add(name)
     straddling = sum(1 for s in where.values() if len(s) > 1)
+    where_group: dict[str, set[str]] = {}
+    for name, paths in parts.items():
+        for p in paths:
+            where_group.setdefault(group_of[p], set()).add(name)
+    groups_straddling = sum(1 for s in where_group.values() if len(s) > 1)
     label = {it.path: ds.classes[it.label] for it in ds.items}
     return {
         "scheme": scheme,
@@ -100,6 +172,9 @@ def make_split(ds: Dataset, scheme: str = "stratified", seed: int = 1337,
         "data_root": str(ds.root),
         "counts": {k: len(v) for k, v in parts.items()},
         "duplicate_groups_straddling": straddling,
+        "group_by": group_by or None,
+        "groups": len(where_group),
+        "groups_straddling": groups_straddling,
         **{k: [[p, label[p]] for p in v] for k, v in parts.items()},
     }
 

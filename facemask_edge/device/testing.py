@@ -57,21 +57,24 @@ def _convert_tiny(size: int, channels: int, classes: int, seed: int) -> bytes:
 CLASSES = ("with_mask", "without_mask")
 
 
-def write_images(root: str | Path, per_class: int = 12, seed: int = 0) -> Path:
+def write_images(root: str | Path, per_class: int = 12, seed: int = 0,
+                 classes: tuple[str, ...] = CLASSES, prefix: str = "") -> Path:
     """Random images of varied sizes and formats in ``root/<class>/`` (no meaning needed here:
-    the board and the host only have to agree)."""
+    the board and the host only have to agree). ``prefix`` starts every file name (e.g.
+    ``"mfn_"`` for a source prefix, then the class and number)."""
     from PIL import Image
 
     root = Path(root)
     rng = np.random.RandomState(seed)
-    for ci, cls in enumerate(CLASSES):
+    for ci, cls in enumerate(classes):
         (root / cls).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             h, w = int(rng.randint(30, 90)), int(rng.randint(30, 90))
             base = rng.randint(0, 256, 3) if ci == 0 else rng.randint(0, 80, 3)
             img = np.clip(base + rng.randint(-60, 60, (h, w, 3)), 0, 255).astype(np.uint8)
             ext = (".png", ".jpg", ".bmp")[i % 3]
-            Image.fromarray(img).save(root / cls / f"{cls}_{i:03d}{ext}")
+            name = f"{prefix}{ci}{i:03d}{ext}" if prefix else f"{cls}_{i:03d}{ext}"
+            Image.fromarray(img).save(root / cls / name)
     return root
 
 
@@ -88,7 +91,7 @@ def _io_details(model: bytes) -> tuple[dict, dict]:
 
 def make_tiny_run(run_dir: str | Path, data_dir: str | Path | None = None, size: int = 24,
                   color: str = "rgb", per_class: int = 12, seed: int = 0,
-                  model: bytes | None = None) -> Path:
+                  model: bytes | None = None, classes: tuple[str, ...] = CLASSES) -> Path:
     """Write a converted run folder with a tiny model and a synthetic data set.
 
     Args:
@@ -96,7 +99,8 @@ def make_tiny_run(run_dir: str | Path, data_dir: str | Path | None = None, size:
         data_dir: where the synthetic images go (default ``run_dir/../data``).
         size, color: model input.
         per_class: synthetic images per class.
-        model: reuse an already converted model (must match size/color).
+        model: reuse an already converted model (must match size/color/classes).
+        classes: class folders (the model's labels are their sorted names).
 
     Returns:
         ``run_dir``.
@@ -109,9 +113,10 @@ def make_tiny_run(run_dir: str | Path, data_dir: str | Path | None = None, size:
     run_dir.mkdir(parents=True, exist_ok=True)
     data_dir = Path(data_dir) if data_dir else run_dir.parent / "data"
     if not data_dir.exists():
-        write_images(data_dir, per_class=per_class, seed=seed)
+        write_images(data_dir, per_class=per_class, seed=seed, classes=classes)
+    labels = sorted(classes)
     channels = 1 if color == "grayscale" else 3
-    model = model or make_tiny_model(size, channels, len(CLASSES), seed)
+    model = model or make_tiny_model(size, channels, len(labels), seed)
     (run_dir / "model_int8.tflite").write_bytes(model)
     i, o = _io_details(model)
     card = {
@@ -123,10 +128,10 @@ def make_tiny_run(run_dir: str | Path, data_dir: str | Path | None = None, size:
                   "size": size, "color": color},
         "output": {"shape": [int(v) for v in o["shape"]], "dtype": "int8",
                    "scale": float(o["quantization"][0]), "zero_point": int(o["quantization"][1])},
-        "labels": list(CLASSES), "arena_bytes": 16 * 1024, "run": run_dir.name,
+        "labels": labels, "arena_bytes": 16 * 1024, "run": run_dir.name,
     }
     write_json(run_dir / "model_card.json", card)
-    (run_dir / "labels.txt").write_text("".join(c + "\n" for c in CLASSES))
+    (run_dir / "labels.txt").write_text("".join(c + "\n" for c in labels))
     write_json(run_dir / "config.json", {"data": str(data_dir), "size": size, "color": color, "arch": "tiny-test"})
     ds = scan_dataset(data_dir, size=size, color=color, use_cache=False)
     save_split(make_split(ds, seed=seed, fractions=(0.5, 0.1, 0.4)), run_dir)

@@ -115,6 +115,8 @@ def model_settings_h(card: dict, info: TfliteModel, board: Board, *, sha256: str
         _HEADER.format(version=__version__),
         "// Model and board constants for the firmware, from model_card.json, the flatbuffer and\n"
         "// the board table. tflite-micro's examples warn that hand-kept copies of these drift.\n",
+        # The model card's licence notes travel with the firmware that ships the model.
+        *[f"// LICENCE: {' '.join(str(n).split())}\n" for n in card.get("licence_notes") or []],
         f"#ifndef {g}\n#define {g}\n\n#include <stdint.h>\n\n",
         f"#define FE_SETTINGS_SCHEMA {SETTINGS_SCHEMA}\n",
         f"#define FE_FIRMWARE_VERSION {c_string(__version__)}\n",

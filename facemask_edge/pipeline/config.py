@@ -32,6 +32,13 @@ def _file_check(value: str) -> str | None:
     return None if Path(value).expanduser().is_file() else "an existing .tflite file (it is not there)"
 
 
+def _data_check(value) -> str | None:
+    """Every local data root must exist (an http(s) URL is fetched later by the data stage)."""
+    paths = [value] if isinstance(value, str) else list(value)
+    missing = [p for p in paths if not p.startswith(("http://", "https://")) and not Path(p).expanduser().exists()]
+    return f"existing data folders or .zip files (does not exist: {', '.join(missing)})" if missing else None
+
+
 @dataclass
 class PipelineConfig:
     """Every pipeline option. ``train`` holds :class:`~facemask_edge.train.trainer.TrainConfig`
@@ -45,9 +52,11 @@ class PipelineConfig:
 
     out: str = option("", help="Run folder (created; re-running continues it). Default with --demo: "
                                "./facemask-edge-demo.")
-    data: str | None = option(None, help="Data set: a folder with one sub-folder per class, a .zip of one, "
-                                         "or an http(s) URL of a zip. Default: download the public "
-                                         "Face-Mask-Detection data set once into the user cache.")
+    data: str | list[str] | None = option(None, check=_data_check, help="Data set: a folder with one sub-folder per class, a .zip "
+                                                    "of one, or an http(s) URL of a zip; repeat it (a list in "
+                                                    "--config) to merge several by class folder name. Default: "
+                                                    "download the public Face-Mask-Detection data set once into "
+                                                    "the user cache.")
     board: str = option("nano33ble", choices=_boards,
                         help="Target board; its defaults (model, input size) come from the sweep's "
                              "recommendation in facemask_edge/defaults.json.")
@@ -134,9 +143,9 @@ def load_toml(path: str | Path) -> dict:
             v = d.get(k)
             if isinstance(v, str) and v and not _is_special(k, v) and not Path(v).expanduser().is_absolute():
                 d[k] = str(base / v)
-            elif isinstance(v, list):  # several teachers
-                d[k] = [str(base / x) if isinstance(x, str) and not Path(x).expanduser().is_absolute() else x
-                        for x in v]
+            elif isinstance(v, list):  # several teachers or data roots
+                d[k] = [str(base / x) if isinstance(x, str) and not _is_special(k, x)
+                        and not Path(x).expanduser().is_absolute() else x for x in v]
 
     fix(data)
     if isinstance(data.get("train"), dict):

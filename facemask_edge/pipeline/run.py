@@ -51,9 +51,16 @@ class _Runner:
         if self.cfg.demo:
             self._make_demo_inputs()
         path, info = resolve_data(self.cfg.data)
-        self.data_path = str(Path(path).expanduser().resolve())
+        self.data_path = [str(Path(p).expanduser().resolve()) for p in path] \
+            if isinstance(path, list) else str(Path(path).expanduser().resolve())
         self.data_info = info
         return info
+
+    def data_fingerprint(self) -> str | list[str]:
+        """The data set's cheap identity; one per root when several are merged."""
+        if isinstance(self.data_path, list):
+            return [_fingerprint_tree(Path(p)) for p in self.data_path]
+        return _fingerprint_tree(Path(self.data_path))
 
     def _make_demo_inputs(self) -> None:
         from facemask_edge.testing import make_synthetic_dataset, make_tiny_backbone
@@ -161,11 +168,13 @@ class _Runner:
         rep = evaluate_run(self.run_dir)
         shipped = rep["shipped"]
         # Per kind; the shipped one is the same file as its variant (same sha256).
-        fig = {"images": rep["images"], "set": rep["set"], "float": _metric_figures(rep["float"]),
+        fig = {"images": rep["images"], "set": rep["set"], "classes": rep["classes"],
+               "float": {**_metric_figures(rep["float"]), **_class_figures(rep["float"])},
                "shipped": shipped["quantization"], "int8": {}}
         for kind, e in [(shipped["quantization"], shipped)] + [
                 (k, v) for k, v in rep["variants"].items() if not v["shipped"]]:
-            fig["int8"][kind] = {"shipped": e is shipped, "tflm": _metric_figures(e["tflm"]),
+            fig["int8"][kind] = {"shipped": e is shipped,
+                                 "tflm": {**_metric_figures(e["tflm"]), **_class_figures(e["tflm"])},
                                  "tflite_ref": _metric_figures(e["tflite_ref"]),
                                  "drop_vs_float_points": e["tflm"]["drop_vs_float_points"],
                                  "label_agreement_with_float": e["tflm"]["label_agreement_with_float"],
@@ -237,7 +246,7 @@ class _Runner:
         weights = tc.get("weights")
         if weights and weights not in ("imagenet", "none") and Path(weights).expanduser().is_file():
             tc["weights_sha256"] = sha256_file(Path(weights).expanduser())
-        tc["data_fingerprint"] = _fingerprint_tree(Path(self.data_path)) if self.data_path else None
+        tc["data_fingerprint"] = self.data_fingerprint() if self.data_path else None
         use_qat = "qat" in cfg.variants()
         train_outs = ["config.json", "labels.txt", "split.json", "model.keras"]
         from facemask_edge.artifacts.run import CARD, SHIPPED
@@ -302,6 +311,20 @@ def _train_figures(m: dict) -> dict:
 
 def _metric_figures(m: dict) -> dict:
     return {k: m.get(k) for k in ("accuracy", "f1", "precision", "recall", "images") if k in m}
+
+
+def _class_figures(m: dict) -> dict:
+    """Per-class and per-source figures of one model for the summary (``metrics`` dicts)."""
+    out = {"per_class": {c: {k: v[k] for k in ("precision", "recall", "f1", "support")}
+                         for c, v in m.get("per_class", {}).items()},
+           "confusion_matrix": m.get("confusion_matrix")}
+    if m.get("per_source"):
+        out["per_source"] = {s: {"images": v["images"], "accuracy": v["accuracy"], "macro_f1": v["macro_f1"],
+                                 "recall": {c: (p["recall"] if p["support"] else None)
+                                            for c, p in v["per_class"].items()},
+                                 "support": {c: p["support"] for c, p in v["per_class"].items()}}
+                             for s, v in m["per_source"].items()}
+    return out
 
 
 def _profile_figures(p: dict) -> dict:
@@ -393,7 +416,7 @@ def run_pipeline(cfg: PipelineConfig, redo: str | None = None) -> dict:
         secs = round(time.monotonic() - t0, 1)
         # The data stage always looks; when it finds what it found last time, the time it took
         # then stays on record (a no-op re-run must not report 0.0 s for the download).
-        key = _key({"data": cfg.data, "path": r.data_path, "tree": _fingerprint_tree(Path(r.data_path))})
+        key = _key({"data": cfg.data, "path": r.data_path, "tree": r.data_fingerprint()})
         if r.state.entry("data").get("status") == "done" and r.state.entry("data").get("key") == key:
             r.statuses["data"] = {"status": "up to date", "seconds": r.state.entry("data").get("seconds"),
                                   "figures": info}

@@ -15,7 +15,7 @@ STATE = "pipeline_state.json"
 
 #: Training options added after run folders existed: at these defaults they are left out of the
 #: train stage's key, so a run trained before the option existed stays up to date.
-_KEY_NEUTRAL_DEFAULTS = {"head": "avg"}
+_KEY_NEUTRAL_DEFAULTS = {"head": "avg", "exclude_noncommercial": False}
 
 
 def _key(obj) -> str:

@@ -39,8 +39,10 @@ def _write_summary(r, wall: float, failure: BaseException | None) -> dict:
         "pipeline_seconds": round(sum((s.get("seconds") or 0) for s in stages.values()), 1),
         "this_invocation_seconds": round(wall, 1),
         "headline": _headline(stages, cfg),
+        "licence_notes": _licence_notes(r.run_dir),
         "versions": _versions(),
     }
+    summary["headline"].update(_class_headline(stages))
     try:
         summary["plots"] = _plots(r.run_dir, summary)
     except Exception as exc:  # a plot must never hide the results
@@ -87,6 +89,28 @@ def _headline(stages: dict, cfg: PipelineConfig) -> dict:
     return h
 
 
+def _licence_notes(run_dir: Path) -> list[str]:
+    from facemask_edge.data.sources import run_licence_notes
+
+    return run_licence_notes(run_dir)
+
+
+def _class_headline(stages: dict) -> dict:
+    """With more than two classes the headline is macro-F1, with every class's recall beside it
+    (the shipped int8 model in tflite-micro on the host, else the float model)."""
+    ev = stages.get("evaluate", {}).get("figures", {})
+    classes = ev.get("classes") or []
+    if len(classes) <= 2:
+        return {}
+    kind = stages.get("convert", {}).get("figures", {}).get("quantization")
+    m, what = (ev["int8"][kind]["tflm"], "int8_host") if ev.get("int8", {}).get(kind) else (ev.get("float"), "float")
+    if not m or not m.get("per_class"):
+        return {}
+    h = {"headline_metric": "macro-F1", f"{what}_test_macro_f1": m["f1"]}
+    h.update({f"{what}_test_recall_{c}": m["per_class"][c]["recall"] for c in classes})
+    return h
+
+
 def _versions() -> dict:
     from importlib import metadata
 
@@ -124,6 +148,8 @@ def summary_markdown(s: dict) -> str:
                  if s.get("data_info", {}).get("source") == "download" else ""),
               f"- complete: {'yes' if s['complete'] else 'NO'}; stage time {s['pipeline_seconds']:.1f} s "
               f"(this invocation {s['this_invocation_seconds']:.1f} s)", ""]
+    for note in s.get("licence_notes") or []:
+        lines += [f"**Licence: {note}.**", ""]
     h = s.get("headline", {})
     if h:
         lines += ["| figure | value |", "|---|---|"]
@@ -150,6 +176,7 @@ def summary_markdown(s: dict) -> str:
             lines.append(f"| {st.get('convert', {}).get('figures', {}).get('quantization', '')} int8 | "
                          f"{va.get('target')} | {_fmt(va.get('board_accuracy'))} | {_fmt(va.get('board_macro_f1'))} |")
         lines.append("")
+    lines += _per_class_section(ev)
     if va:
         lines += ["## On-device validation", "",
                   f"{va.get('images')} images on {va.get('target')}: bit-exact with the host int8 model "
@@ -184,6 +211,28 @@ def summary_markdown(s: dict) -> str:
     if plots and "error" not in plots:
         lines += ["## Plots", ""] + [f"- {k}: `{v}`" for k, v in plots.items()] + [""]
     return "\n".join(lines)
+
+
+def _per_class_section(ev: dict) -> list[str]:
+    """Per class and per source on the test split (float and each int8 model in tflite-micro)."""
+    from facemask_edge.metrics import per_class_markdown, per_source_markdown
+
+    classes = ev.get("classes") or []
+    models = [("float", ev.get("float") or {})] + [
+        (f"{k} int8 ({'shipped' if e.get('shipped', k == ev.get('shipped')) else 'variant'}, tflm)",
+         e.get("tflm") or {}) for k, e in (ev.get("int8") or {}).items()]
+    models = [(n, m) for n, m in models if m.get("per_class")]
+    if not classes or not models:
+        return []
+    lines = ["## Per class and per source (test split)", ""]
+    for name, m in models:
+        full = {**m, "images": m.get("images", sum(v["support"] for v in m["per_class"].values()))}
+        lines += per_class_markdown(full, classes, name) + [""]
+        if m.get("per_source"):
+            ps = {s: {**v, "per_class": {c: {"recall": v["recall"][c] or 0.0, "support": v["support"][c]}
+                                         for c in classes}} for s, v in m["per_source"].items()}
+            lines += per_source_markdown(ps, classes) + [""]
+    return lines
 
 
 def _plots(run_dir: Path, s: dict) -> dict:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facemask_edge.data.sources import DEFAULT_GROUP_BY
 from facemask_edge.errors import FacemaskError
 from facemask_edge.fmt import plural
 from facemask_edge.options import option
@@ -25,6 +26,8 @@ from facemask_edge.progress import log
 from facemask_edge.train.model import ARCHS, HEADS
 
 __all__ = ["TrainConfig", "train", "make_dataset", "augmenter", "BestWeights", "stage_callbacks"]
+
+CLASS_WEIGHTS = ("balanced", "none")  # TrainConfig.class_weight; see class_weights()
 
 
 def _weights_check(value: str) -> str | None:
@@ -50,7 +53,9 @@ class TrainConfig:
 
     CLI_COMMAND: typing.ClassVar[str] = "train"
 
-    data: str = option("", help="Data set: a folder with one sub-folder per class, or a .zip of one.")
+    data: str | list[str] = option("", help="Data set: a folder with one sub-folder per class, or a .zip of "
+                                            "one; repeat it (a list in --config) to merge several by class "
+                                            "folder name.")
     out: str = option("", help="Run folder to write (created).")
     arch: str = option("mobilenet_v1", choices=ARCHS,
                        help="Backbone. vgg16/densenet201 are for host-side comparison only.")
@@ -73,6 +78,15 @@ class TrainConfig:
                             "(keeps where features are; for small inputs).")
     dropout: float = option(0.3, help="Dropout before the classifier.")
     split: str = option("stratified", choices=("stratified", "seed-notebook"), help="How to split train/val/test.")
+    group_by: str = option(DEFAULT_GROUP_BY, metavar="REGEX",
+                           help="Regex on file names whose capture group names the photo: crops of one photo "
+                                "stay in one split ('' = off; see README).")
+    exclude_noncommercial: bool = option(False, flag="--exclude-noncommercial/--include-noncommercial",
+                                         help="Leave out files of non-commercial sources (MaskedFace-Net, "
+                                              "mfn_*) at scan time.")
+    class_weight: str = option("balanced", choices=CLASS_WEIGHTS,
+                               help="Loss weights per class: balanced = each class weighs the same in "
+                                    "total (n / (classes x n_class) on train); none = no weights.")
     seed: int = option(1337, help="Seed of the split, initialisation and augmentation.")
     val_fraction: float = option(0.15, help="Share of the images in the validation split.")
     test_fraction: float = option(0.15, help="Share of the images in the test split.")
@@ -301,6 +315,23 @@ def teacher_targets(teacher, data: str, paths: list[str], labels: np.ndarray,
     return (alpha * onehot + (1 - alpha) * tempered).astype(np.float32)
 
 
+def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> dict[int, float] | None:
+    """Per-class loss weights for ``fit``: ``"balanced"`` gives each class the same total weight
+    (``n / (classes x n_class)``, scikit-learn's rule), so a small class such as "mask worn
+    incorrectly" is not drowned by the large ones; ``"none"``: no weights.
+
+    Raises:
+        FacemaskError: an unknown mode.
+    """
+    if mode not in CLASS_WEIGHTS:
+        raise FacemaskError(f"unknown class_weight {mode!r}", f"use one of {', '.join(CLASS_WEIGHTS)}")
+    if mode == "none":
+        return None
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
+    n = counts.sum()
+    return {c: (float(n / (num_classes * counts[c])) if counts[c] else 0.0) for c in range(num_classes)}
+
+
 def _predict(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     return model.predict(images.astype(np.float32) / 255.0, batch_size=batch_size, verbose=0)
 
@@ -336,12 +367,14 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
     from facemask_edge.train.tracking import EnergyMeter, WandbRun
 
     t_start = time.monotonic()
+    class_weights(np.zeros(0, np.int64), 1, cfg.class_weight)  # an unknown mode fails before the scan
     strategy, chief = _strategy(cfg.distribute)
     out = Path(cfg.out) if chief else Path(tempfile.mkdtemp(prefix="facemask-worker-"))
     k = keras()
     reproducibility = seed_everything(cfg.seed)
 
-    ds = scan_dataset(cfg.data, size=cfg.size, color=cfg.color)  # bad data: nothing written yet
+    ds = scan_dataset(cfg.data, size=cfg.size, color=cfg.color,  # bad data: nothing written yet
+                      exclude_noncommercial=cfg.exclude_noncommercial)
     log(ds.summary_line())
     out.mkdir(parents=True, exist_ok=True)
     if chief:
@@ -351,13 +384,13 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
                 f"({', '.join(gone)}); convert again after training")
     ds.write_manifest(out)
     fractions = (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction)
-    split = make_split(ds, cfg.split, cfg.seed, fractions)
+    split = make_split(ds, cfg.split, cfg.seed, fractions, group_by=cfg.group_by)
     split_path = save_split(split, out)
     idx = split_indices(ds, split)
     classes = ds.classes
     (out / "labels.txt").write_text("".join(c + "\n" for c in classes))
     config = asdict(cfg)
-    config["data"] = str(Path(cfg.data).expanduser().resolve())
+    config["data"] = _resolved_data(cfg.data)
     config["data_root"] = str(ds.root)
     config["classes"] = classes
     write_json(out / "config.json", config)
@@ -383,6 +416,9 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
         train_targets = teacher_targets(cfg.teacher, cfg.data,
                                         [ds.items[i].path for i in idx["train"]], y["train"],
                                         len(classes), cfg.distill_alpha, cfg.distill_temperature)
+    weights = class_weights(y["train"], nc, cfg.class_weight)
+    if weights:
+        log("class weights (balanced): " + ", ".join(f"{c} {weights[i]:.2f}" for i, c in enumerate(classes)))
     train_ds = make_dataset(x["train"], train_targets, nc, bs, True, cfg.seed, cfg.augment)
     val_ds = make_dataset(x["val"], y["val"], nc, bs)
 
@@ -433,6 +469,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
         extra = [ckpt.callback(name, best, earlier, seconds)] if ckpt else []
         with ctx:
             h = model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=first, verbose=0,
+                          class_weight=weights,
                           callbacks=[*stage_callbacks(out, name, epochs, steps // max(1, epochs), fresh=first == 0),
                                      best, *extra, *(callbacks or [])])
         stage_history = {key_: list(earlier.get(key_, [])) + [float(v) for v in values]
@@ -495,6 +532,14 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
     else:
         shutil.rmtree(out, ignore_errors=True)
     return metrics
+
+
+def _resolved_data(data):
+    """``config.json``'s ``data``: the absolute path, or the list of them for several roots."""
+    if isinstance(data, (list, tuple)):
+        return [str(Path(d).expanduser().resolve()) for d in data] if len(data) > 1 \
+            else str(Path(data[0]).expanduser().resolve())
+    return str(Path(data).expanduser().resolve())
 
 
 CHECKPOINT = "train_checkpoint"

@@ -89,6 +89,7 @@ def build_report(vset, records: dict[int, dict], segments: list[dict], card: dic
         "ports": sorted({r.get("port", "?") for r in recs}),
         "per_port_images": {p: sum(1 for r in recs if r.get("port") == p)
                             for p in sorted({r.get("port", "?") for r in recs})},
+        **per_source_report(vset, idx, true, board),
     }
     if not n:  # nothing measured: no figures that look like measurements
         report["board"] = report["host"] = report["agreement"] = None
@@ -116,6 +117,31 @@ def _count_text(c: dict) -> str:
         cpi = f" at {c['cpi_range'][0]}-{c['cpi_range'][1]} cycles/instruction" if c.get("cpi_range") else ""
         text += f" = {lo:.1f}-{hi:.1f} ms on {c['board']} ({c['clock_hz'] / 1e6:.0f} MHz{cpi})"
     return text
+
+
+def per_source_report(vset, idx: list[int], true: np.ndarray, board: np.ndarray) -> dict:
+    """``{"per_source": ...}``: the board's figures per source (``amvd``, ``mfn``, a root's name),
+    when the set has more than one source or more than two classes; else ``{}``."""
+    from facemask_edge.metrics import per_source_metrics
+
+    sources = list(getattr(vset, "sources", None) or [])
+    if not sources or not idx:
+        return {}
+    src = [sources[i] for i in idx]
+    if len(set(src)) < 2 and len(vset.classes) <= 2:
+        return {}
+    k = len(vset.classes)
+    ok = (board >= 0) & (board < k)  # a label the model does not have counts as wrong: class 0 swap
+    pred = np.where(ok, board, np.where(true == 0, 1 % k, 0))
+    return {"per_source": per_source_metrics(true, pred, vset.classes, src)}
+
+
+def _per_source_markdown(r: dict) -> list[str]:
+    from facemask_edge.metrics import per_source_markdown
+
+    if not r.get("per_source"):
+        return []
+    return ["## Per source (board)", "", *per_source_markdown(r["per_source"], r["classes"]), ""]
 
 
 def _link(segments: list[dict]) -> dict:
@@ -235,6 +261,7 @@ def _markdown(r: dict) -> str:
              "", "## Confusion matrix (board; rows: true, columns: predicted)", "",
              _md_table([[classes[i]] + row for i, row in enumerate(b["confusion"])], ["true \\ predicted"] + classes),
              ""]
+    lines += _per_source_markdown(r)
     if a["first_disagreements"]:
         lines += ["## First disagreeing images", "",
                   _md_table([[d["i"], d["key"], d["label"], d["board"]["label"], d["board"]["scores"],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,8 @@ class ValidationSet:
         pixels: uint8 ``(N, S, S, C)``, what the board's preprocessing produces.
         source: ``"test split"`` or the folder validated.
         data_root: the data root the keys are relative to.
+        sources: per image, its source (``data.sources.source_of``: ``amvd``, ``mfn``, or the
+            data root's name), for the per-source figures; empty if unknown.
     """
 
     keys: list[str]
@@ -32,6 +34,7 @@ class ValidationSet:
     pixels: np.ndarray
     source: str
     data_root: str
+    sources: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -58,6 +61,7 @@ def load_validation_set(run, data: str | Path | None = None,
         ModelError: the run has no usable shipped model (see ``Run.shipped``).
     """
     from facemask_edge.data.ingest import scan_dataset
+    from facemask_edge.data.sources import source_of
     from facemask_edge.data.splits import split_indices
 
     from facemask_edge.artifacts.run import CONFIG, Run
@@ -74,7 +78,9 @@ def load_validation_set(run, data: str | Path | None = None,
         root = run.config.get("data")
         if not root:
             raise DataError(f"{run.file(CONFIG)} does not say where the data is", "pass --data DIR")
-        ds = scan_dataset(root, size=size, color=color)
+        # As at training: a run trained without non-commercial sources is tested without them.
+        ds = scan_dataset(root, size=size, color=color,
+                          exclude_noncommercial=bool(run.config.get("exclude_noncommercial")))
         index = split_indices(ds, run.split())["test"]
         source = "test split"
     else:
@@ -99,4 +105,5 @@ def load_validation_set(run, data: str | Path | None = None,
         pixels=ds.images[index],
         source=source,
         data_root=str(ds.root),
+        sources=[source_of(ds.items[i].path, ds.items[i].root or str(ds.root)) for i in index],
     )

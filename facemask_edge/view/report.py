@@ -112,7 +112,8 @@ def load_report(run: Path) -> RunReport:
             rep.budgets.append(p)
 
     # The host's own mistakes (evaluation), for runs that were never validated on a board.
-    root = data_root or (Path(summary["data"]) if summary.get("data") else None)
+    # Several data roots (a list): their files are relative to the validation report's data_root.
+    root = data_root or (Path(summary["data"]) if isinstance(summary.get("data"), str) else None)
     if root is not None and not rep.thumbs:
         for kind, entry in (evaluation.get("models") or {}).items():
             for m in (entry or {}).get("misclassified_tflm", []) if isinstance(entry, dict) else []:
