@@ -66,10 +66,12 @@ def test_evaluation_table_shows_a_drop_as_a_negative_change():
 
     m = {"accuracy": 0.8, "f1": 0.8, "precision": 0.8, "recall": 0.8}
     report = {"images": 30, "set": "test split", "float": {**m, "accuracy": 0.9333},
-              "models": {"ptq": {"tflm": {**m, "drop_vs_float_points": 13.333},
-                                 "tflite_ref": {**m, "drop_vs_float_points": -1.667},
-                                 "runtimes_bit_exact_rate": 1.0, "runtimes_label_agreement": 1.0,
-                                 "runtimes_max_score_diff": 0}}}
+              "shipped": {"model": "model_int8.tflite", "quantization": "ptq", "sha256": "0" * 64,
+                          "tflm": {**m, "drop_vs_float_points": 13.333},
+                          "tflite_ref": {**m, "drop_vs_float_points": -1.667},
+                          "runtimes_bit_exact_rate": 1.0, "runtimes_label_agreement": 1.0,
+                          "runtimes_max_score_diff": 0},
+              "variants": {}}
     md = evaluation_markdown(report)
     assert "change vs float (points)" in md and "drop vs float" not in md
     assert "| -13.33 |" in md and "+13.33" not in md
