@@ -8,13 +8,31 @@ from facemask_edge.cli import main as cli_main
 from facemask_edge.errors import ConversionError
 from facemask_edge.export import export_run
 
-pytestmark = pytest.mark.filterwarnings("ignore:Statistics for quantized inputs:UserWarning")
+# Building a model with BATCH_MATMUL needs TensorFlow: the slow tier.
+pytestmark = [pytest.mark.filterwarnings("ignore:Statistics for quantized inputs:UserWarning"),
+              pytest.mark.slow]
+
+
+def _convert(build, size: int, channels: int, seed: int, samples: int = 8) -> bytes:
+    """Full-int8 conversion with the toolkit's converter (int8 input scale 1/255, zero point -128)."""
+    import numpy as np
+
+    from facemask_edge.convert.converter import convert_keras
+
+    rng = np.random.default_rng(seed)
+
+    def representative():
+        for _ in range(samples):
+            yield [rng.random((1, size, size, channels), dtype=np.float32)]
+
+    return convert_keras(build(), representative)
 
 
 @pytest.fixture(scope="module")
 def matmul_run(tmp_path_factory):
     """A real int8 model with a BATCH_MATMUL between two activations (a Gram matrix)."""
-    from test_export import _convert, make_run
+    pytest.importorskip("tensorflow")
+    from test_export import make_run
 
     from facemask_edge._tf import keras, tf
 
@@ -28,7 +46,7 @@ def matmul_run(tmp_path_factory):
         x = K.layers.Flatten()(x)
         return K.Model(i, K.layers.Dense(2, activation="softmax")(x))
 
-    model = _convert(build, 8, 3, 2, 0)
+    model = _convert(build, 8, 3, 0)
     run = make_run(tmp_path_factory.mktemp("mm"), model, ["with_mask", "without_mask"], "rgb")
     from facemask_edge.artifacts.tflite import read_tflite
 
