@@ -101,6 +101,7 @@ def test_the_test_suite_removes_its_temporary_cache(tmp_path):
 
 @pytest.mark.slow
 def test_predict_gives_evaluates_tflm_answer_for_every_image(tiny_run, synthetic_data, tmp_path, capsys):
+    from facemask_edge.artifacts.run import Run
     from facemask_edge.convert.evaluate import _eval_set, evaluate_run
     from facemask_edge.convert.runtimes import TFLMRunner
     from facemask_edge.data.preprocess import to_int8
@@ -111,7 +112,7 @@ def test_predict_gives_evaluates_tflm_answer_for_every_image(tiny_run, synthetic
     assert all("error" not in p for p in got.values())
 
     # evaluate's own tflite-micro path over the same folder, image by image
-    x, y, classes, _, paths = _eval_set(tiny_run, str(synthetic_data))
+    x, y, classes, _, paths, _ = _eval_set(Run(tiny_run), str(synthetic_data))
     scores = TFLMRunner(tiny_run / "model_int8.tflite").run_batch(to_int8(x))
     assert sorted(got) == sorted(paths)
     for path, s, truth in zip(paths, scores, y):
@@ -121,7 +122,7 @@ def test_predict_gives_evaluates_tflm_answer_for_every_image(tiny_run, synthetic
         assert p["confidence"] == max(p["scores"].values())
     # and the report evaluate writes: the same accuracy, the same misclassified images and scores
     report = evaluate_run(tiny_run, data=str(synthetic_data), out=tmp_path / "ev")
-    tflm = report["models"][next(iter(report["models"]))]
+    tflm = report["shipped"]
     acc = np.mean([got[pth]["index"] == t for pth, t in zip(paths, y)])
     assert acc == pytest.approx(tflm["tflm"]["accuracy"])
     for m in tflm["misclassified_tflm"]:
