@@ -224,8 +224,8 @@ def convert_run(run_dir: Path, quantization: str = "best", representative: int =
         f"; {k}: agreement with float {v['label_agreement_with_float']:.4f}, score diff "
         f"{v['mean_score_diff']:.4f}, accuracy {v['accuracy']:.4f}" for k, v in stats.items())
         if stats else ""))
-    log(f"shipping model_int8_{chosen}.tflite as model_int8.tflite ({chosen.upper()}, {len(shipped.data)} bytes, "
-        f"arena {shipped.card['arena_bytes']} bytes, {shipped.card['macs']:,} MACs)")
+    log(f"shipping model_int8_{chosen}.tflite as model_int8.tflite ({chosen.upper()}, {len(shipped.data)} bytes); "
+        f"arena {shipped.card['arena_bytes']} bytes, {shipped.card['macs']:,} MACs")
     return selection
 
 
