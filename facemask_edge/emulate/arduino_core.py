@@ -159,7 +159,20 @@ def compile_nano_sketch(sketch: str | Path, third_party: str | Path, out: str | 
 
     # The libraries and the core: cached by content and flags.
     lib_roots = [_lib_src(lib) for lib in trees.libraries] + [trees.core / "cores" / "arduino"]
-    key = _tree_key(lib_roots + [trees.core / "variants" / "ARDUINO_NANO33BLE"], flags)
+    # The key holds what the flags say, not where this build or the third-party tree happen to
+    # be: a per-build flags folder or another checkout must find the same cached core.
+    here = {str(out / "flags"): "<flags>", str(Path(third_party).resolve()): "<third_party>",
+            str(Path(third_party)): "<third_party>"}
+
+    def portable_arg(a: str) -> str:
+        for path, name in here.items():
+            a = a.replace(path, name)
+        return a
+
+    portable = {k: [portable_arg(a) for a in v] for k, v in flags.items()}
+    portable["<flags> files"] = sorted(f"{f.name}:{portable_arg(f.read_text())}"
+                                       for f in (out / "flags").glob("*") if f.is_file())
+    key = _tree_key(lib_roots + [trees.core / "variants" / "ARDUINO_NANO33BLE"], portable)
     lib_dir = Path(cache) if cache else _cache_root() / f"nano-core-{key}"
     meta = lib_dir / "build.json"
     cached = meta.is_file()
