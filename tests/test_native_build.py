@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from facemask_edge.artifacts.files import sha256_file
 from facemask_edge.export import host
 
 
@@ -65,7 +66,7 @@ def test_the_default_build_never_uses_the_shared_temp_folder(tmp_path, cache, mo
     assert fw.argmax([1, 5, 2]) == 1
     assert fw.path.parent == cache / "native"
     assert (cache / "native").stat().st_mode & 0o777 == 0o700
-    assert Path(str(fw.path) + ".sha256").read_text().split()[0] == _nb()._sha256(fw.path)
+    assert Path(str(fw.path) + ".sha256").read_text().split()[0] == sha256_file(fw.path)
 
 
 @pytest.mark.parametrize("what", ["host", "protocol"])

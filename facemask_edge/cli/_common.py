@@ -174,3 +174,22 @@ def echo_json_summary(title: str, figures: dict) -> None:
             # Seconds are measured to a tenth; ratios (accuracy, F1) to four decimals.
             value = f"{value:.1f}" if key.endswith("seconds") or value >= 100 else f"{value:.4f}"
         click.echo(f"  {key.ljust(width)}  {value}")
+
+
+def link_port(link, path: str) -> None:
+    """Make ``link`` a symlink to the pty ``path`` (``--link``: a stable port name), replacing an
+    old link or file of that name.
+
+    Raises:
+        FacemaskError: the link cannot be made (one line, with what to do).
+    """
+    import os
+
+    from facemask_edge.errors import FacemaskError
+
+    try:
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        os.symlink(path, link)
+    except OSError as exc:
+        raise FacemaskError(f"cannot create {link}: {exc.strerror}", "choose another --link path") from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from facemask_edge.cli._common import BOARD
+from facemask_edge.cli._common import BOARD, link_port
 from facemask_edge.errors import FacemaskError
 
 __all__ = ["board_sim"]
@@ -58,12 +57,10 @@ def board_sim(run_dir, board_name, baud, fault, engine, camera_every, frames, li
     path = sim.start()
     if link:
         try:
-            if link.is_symlink() or link.exists():
-                link.unlink()
-            os.symlink(path, link)
-        except OSError as exc:
+            link_port(link, path)
+        except FacemaskError:
             sim.stop()
-            raise FacemaskError(f"cannot create {link}: {exc.strerror}", "choose another --link path") from None
+            raise
     click.echo(str(link or path))
     sys.stdout.flush()
     status = f"status {sim.model.error}: {sim.model.message}" if sim.model.error else "model ready"

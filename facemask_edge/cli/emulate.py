@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from facemask_edge.cli._common import link_port
 from facemask_edge.errors import FacemaskError
 
 __all__ = ["emulate"]
@@ -62,12 +62,7 @@ def emulate(run_dir, board, tflm, link, duration, measure_only, layers):
         if measure_only:
             return
         if link:
-            try:
-                if link.is_symlink() or link.exists():
-                    link.unlink()
-                os.symlink(path, link)
-            except OSError as exc:
-                raise FacemaskError(f"cannot create {link}: {exc.strerror}", "choose another --link path") from None
+            link_port(link, path)
         click.echo(str(link or path))
         sys.stdout.flush()
         say(f"{board} firmware on qemu mps2-an386, UART on {path}, model {prep.sha256[:12]}... (Ctrl-C to stop)")

@@ -23,6 +23,7 @@ import subprocess
 from pathlib import Path
 from typing import Sequence
 
+from facemask_edge.artifacts.files import sha256_file
 from facemask_edge.errors import FacemaskError, ToolMissing
 
 __all__ = ["HOST_CFLAGS", "SANITIZE_CFLAGS", "NativeBuildError", "cache_root", "private_dir",
@@ -93,14 +94,6 @@ def compiler(name: str | None = None) -> str:
     return path
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
@@ -119,7 +112,7 @@ def _problem(path: Path) -> str | None:
         recorded = _sidecar(path).read_text().split()[0]
     except (OSError, IndexError):
         return "it has no build record (not built by this toolkit)"
-    if _sha256(path) != recorded:
+    if sha256_file(path) != recorded:
         return "its sha256 differs from its build record (changed after the build)"
     return None
 
@@ -190,7 +183,7 @@ def build(sources: Sequence[str | Path], name: str, *, flags: Sequence[str] = HO
             raise FacemaskError(f"{Path(cc).name} failed on {', '.join(s.name for s in sources)}: "
                                 + " | ".join(lines[:3])[:1000],
                                 "fix the C code: warnings are errors")
-        digest = _sha256(tmp)
+        digest = sha256_file(tmp)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
