@@ -190,11 +190,9 @@ def compile_nano_sketch(sketch: str | Path, third_party: str | Path, out: str | 
 
         with ThreadPoolExecutor(jobs) as pool:
             results = list(pool.map(one, sources))
-        core_objs = [str(o) for o, _ in results if "cores" in str(o) or "__arduino__" in o.name]
         warn = sum(len(_warnings(err)) for _, err in results)
         meta.write_text(json.dumps({"objects": [str(o) for o, _ in results], "warnings": warn,
                                     "seconds": round(time.monotonic() - t0, 1)}, indent=1))
-        del core_objs
     m = json.loads(meta.read_text())
     lib_objects = [Path(o) for o in m["objects"]]
 
