@@ -363,6 +363,13 @@ class _Uploader:
             return self.policy.backoff(attempt, self._rng)
 
     def send(self, item: UploadItem) -> _Outcome:
+        try:
+            return self._send(item)
+        except _Abort:
+            self.stop.set()  # stop the other workers now, not when the main thread sees it
+            raise
+
+    def _send(self, item: UploadItem) -> _Outcome:
         name, payload, ctype = _payload(self.root, item)
         url = self.cfg.ingestion_url(f"/api/{item.category}/files")
         headers = {"x-api-key": self.cfg.api_key, "x-label": quote(item.label, safe="-_.!~*'()"),
