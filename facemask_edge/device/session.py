@@ -62,6 +62,10 @@ class BoardResult:
     board: str = ""  # the board's name from INFO
 
 
+#: Wire bytes the board must have answered before the measured link rate replaces the nominal one.
+MIN_MEASURED = 8192
+
+
 @dataclass
 class StreamStats:
     """What the link did. Byte counts are wire bytes (frames with delimiters, text, noise)."""
@@ -87,6 +91,18 @@ class StreamStats:
     # Estimated time the line had to stand still because the board computed longer than its
     # receive window lasts on the wire (it reads nothing meanwhile): not the host's doing.
     board_stall_s: float = 0.0
+    # The link as measured: wire bytes the board took off the line (answered frames) and the
+    # seconds during which it had unanswered bytes waiting. Their ratio is what the line really
+    # carries, inference pauses included (an emulator's pty, a slow USB hub, a radio bridge).
+    drained_bytes: int = 0
+    busy_s: float = 0.0
+
+    @property
+    def measured_rate(self) -> float | None:
+        """Bytes per second the board took, once at least ``MIN_MEASURED`` bytes were measured."""
+        if self.drained_bytes < MIN_MEASURED or self.busy_s <= 0:
+            return None
+        return self.drained_bytes / self.busy_s
 
     def merge(self, other: "StreamStats") -> None:
         for name in self.__dataclass_fields__:
@@ -392,8 +408,12 @@ class BoardSession:
         return chunk, max(window, fr.wire_size(chunk + fr.CHUNK_HEADER))
 
     def _rate(self) -> float:
-        """Bytes per second on the wire (8N1 UART; USB: about 1 MB/s)."""
-        return (self.info.baud / 10) if self.info.baud else 1_000_000
+        """Bytes per second on the wire: nominal (8N1 UART; USB: about 1 MB/s), or what this
+        session measured when the line turned out slower (timeouts then wait long enough
+        instead of resending what the board has not read yet)."""
+        nominal = (self.info.baud / 10) if self.info.baud else 1_000_000
+        measured = self.stats.measured_rate
+        return nominal if measured is None else min(nominal, measured)
 
     def _ack_timeout(self, backoff: int) -> float:
         _, window = self._limits()
@@ -450,7 +470,9 @@ class BoardSession:
             nonlocal inflight
             last = _seq_abs(self._count, seq)
             while window_q and window_q[0][0] <= last:
-                inflight -= window_q.popleft()[1]
+                n = window_q.popleft()[1]
+                inflight -= n
+                st.drained_bytes += n
 
         def forget_window() -> None:
             nonlocal inflight
@@ -580,8 +602,11 @@ class BoardSession:
             if not slots:
                 break
             # -- receive --
+            waiting = inflight > 0
             events = self._read_events()
-            now = self.clock()
+            now, before = self.clock(), now
+            if waiting:
+                st.busy_s += now - before
             if window_full_since is not None and (events or not inflight):
                 st.window_full_s += now - window_full_since
                 window_full_since = None

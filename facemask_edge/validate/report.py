@@ -176,6 +176,9 @@ def _link(segments: list[dict]) -> dict:
         entry["line_busy_host"] = (min(1.0, p.get("stream_bytes_out", 0) * 10 / baud / host_el)
                                    if baud and host_el > 0 else None)
         entry["board_stall_s"] = p.get("board_stall_s")
+        # What the line carried while the board had bytes to read (the session's timeouts use it).
+        busy = p.get("busy_s") or 0.0
+        entry["measured_bytes_per_s"] = p.get("drained_bytes", 0) / busy if busy else None
         per_port[name] = entry
     return {
         "images": images,
