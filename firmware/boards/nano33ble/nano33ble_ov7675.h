@@ -23,7 +23,9 @@
  * rewrites the six window registers below. The result is the register state of the library's
  * own OV7675 path, with either library version.
  *
- * Bit layout (OV7675 datasheet table 7-1, the same as the OV7670's; Linux ov7670_set_hw()):
+ * Bit layout: VREF from the OV7675 datasheet (10.13.2009, table 7-1); HSTART/HSTOP/VSTART/VSTOP/
+ * HREF at the same addresses as on the OV7670 (Zephyr drivers/video/ov7675.c register list) and
+ * packed as Linux ov7670_set_hw() and both Arduino drivers pack them for either sensor:
  *   horizontal positions have 11 bits: HSTART/HSTOP hold bits [10:3], HREF[2:0] holds hstart's
  *   bits [2:0] and HREF[5:3] hstop's; HREF[7:6] is the HREF edge offset, left as it is.
  *   vertical positions have 10 bits: VSTART/VSTOP hold bits [9:2], VREF[1:0] holds vstart's bits
@@ -43,7 +45,7 @@ extern "C" {
 /* 7-bit SCCB address: the datasheet's 0x42 (write) / 0x43 (read), as Wire wants it. */
 #define FE_OV_SCCB_ADDRESS 0x21
 
-/* Register addresses (OV7675 datasheet table 7-1). */
+/* Register addresses (OV7675 datasheet table 7-1; Zephyr drivers/video/ov7675.c). */
 #define FE_OV_REG_VREF 0x03
 #define FE_OV_REG_PID 0x0A
 #define FE_OV_REG_VER 0x0B
