@@ -21,7 +21,7 @@ from facemask_edge.export import export_run
 from facemask_edge.artifacts.tflite import RESOLVER_METHODS
 
 
-# Declarations only, with the signatures of the real headers (Arduino core, Arduino_OV767X 0.0.2,
+# Declarations only, with the signatures of the real headers (Arduino core and its Wire, Arduino_OV767X 0.0.2,
 # esp32-camera, ESP-IDF heap_caps, TFLM micro_interpreter.h / micro_op_resolver.h).
 STUBS = {
     "Arduino.h": """\
@@ -78,13 +78,34 @@ enum { VGA = 0, CIF = 1, QVGA = 2, QCIF = 3, QQVGA = 4 };
 class OV767X {
  public:
 #ifdef STUB_OV_4ARG
-  int begin(int resolution, int format, int fps, int camera);
+  int begin(int resolution, int format, int fps, int camera_name = 0);  // master: 0 = OV7670
 #else
   int begin(int resolution, int format, int fps);
 #endif
   void readFrame(void *buffer);
 };
 extern OV767X Camera;
+""",
+    "Wire.h": """\
+#pragma once
+#include <stdint.h>
+#include <stddef.h>
+class MbedI2C {
+ public:
+  void begin();
+  void end();
+  void beginTransmission(uint8_t address);
+  uint8_t endTransmission(bool stopBit);
+  uint8_t endTransmission(void);
+  size_t requestFrom(uint8_t address, size_t len, bool stopBit);
+  size_t requestFrom(uint8_t address, size_t len);
+  size_t write(uint8_t data);
+  size_t write(int data);
+  size_t write(const uint8_t *data, int len);
+  int read();
+  int available();
+};
+extern MbedI2C Wire;
 """,
     "Chirale_TensorFlowLite.h": """\
 #pragma once
@@ -251,8 +272,10 @@ def _compile_sketch(cxx, sketch: Path, stubs: Path, out: Path, flags=()):
 
 @pytest.mark.parametrize("board,flags", [
     ("nano33ble", ()),
-    ("nano33ble", ("-DSTUB_OV_4ARG",)),  # Arduino_OV767X with the sensor-type argument
+    ("nano33ble", ("-DSTUB_OV_4ARG",)),  # Arduino_OV767X master, with the sensor-type argument
     ("nano33ble", ("-DFE_CAMERA_GRAYSCALE=1", "-DFE_CAMERA_FPS=5")),
+    ("nano33ble", ("-DFE_CAMERA_SENSOR=7670",)),
+    ("nano33ble", ("-DFE_CAMERA_SENSOR=7670", "-DSTUB_OV_4ARG")),
     ("esp32cam", ()),
     ("esp32cam", ("-DFE_CAMERA_JPEG=1", "-DFE_ARENA_IN_PSRAM=1", "-DFE_SERIAL_BAUD=115200",
                   "-DFE_FLASH_LED_DUTY=6")),
@@ -263,13 +286,32 @@ def test_sketch_compiles_against_stubs(exported, board, flags, tmp_path):
     assert len(objects) == 7  # sketch, fe_app, model_data, fe_inference, fe_preprocess, fe_protocol, fe_result
 
 
-def test_nano_sketch_camera_variant_is_chosen_by_the_library(exported, tmp_path):
+def _undefined(obj: Path) -> str:
+    return subprocess.run(["nm", "-C", "-u", str(obj)], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.parametrize("library", [(), ("-DSTUB_OV_4ARG",)], ids=["0.0.2", "master"])
+def test_nano_sketch_configures_the_chosen_sensor(exported, library, tmp_path):
+    """Both library versions are started the same way (three arguments: their OV7670 set-up); only
+    an OV7675 build then writes registers over Wire (the window, nano33ble_ov7675.h). Before the
+    sketch had its own OV7675 table, the default build wrote no register with 0.0.2."""
     out_dir, stubs = exported
-    for flags, want in (((), "OV767X::begin(int, int, int)"),
-                        (("-DSTUB_OV_4ARG",), "OV767X::begin(int, int, int, int)")):
-        obj = _compile_sketch("g++", out_dir / "nano33ble", stubs, tmp_path, flags)[0]
-        undefined = subprocess.run(["nm", "-C", "-u", str(obj)], capture_output=True, text=True).stdout
-        assert want in undefined
+    opt = ("-Os",)  # the sensor is a compile-time constant: -Os drops the other branch, as on the board
+    ov7675 = _undefined(_compile_sketch("g++", out_dir / "nano33ble", stubs, tmp_path, (*library, *opt))[0])
+    ov7670 = _undefined(_compile_sketch("g++", out_dir / "nano33ble", stubs, tmp_path,
+                                        (*library, *opt, "-DFE_CAMERA_SENSOR=7670"))[0])
+    begin = "OV767X::begin(int, int, int, int)" if library else "OV767X::begin(int, int, int)"
+    for undefined in (ov7675, ov7670):
+        assert begin in undefined
+    assert "MbedI2C::beginTransmission(unsigned char)" in ov7675
+    assert "MbedI2C::requestFrom(unsigned char, unsigned long)" in ov7675
+    assert "MbedI2C" not in ov7670
+
+
+def test_nano_sketch_refuses_an_unknown_sensor(exported, tmp_path):
+    out_dir, stubs = exported
+    with pytest.raises(AssertionError, match="FE_CAMERA_SENSOR must be"):
+        _compile_sketch("g++", out_dir / "nano33ble", stubs, tmp_path, ("-DFE_CAMERA_SENSOR=OV7675",))
 
 
 @pytest.mark.skipif(shutil.which("arm-none-eabi-g++") is None, reason="arm-none-eabi-g++ not installed")

@@ -1,5 +1,5 @@
 // facemask-edge firmware: Arduino Nano 33 BLE Sense (Rev1 or Rev2) with the OV7675 camera of
-// the Arduino Tiny Machine Learning Kit.
+// the Arduino Tiny Machine Learning Kit (default) or an OV7670 module (FE_CAMERA_SENSOR below).
 //
 //   facemask-edge export RUN_DIR --board nano33ble     writes src/ (model, settings, op resolver)
 //   facemask-edge flash --board nano33ble              builds and uploads with arduino-cli
@@ -9,7 +9,8 @@
 // HELLO (`facemask-edge validate`) the camera pauses and the board answers the binary protocol
 // (firmware/PROTOCOL.md) until BYE.
 //
-// Libraries: Chirale_TensorFLowLite 2.0.0 (TensorFlow Lite Micro) and Arduino_OV767X 0.0.2.
+// Libraries: Chirale_TensorFLowLite 2.0.0 (TensorFlow Lite Micro) and Arduino_OV767X 0.0.2 (which
+// configures every sensor as an OV7670: the OV7675's window is set here, nano33ble_ov7675.h).
 // Memory: frame (50,688 B) + tensor arena are static, checked at compile time below against the
 // 256 KB RAM less what the Mbed OS core takes.
 
@@ -18,6 +19,21 @@
 
 #include "nano33ble_camera.h"
 #include "src/facemask_edge.h"
+
+// The camera sensor: FE_SENSOR_OV7675 (7675) for the Arduino Tiny Machine Learning Kit's camera,
+// FE_SENSOR_OV7670 (7670) for a loose OV7670 module. Both answer the same product ID, so the
+// sketch cannot tell them apart: a wrong choice goes unnoticed and sets the other sensor's window.
+#ifndef FE_CAMERA_SENSOR
+#define FE_CAMERA_SENSOR FE_SENSOR_OV7675
+#endif
+
+#if FE_CAMERA_SENSOR == FE_SENSOR_OV7675
+#define FE_CAMERA_NAME "OV7675"  // named in the camera error message
+#elif FE_CAMERA_SENSOR == FE_SENSOR_OV7670
+#define FE_CAMERA_NAME "OV7670"
+#else
+#error "FE_CAMERA_SENSOR must be FE_SENSOR_OV7675 (7675) or FE_SENSOR_OV7670 (7670)"
+#endif
 
 // 1 or 5: the only rates Arduino_OV767X supports on this board. Frames are read with interrupts
 // off, so a slower rate also means the serial port waits longer between reads.
@@ -40,9 +56,6 @@
 #define FE_CAMERA_PIXEL FE_PIXEL_RGB565
 #define FE_CAMERA_BPP 2
 #endif
-
-// Named in the camera error message.
-#define FE_CAMERA_NAME "OV7675"
 
 #define FE_FRAME_BUFFER_BYTES (FE_FRAME_WIDTH * FE_FRAME_HEIGHT * FE_CAMERA_BPP)
 
@@ -100,7 +113,12 @@ void setup() {
 
   const fe_app_board_t board = {serial_write, board_micros, board_cycles, FE_COUNTER_CYCLES, 0};
   const int status = fe_app_setup(&board, g_arena, sizeof(g_arena), NULL, NULL);
-  g_camera_ok = fe_camera_begin(QCIF, FE_CAMERA_FORMAT, FE_CAMERA_FPS) != 0;
+  uint8_t camera_reg = 0;
+  int camera = fe_camera_begin(FE_CAMERA_FORMAT, FE_CAMERA_FPS);
+#if FE_CAMERA_SENSOR == FE_SENSOR_OV7675
+  if (camera == FE_CAMERA_OK) camera = fe_camera_set_ov7675_window(&camera_reg);
+#endif
+  g_camera_ok = camera == FE_CAMERA_OK;
   fe_app_info()->free_ram_bytes = fe_free_ram_bytes();
 
   Serial.print("facemask-edge ");
@@ -124,7 +142,11 @@ void setup() {
     Serial.println(status);
     fe_led_show(1);
   }
-  if (!g_camera_ok) Serial.println("camera init failed: check the " FE_CAMERA_NAME " on the TinyML shield");
+  if (!g_camera_ok) {
+    char line[96];
+    fe_camera_error_line(camera, FE_CAMERA_NAME, camera_reg, line, sizeof(line));
+    Serial.println(line);
+  }
 }
 
 void loop() {
