@@ -96,12 +96,12 @@ _DIAG = re.compile(r"^(?P<file>[^:\s][^:]*):\d+:\d+: (?P<kind>warning|error|fata
 
 @dataclass
 class CheckResult:
-    """What the check compiled and what the compiler said about the project's files."""
+    """What the check compiled and what the compiler said about the project's files (the SDK's
+    folders are ``-isystem``, so the compiler keeps their own warnings to itself)."""
 
     units: list[str] = field(default_factory=list)
     project_warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    sdk_warnings: int = 0
     seconds: float = 0.0
 
     @property
@@ -110,8 +110,8 @@ class CheckResult:
 
     def summary(self) -> str:
         return (f"esp32cam syntax check: {len(self.units)} translation units, "
-                f"{len(self.errors)} errors, {len(self.project_warnings)} warnings from project files "
-                f"({self.sdk_warnings} in SDK headers, not ours), {self.seconds:.1f} s")
+                f"{len(self.errors)} errors, {len(self.project_warnings)} warnings from project files, "
+                f"{self.seconds:.1f} s")
 
 
 def headers_dir(explicit: str | os.PathLike | None = None) -> Path | None:
@@ -190,11 +190,8 @@ def _compile(cmd: list[str], project: tuple[Path, ...], result: CheckResult) -> 
         if m.group("kind") != "warning":
             if line not in result.errors:
                 result.errors.append(line)
-        elif mine:
-            if line not in result.project_warnings:
-                result.project_warnings.append(line)
-        else:
-            result.sdk_warnings += 1
+        elif mine and line not in result.project_warnings:
+            result.project_warnings.append(line)
     if proc.returncode != 0 and not result.errors:
         result.errors.append(f"{' '.join(cmd[:2])} failed: {proc.stderr.strip()[:300]}")
 
@@ -206,7 +203,7 @@ def check_sketch(sketch: Path, headers: Path, work: Path, *,
     Args:
         sketch: ``RUN/export/esp32cam`` (the .ino, the board header, ``src/``).
         headers: the folder :func:`prepare_headers` wrote.
-        work: a scratch folder (the resolver unit goes there).
+        work: a scratch folder (the .ino's translation unit and the resolver unit go there).
         variants: the .ino's preprocessor variants (default :data:`INO_VARIANTS`).
         sources: also compile ``src/`` and the resolver-table unit (tests turn it off to be quick).
 
@@ -220,9 +217,13 @@ def check_sketch(sketch: Path, headers: Path, work: Path, *,
     flags = _flags(headers, sketch)
     project = (sketch, work, SHIM)
     cxx = ["g++", "-std=gnu++17", "-x", "c++", *flags]
+    # As the Arduino builder does: Arduino.h first, then the .ino under a #line that keeps the
+    # diagnostics pointing at the sketch's own file.
+    ino = sketch / "esp32cam.ino"
+    unit = work / "esp32cam.ino.cpp"
+    unit.write_text(f'#include <Arduino.h>\n#line 1 "{ino}"\n' + ino.read_text())
     for name, extra in (INO_VARIANTS if variants is None else variants).items():
-        # Compiled in place (an .ino is C++ to arduino-cli), so diagnostics name the sketch's files.
-        _compile([*cxx, *(f"-D{d}" for d in extra), str(sketch / "esp32cam.ino")], project, result)
+        _compile([*cxx, *(f"-D{d}" for d in extra), str(unit)], project, result)
         result.units.append(f"esp32cam.ino [{name}]")
     for src in sorted((sketch / "src").iterdir()) if sources else ():
         if src.suffix in (".cc", ".cpp"):
