@@ -8,44 +8,19 @@ FACEMASK_EDGE_BUILD_CACHE or FACEMASK_EDGE_CACHE when set). The fast tests at th
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from _emulator import ROOT, SHARED, needs_emulator, tflm_tree
 from facemask_edge.emulate import count_to_ms, parse_log
-from facemask_edge.emulate.build import find_tflm
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 VWW = SHARED / "weights" / "vww_96_int8.tflite"
 # Reference kernels 367 M; CMSIS-NN at -Os, measured independently (see the issue and README).
 VWW_REFERENCE_INSTRUCTIONS = 31.04e6
 IMAGES = int(os.environ.get("FACEMASK_EDGE_EMULATE_IMAGES", "24"))
-
-
-def _tflm():
-    try:
-        return find_tflm(os.environ.get("FACEMASK_EDGE_TFLM") or next(
-            iter(sorted((SHARED / "third_party").glob("Chirale_TensorFlowLite-*"))), None))
-    except Exception:
-        return None
-
-
-def _skip_reason() -> str | None:
-    if shutil.which("qemu-system-arm") is None:
-        return "qemu-system-arm not installed (apt-get install qemu-system-arm)"
-    if shutil.which("arm-none-eabi-g++") is None:
-        return "arm-none-eabi-g++ not installed (apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi " \
-               "libstdc++-arm-none-eabi-newlib)"
-    if _tflm() is None:
-        return f"no TFLM tree: {SHARED / 'third_party'} absent and FACEMASK_EDGE_TFLM not set"
-    return None
-
-
-needs_emulator = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +28,7 @@ def tflm_library():
     """TFLM + CMSIS-NN for the Cortex-M4, built once for every test of the session."""
     from facemask_edge.emulate import build_tflm
 
-    return build_tflm(_tflm(), log=lambda s: print(s, file=sys.stderr))
+    return build_tflm(tflm_tree(), log=lambda s: print(s, file=sys.stderr))
 
 
 @pytest.fixture(scope="session")

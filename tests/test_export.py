@@ -331,3 +331,21 @@ def test_not_a_tflite_and_wrong_quantization(runs, models, tmp_path):
     (run2 / "model_card.json").write_text(json.dumps(card))
     with pytest.raises(ConversionError, match=r"int8 \[1, 96, 96, 3\]"):
         export_run(run2, "nano33ble", out=tmp_path / "out")
+
+
+def test_the_firmware_names_the_run_by_its_folder_not_the_path_it_was_trained_to(runs, tmp_path):
+    """A card written by `train --out /home/me/long/path/run` carried that path into the firmware's
+    boot line: it told the device's reader where the user keeps files, and a long one overflowed
+    the emulator board's 160-byte boot line (a compile error under -Werror)."""
+    import json
+    import shutil
+
+    run = tmp_path / "rgb_copy"
+    shutil.copytree(runs["rgb"], run)
+    card = json.loads((run / "model_card.json").read_text())
+    card["run"] = "/home/someone/" + "deep/" * 40 + "my_run"
+    (run / "model_card.json").write_text(json.dumps(card))
+    export_run(run, "nano33ble", out=tmp_path / "out")
+    settings = (tmp_path / "out/nano33ble/src/model_settings.h").read_text()
+    assert '#define FE_MODEL_RUN "my_run"' in settings
+    assert "/home/someone" not in settings

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from _emulator import needs_emulator, tflm_tree
 from facemask_edge.cli import main
 from facemask_edge.errors import FacemaskError
 from facemask_edge.pipeline import STAGES, board_defaults, build_config, run_pipeline
@@ -368,3 +369,24 @@ def test_benchmark_report_from_a_run(demo_run, tmp_path):
                          "pipeline_wall_seconds": 1.0})
     for text in ("## Accuracy on the test split", "## Targets (issue 7)", "| validate |", "cores"):
         assert text in md, text
+
+
+@pytest.mark.slow
+@pytest.mark.emulator
+@needs_emulator
+def test_measure_puts_the_emulated_latency_beside_the_estimate(demo_run):
+    """--measure re-runs only the profile stage; the summary quotes the measured Nano latency (and
+    the camera frame's, preprocessing included) next to the estimate, with the CPI range."""
+    assert main(["pipeline", "--demo", "--out", str(demo_run), *FAST_DEMO, "--measure",
+                 "--tflm", str(tflm_tree())]) == 0
+    s = summary(demo_run)
+    assert [k for k in STAGES[1:] if s["stages"][k]["status"] == "done"] == ["profile"]
+    nano = s["stages"]["profile"]["figures"]["boards"]["nano33ble"]
+    m = json.loads((demo_run / "emulate" / "measure.json").read_text())
+    assert nano["measured_latency_ms"] == [round(v, 2) for v in m["invoke_ms"]]
+    lo, hi = nano["measured_frame_ms"]
+    assert lo > nano["measured_latency_ms"][0] and hi / lo == pytest.approx(1.5, rel=1e-3)
+    assert s["headline"]["measured_frame_ms_nano33ble"] == nano["measured_frame_ms"]
+    assert "esp32cam" not in {k.split("_ms_")[-1] for k in s["headline"] if k.startswith("measured")}
+    md = (demo_run / "summary.md").read_text()
+    assert "measured" in md and "cycles/instruction; estimate" in md

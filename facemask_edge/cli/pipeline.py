@@ -22,7 +22,7 @@ _TRAIN = ("weights", "arch", "alpha", "size", "color", "blocks", "cut", "skip_bl
           "split", "group_by", "exclude_noncommercial", "class_weight", "distill_alpha", "distill_temperature",
           "energy", "wandb")
 _LATER = ("qat_epochs", "qat_lr", "representative", "quantization", "compare_ptq", "reference",
-          "validate_limit", "sim", "sim_baud", "baud", "validate_timeout", "export_format", "until")
+          "measure", "tflm", "validate_limit", "sim", "sim_baud", "baud", "validate_timeout", "export_format", "until")
 
 
 def _by_board() -> dict:
@@ -38,7 +38,8 @@ def _by_board() -> dict:
 def _pipeline_options(fn):
     by_board = _by_board()
     for name in reversed(_LATER):
-        extra = {"type": click.Path(dir_okay=False)} if name == "reference" else {}
+        extra = {"reference": {"type": click.Path(dir_okay=False)},
+                 "tflm": {"type": click.Path(file_okay=False)}}.get(name, {})
         fn = field_option(PipelineConfig, name, layered=True, board_defaults=by_board.get(name), **extra)(fn)
     fn = train_field_options(_TRAIN, layered=True, board_defaults=by_board)(fn)
     # The pipeline ships to a board: only the board-sized backbones.

@@ -174,7 +174,7 @@ def render_sources(run: _Run, board: Board, budget: Budget) -> dict[str, bytes]:
         raise FacemaskError("firmware/common/fe_protocol.c is missing",
                             "the sketches need the protocol implementation; update the checkout")
     headers = sorted(n for n in copies if n.endswith(".h") and n != UMBRELLA)
-    run_name = str(run.card.get("run") or run.path.name)
+    run_name = _run_name(run)
     files = {
         "model_data.cc": generate.model_data_cc(run.model, run.sha256),
         "model_data.h": generate.model_data_h(),
@@ -246,7 +246,7 @@ def _write_sketch(target: Path, template: Path, sources: dict[str, bytes]) -> li
 
 def _library_properties(board: Board, run: _Run, library: str) -> str:
     deps = ", ".join(f"{name} (={version})" for name, version in board.libraries)
-    run_name = str(run.card.get("run") or run.path.name)
+    run_name = _run_name(run)
     lines = [
         f"name={library}",
         f"version={__version__}",
@@ -337,3 +337,9 @@ def export_run(run_dir: str | Path, board: str, out: str | Path | None = None,
     result.path = zip_path
     result.files = [Path(name) for name in sorted(entries)]
     return result
+
+
+def _run_name(run) -> str:
+    """The run's folder name (the card may hold the path it was trained to): a device prints it,
+    and a path would say where the user keeps their files and outgrow the firmware's line."""
+    return Path(str(run.card.get("run") or run.path.name)).name or run.path.name

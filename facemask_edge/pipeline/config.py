@@ -74,6 +74,12 @@ class PipelineConfig:
     reference: str | None = option(None, check=_file_check,
                                    help="Profile this .tflite alongside as the reference (e.g. "
                                         "vww_96_int8.tflite).")
+    measure: bool = option(False, help="Also measure the latency on the emulated Cortex-M4 (the Nano's "
+                                       "firmware under qemu-system-arm; needs arm-none-eabi-gcc and a "
+                                       "TFLM tree, whose first build takes 10-30 min, then is cached).")
+    tflm: str | None = option(None, help="TensorFlow Lite Micro tree for --measure (default: "
+                                         "Chirale_TensorFlowLite in the Arduino libraries folder, or "
+                                         "$FACEMASK_EDGE_TFLM).")
     validate_limit: int | None = option(None, cli="--limit", help="Validate only the first N test images.")
     validate_timeout: float = option(8.0, cli="--timeout", help="Seconds to wait for a board that does not answer.")
     baud: int = option(921600, help="UART speed of --port (USB CDC ignores it).")

@@ -137,6 +137,7 @@ class _Runner:
             rows.append((self.run_dir.name, p))
             figures["boards"][b] = _profile_figures(p)
         outs = [f"profile_{b}.json" for b in BOARDS]
+        outs += self._measure(shipped.sha256, figures["boards"])
         if self.cfg.reference:
             ref = Path(self.cfg.reference)
             if not ref.is_file():
@@ -161,6 +162,27 @@ class _Runner:
         (self.run_dir / "profile.md").write_text(profile_table(rows) + "\n")
         outs.append("profile.md")
         return outs, figures
+
+    def _measure(self, sha256: str, boards: dict) -> list[str]:
+        """With ``measure``, the target board's latency on the emulated Cortex-M4, next to the
+        estimate in the profile figures (a measurement recorded earlier for this model counts too)."""
+        from facemask_edge.emulate import EMULATED_BOARDS, attach_measurement, measure_run, read_measurement
+        from facemask_edge.progress import log
+
+        board = self.cfg.board
+        if board not in EMULATED_BOARDS:
+            if self.cfg.measure:
+                log(f"measure: no emulator for {board} (only {', '.join(EMULATED_BOARDS)}); "
+                    "its latency stays an estimate")
+            return []
+        m = read_measurement(self.run_dir, sha256)
+        if m is None and self.cfg.measure:
+            m = measure_run(self.run_dir, board, tflm=self.cfg.tflm, log=log)
+        if m is None:
+            return []
+        boards[board] = _profile_figures(attach_measurement({**boards[board], "board": board,
+                                                              "model_sha256": sha256}, m))
+        return ["emulate/measure.json"]
 
     def stage_evaluate(self, resume: bool):
         from facemask_edge.convert.evaluate import evaluate_run
@@ -267,8 +289,9 @@ class _Runner:
                    {"variants": cfg.variants(), "quantization": cfg.quantization,
                     "representative": cfg.representative},
                    self.stage_convert),
-            _Stage("profile", "arena, flash and latency per board", model_files,
-                   {"boards": list(BOARDS), "reference": ref}, self.stage_profile),
+            _Stage("profile", "arena, flash and latency per board"
+                   + (" (measured on the emulated Cortex-M4)" if cfg.measure else ""), model_files,
+                   {"boards": list(BOARDS), "reference": ref, "measure": cfg.measure}, self.stage_profile),
             _Stage("evaluate", "float vs int8 (TFLM, TFLite-ref) on the test split",
                    train_outs + model_files + self._variant_files(), {}, self.stage_evaluate),
             _Stage("export", f"firmware sources for {cfg.board}", model_files,
@@ -328,9 +351,13 @@ def _class_figures(m: dict) -> dict:
 
 
 def _profile_figures(p: dict) -> dict:
-    return {k: p[k] for k in ("fits", "reason", "arena_bytes", "arena_with_margin_bytes", "ram_left_bytes",
-                              "flash_bytes", "flash_used_bytes", "flash_left_bytes", "macs", "latency_ms",
-                              "clock_hz", "arena_placement")}
+    out = {k: p[k] for k in ("fits", "reason", "arena_bytes", "arena_with_margin_bytes", "ram_left_bytes",
+                             "flash_bytes", "flash_used_bytes", "flash_left_bytes", "macs", "latency_ms",
+                             "clock_hz", "arena_placement")}
+    # Measured on the emulated Cortex-M4 (attach_measurement), when it was.
+    out.update({k: p[k] for k in ("measured_latency_ms", "measured_frame_ms", "measured", "latency_source")
+                if k in p})
+    return out
 
 
 def _firmware_hash(board: str) -> str | None:

@@ -83,10 +83,25 @@ def _headline(stages: dict, cfg: PipelineConfig) -> dict:
         h["fits_" + cfg.board] = b["fits"]
         for name, p in pr["boards"].items():
             h[f"latency_ms_{name}"] = p["latency_ms"]
+            if p.get("measured_latency_ms"):
+                h[f"measured_latency_ms_{name}"] = p["measured_latency_ms"]
+                h[f"measured_frame_ms_{name}"] = p["measured_frame_ms"]
     if pr.get("reference"):
         h["arena_vs_reference"] = pr["reference"]["arena_ratio"]
         h["flash_vs_reference"] = pr["reference"]["flash_ratio"]
     return h
+
+
+def _latency_cell(p: dict) -> str:
+    """The estimate, and the emulated Cortex-M4's measurement beside it when there is one."""
+    est = _fmt(p["latency_ms"])
+    m = p.get("measured_latency_ms")
+    if not m:
+        return f"{est} (estimate)"
+    cpi = (p.get("measured") or {}).get("cpi_range") or ["?", "?"]
+    f = p["measured_frame_ms"]
+    return (f"measured {m[0]:.0f}-{m[1]:.0f} ({f[0]:.0f}-{f[1]:.0f} per camera frame), at {cpi[0]}-{cpi[1]} "
+            f"cycles/instruction; estimate {est}")
 
 
 def _licence_notes(run_dir: Path) -> list[str]:
@@ -193,7 +208,7 @@ def summary_markdown(s: dict) -> str:
             lines.append(f"| {b} | {_fmt(p['fits'])} | {_fmt(p['arena_bytes'])} | "
                          f"{_fmt(p['arena_with_margin_bytes'])} | "
                          f"{_fmt(p['ram_left_bytes'])} | {_fmt(p['flash_bytes'])} | {_fmt(p['flash_left_bytes'])} | "
-                         f"{_fmt(p['macs'])} | {_fmt(p['latency_ms'])} |")
+                         f"{_fmt(p['macs'])} | {_latency_cell(p)} |")
         ref = pr.get("reference")
         if ref:
             lines += ["", f"Reference `{ref['model']}`: arena {_fmt(ref['arena_bytes'])} B, flatbuffer "

@@ -159,13 +159,13 @@ int main(void) {
   const int status = fe_app_setup(&board, g_arena, sizeof g_arena, nullptr, profiler);
   fe_app_info()->free_ram_bytes = static_cast<uint32_t>(&_heap_limit - &end);
 
+  // The model's name is as long as its run folder's: printed as it is, not through a fixed buffer.
   char line[160];
-  snprintf(line, sizeof line,
-           "facemask-edge %s board=%s (emulated on qemu mps2-an386) model=%s input=%dx%dx%d arena_used=%lu/%lu "
-           "free_ram=%lu\r\n",
-           FE_FIRMWARE_VERSION, FE_BOARD, FE_MODEL_VERSION, FE_INPUT_WIDTH, FE_INPUT_HEIGHT, FE_INPUT_CHANNELS,
-           static_cast<unsigned long>(fe_app_info()->arena_bytes), static_cast<unsigned long>(FE_ARENA_SIZE),
-           static_cast<unsigned long>(fe_app_info()->free_ram_bytes));
+  uart_print(kUart0, "facemask-edge " FE_FIRMWARE_VERSION " board=" FE_BOARD " (emulated on qemu mps2-an386) model=");
+  uart_print(kUart0, FE_MODEL_VERSION);
+  snprintf(line, sizeof line, " input=%dx%dx%d arena_used=%lu/%lu free_ram=%lu\r\n", FE_INPUT_WIDTH,
+           FE_INPUT_HEIGHT, FE_INPUT_CHANNELS, static_cast<unsigned long>(fe_app_info()->arena_bytes),
+           static_cast<unsigned long>(FE_ARENA_SIZE), static_cast<unsigned long>(fe_app_info()->free_ram_bytes));
   uart_print(kUart0, line);
   snprintf(line, sizeof line, "FE-EMU boot status=%d arena_used=%lu free_ram=%lu\n", status,
            static_cast<unsigned long>(fe_app_info()->arena_bytes),
