@@ -192,14 +192,18 @@ def _row(point: SweepPoint, summary: dict, test_int8: float | None, seconds: flo
            "boards": {b: {"fits": p["fits"], "reason": p["reason"],
                           "arena_with_margin_bytes": p["arena_with_margin_bytes"],
                           "ram_left_bytes": p["ram_left_bytes"], "flash_left_bytes": p["flash_left_bytes"],
-                          "latency_ms": p["latency_ms"]} for b, p in pr.items()}}
+                          # the measured camera frame when there is one (emulated Cortex-M4), else the estimate
+                          "latency_ms": p.get("measured_frame_ms") or p["latency_ms"],
+                          "latency_source": "measured frame" if p.get("measured_frame_ms") else "estimate",
+                          "estimated_latency_ms": p["latency_ms"]} for b, p in pr.items()}}
     return row
 
 
 def run_sweep(data: str | None, out: str | Path, points: list[SweepPoint], epochs: dict | None = None,
               train_options: dict | None = None, latency_budget: dict | None = None,
               tolerance: float = 0.005, evaluate_test: bool = True, reference: str | None = None,
-              reference_limits: dict | None = None, latency_estimate: str = "high") -> dict:
+              reference_limits: dict | None = None, latency_estimate: str = "high",
+              measure: bool = False, tflm: str | None = None) -> dict:
     """Train, quantize, convert and profile every point; write the table, plots, recommendation.
 
     Args:
@@ -217,6 +221,10 @@ def run_sweep(data: str | None, out: str | Path, points: list[SweepPoint], epoch
             recommendation may have (default :func:`default_reference_limits`).
         latency_estimate: ``"high"`` or ``"low"``: which end of the latency estimate the budget
             is checked on.
+        measure: measure every point on the emulated Cortex-M4 (the pipeline's ``measure``): the
+            Nano's budget is then checked on the measured time of a camera frame (preprocessing
+            and inference at the CPI range's ``latency_estimate`` end), not on the MAC estimate.
+        tflm: TFLM tree for ``measure``.
 
     Returns:
         ``{"rows": [...], "recommendation": {...}, ...}`` (also ``OUT/sweep.json``).
@@ -249,7 +257,7 @@ def run_sweep(data: str | None, out: str | Path, points: list[SweepPoint], epoch
             train.pop("teacher")  # a teacher no larger than the student has nothing to pass on
             log(f"  {p.name}: trained without the teacher ({teacher_size} px, not larger)")
         cfg = PipelineConfig(out=str(out / "configs" / p.name), data=data_path, train=train,
-                             qat_epochs=epochs["qat_epochs"], until="profile")
+                             qat_epochs=epochs["qat_epochs"], until="profile", measure=measure, tflm=tflm)
         t = time.monotonic()
         try:
             summary = run_pipeline(cfg)
@@ -391,7 +399,9 @@ def sweep_markdown(res: dict) -> str:
              f"epochs (head, fine-tuning), {e['qat_epochs']} QAT epoch(s), then converted (PTQ or QAT, "
              "whichever agrees more with the float model on validation) and profiled. Accuracies are of the int8 model in tflite-micro; "
              "the recommendation uses the validation split only. Latency: MACs x cycles/MAC / clock "
-             f"(range: low-high estimate; the budget is checked on the {res.get('latency_estimate', 'high')} end)."
+             f"(range: low-high estimate; the budget is checked on the {res.get('latency_estimate', 'high')} end); "
+             "an **m** marks a time measured on the emulated Cortex-M4 instead (a camera frame: preprocessing "
+             "+ inference, instructions x 1.0-1.5 cycles/instruction at the board's clock)."
              + (f" Reference `{res['reference']['model']}`: arena {res['reference']['arena_bytes']:,} B, "
                 f"flatbuffer {res['reference']['flatbuffer_bytes']:,} B, {res['reference']['macs']:,} MACs."
                 if res.get("reference") else ""), "",
@@ -408,7 +418,8 @@ def sweep_markdown(res: dict) -> str:
             cells += [f"{r['arena_vs_reference']:.1%}", f"{r['flash_vs_reference']:.1%}"]
         for b in names:
             lo, hi = r["boards"][b]["latency_ms"]
-            cells += [span(lo, hi), "yes" if r["boards"][b]["fits"] else "NO"]
+            mark = " m" if r["boards"][b].get("latency_source") == "measured frame" else ""
+            cells += [span(lo, hi) + mark, "yes" if r["boards"][b]["fits"] else "NO"]
         cells.append(_f(r["seconds"], 0))
         lines.append("| " + " | ".join(cells) + " |")
     if res.get("failed"):

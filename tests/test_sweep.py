@@ -180,3 +180,35 @@ def test_sweep_teacher_distils_only_smaller_configurations(synthetic_data, tiny_
                for name in ("tiny-full-24-rgb", "tiny-full-32-rgb")}
     assert teacher["tiny-full-24-rgb"] == str(tiny_trained_run.resolve())
     assert teacher["tiny-full-32-rgb"] is None  # the 32 px teacher is no larger than this student
+
+
+def test_a_measured_camera_frame_replaces_the_estimate_in_the_budget():
+    """With --measure the sweep's row carries the emulated Cortex-M4's time of a whole camera frame
+    (preprocessing included); the budget is checked on it, and the table marks it."""
+    from facemask_edge.sweep import SweepPoint, _row, sweep_markdown
+
+    def summary(measured):
+        nano = {"fits": True, "reason": "", "arena_with_margin_bytes": 30_000, "ram_left_bytes": 1,
+                "flash_left_bytes": 1, "latency_ms": [64.0, 128.0]}
+        if measured:
+            nano["measured_frame_ms"] = [93.0, 139.5]
+        esp = {**nano, "latency_ms": [45.0, 45.0]}
+        esp.pop("measured_frame_ms", None)
+        return {"stages": {"train": {"figures": {"val": {"accuracy": 0.9}, "test": {"accuracy": 0.9}}},
+                           "convert": {"figures": {"val_accuracy_int8": 0.9, "quantization": "ptq", "params": 1,
+                                                   "macs": 1, "flatbuffer_bytes": 1, "arena_bytes": 1}},
+                           "profile": {"figures": {"boards": {"nano33ble": nano,
+                                                              "esp32cam": esp}}}}}
+
+    point = SweepPoint("p", {"size": 48, "color": "rgb", "blocks": 6}, "f")
+    est, meas = _row(point, summary(False), 0.9, 1.0), _row(point, summary(True), 0.9, 1.0)
+    assert est["boards"]["nano33ble"]["latency_ms"] == [64.0, 128.0]
+    assert meas["boards"]["nano33ble"]["latency_ms"] == [93.0, 139.5]
+    assert meas["boards"]["nano33ble"]["estimated_latency_ms"] == [64.0, 128.0]
+    assert meas["boards"]["esp32cam"]["latency_source"] == "estimate"
+    # 139.5 ms measured is over a 130 ms budget that the 128 ms estimate would have passed.
+    assert recommend([est], {"nano33ble": 130.0})["nano33ble"]["name"] == "p"
+    assert recommend([meas], {"nano33ble": 130.0})["nano33ble"]["name"] is None
+    md = sweep_markdown({"data": "d", "epochs": {"head_epochs": 1, "finetune_epochs": 1, "qat_epochs": 0},
+                         "rows": [meas], "recommendation": {}, "wall_seconds": 1.0})
+    assert "| 93-140 m |" in md

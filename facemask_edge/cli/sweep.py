@@ -105,14 +105,18 @@ def _family(v: str):
 @field_option(PipelineConfig, "reference", type=click.Path(dir_okay=False),
               help="Reference int8 .tflite (e.g. vww_96_int8.tflite): ratio columns and plot lines, and the "
                    "Nano 33 BLE pick must stay within 45 % of its arena and 25 % of its flatbuffer.")
+@field_option(PipelineConfig, "measure",
+              help="Measure every configuration on the emulated Cortex-M4: the Nano's latency budget is then "
+                   "checked on the measured camera frame (preprocessing + inference), not the MAC estimate.")
+@field_option(PipelineConfig, "tflm", type=click.Path(file_okay=False))
 @click.option("--tolerance", type=float, default=0.005, show_default=True,
               help="Accuracies this close count as equal; then the smallest arena wins.")
 @click.option("--write-defaults", is_flag=True,
               help="Write the recommendation into facemask_edge/defaults.json (the pipeline's --board defaults).")
 @click.option("--dry-run", is_flag=True, help="List the configurations and exit.")
 def sweep(data, out, weights, keras_weights, fast, sizes, colors, blocks, skips, only, heads, teacher, families, limit, head_epochs,
-          finetune_epochs, qat_epochs, seed, batch_size, max_latency, latency_estimate, reference, tolerance,
-          write_defaults, dry_run):
+          finetune_epochs, qat_epochs, seed, batch_size, max_latency, latency_estimate, reference, measure,
+          tflm, tolerance, write_defaults, dry_run):
     """Train, quantize and profile many configurations briefly; table, Pareto plots, a pick per board.
 
     Writes OUT/sweep.md, sweep.json, pareto_arena.png, pareto_latency.png and
@@ -162,7 +166,7 @@ def sweep(data, out, weights, keras_weights, fast, sizes, colors, blocks, skips,
         train_options["teacher"] = teachers(str(Path(t).resolve()) for t in teacher)
     budget = max_latency
     res = run_sweep(data_value(data), out, points, epochs, train_options, budget, tolerance, reference=reference,
-                    latency_estimate=latency_estimate)
+                    latency_estimate=latency_estimate, measure=measure, tflm=tflm)
     click.echo(f"{len(res['rows'])} configurations ({len(res['failed'])} failed) in {res['wall_seconds']:.0f} s")
     for b, r in res["recommendation"].items():
         if r.get("name"):
