@@ -27,6 +27,7 @@ VWW_REFERENCE = {"instructions": 31.04e6, "reference_kernels_instructions": 367e
 
 def bench(name: str, run: Path, images: int | None, data: Path | None, tflm, out: Path) -> dict:
     from facemask_edge.emulate import Emulator, build_for_run, write_measurement
+    from facemask_edge.profile import profile_model
     from facemask_edge.validate.runner import validate_run
 
     prep = build_for_run(run, "nano33ble", tflm=tflm, log=print)
@@ -42,8 +43,11 @@ def bench(name: str, run: Path, images: int | None, data: Path | None, tflm, out
         wall = time.monotonic() - t1
     finally:
         emu.stop()
+    # The estimate the toolkit falls back to without the emulator, for the comparison.
+    est = profile_model(run / "model_int8.tflite", "nano33ble")
     result = {
-        "name": name, "run": str(run), "measurement": m,
+        "name": name, "run": str(run), "measurement": m, "machine": _machine(),
+        "estimate_ms": est["latency_ms"], "estimate_source": est.get("latency_source") or "MACs x cycles/MAC",
         "boot_s": round(boot_s, 1),
         "validation": {
             "images": report["validated"], "bit_exact": report["agreement"]["bit_exact"],
@@ -55,6 +59,17 @@ def bench(name: str, run: Path, images: int | None, data: Path | None, tflm, out
     }
     (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
+
+
+def _machine() -> str:
+    import os
+    import platform
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() \
+        else platform.processor()
+    return (f"{cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end, "
+            f"Python {platform.python_version()}")
 
 
 def markdown(results: list[dict]) -> str:
@@ -69,6 +84,14 @@ def markdown(results: list[dict]) -> str:
         m, v = r["measurement"], r["validation"]
         lines += [f"## {r['name']}", ""]
         lines += [f"- {s}" for s in summary_lines(m)]
+        if r.get("estimate_ms"):
+            lo, hi = r["estimate_ms"]
+            f = [a + b for a, b in zip(m["invoke_ms"], m["preprocess_ms"])]
+            lines.append(f"- measured inference {m['invoke_ms'][0]:.1f}-{m['invoke_ms'][1]:.1f} ms, camera frame "
+                         f"(preprocessing + inference) {f[0]:.1f}-{f[1]:.1f} ms; the estimate without the "
+                         f"emulator (MACs x the board's cycles/MAC range) {lo:.1f}-{hi:.1f} ms")
+        if r.get("machine"):
+            lines.append(f"- machine: {r['machine']}")
         c = v.get("counts") or {}
         if c:
             lines.append(f"- over {v['images']} validated images: instructions per inference p50 {c['p50'] / 1e6:.3f} M, "

@@ -6,9 +6,38 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
+
 from facemask_edge.testing import make_synthetic_dataset
 
-__all__ = ["small_dataset", "tiny_int8_run"]
+__all__ = ["ENV_VARS", "key", "ei_env", "small_dataset", "tiny_int8_run"]
+
+#: What could point a test at the real Edge Impulse, a proxy or another CA: cleared for every test.
+ENV_VARS = ("EI_API_KEY", "EI_API_ENDPOINT", "EI_INGESTION_ENDPOINT", "HTTPS_PROXY", "HTTP_PROXY",
+            "NO_PROXY", "https_proxy", "http_proxy", "no_proxy", "ALL_PROXY", "all_proxy",
+            "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
+@pytest.fixture()
+def key():
+    """A fresh API key of Edge Impulse's form, forgotten by the redactor afterwards."""
+    import secrets
+
+    from facemask_edge.edge_impulse.redact import forget_secret
+
+    k = "ei_" + secrets.token_hex(32)
+    yield k
+    forget_secret(k)
+
+
+@pytest.fixture(autouse=True)
+def ei_env(tmp_path, monkeypatch):
+    """Every Edge Impulse test: its own cache, and no key, endpoint or proxy from the environment.
+    (Autouse in each module that imports it.)"""
+    monkeypatch.setenv("FACEMASK_EDGE_CACHE", str(tmp_path / "cache"))
+    for var in ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path / "cache"
 
 
 def small_dataset(root: Path, per_class: int = 12, seed: int = 0) -> Path:

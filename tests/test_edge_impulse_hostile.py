@@ -6,7 +6,6 @@ and stops the run when it repeats (issue 12, findings 1, 2 and 12)."""
 from __future__ import annotations
 
 import json
-import secrets
 import sys
 import time
 from pathlib import Path
@@ -15,33 +14,18 @@ import pytest
 import requests
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _ei_helpers import small_dataset, tiny_int8_run  # noqa: E402
+from _ei_helpers import ei_env, key, small_dataset, tiny_int8_run  # noqa: E402,F401
 from ei_server import EIServer  # noqa: E402
 
 from facemask_edge.edge_impulse import config as ei_config  # noqa: E402
 from facemask_edge.edge_impulse import upload as ei_upload  # noqa: E402
 from facemask_edge.edge_impulse.config import project_for_key, resolve_config  # noqa: E402
 from facemask_edge.edge_impulse.ledger import Ledger  # noqa: E402
-from facemask_edge.edge_impulse.redact import MASK, forget_secret  # noqa: E402
+from facemask_edge.edge_impulse.redact import MASK  # noqa: E402
 from facemask_edge.edge_impulse.upload import RetryPolicy, plan_upload, upload_dataset  # noqa
 from facemask_edge.errors import EdgeImpulseError  # noqa: E402
 
 FAST = RetryPolicy(attempts=8, base_delay=0.01, max_delay=0.02)
-
-
-@pytest.fixture()
-def key():
-    k = "ei_" + secrets.token_hex(32)
-    yield k
-    forget_secret(k)
-
-
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("FACEMASK_EDGE_CACHE", str(tmp_path / "cache"))
-    for var in ("EI_API_KEY", "EI_API_ENDPOINT", "EI_INGESTION_ENDPOINT"):
-        monkeypatch.delenv(var, raising=False)
-    return tmp_path / "cache"
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ the model is the checked-in ``fixtures/tiny_int8.tflite`` (no TensorFlow needed)
 from __future__ import annotations
 
 import json
-import secrets
 import sys
 import time
 from pathlib import Path
@@ -17,34 +16,15 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).parent))
 import ei_server  # noqa: E402
-from _ei_helpers import small_dataset  # noqa: E402
+from _ei_helpers import ei_env, key, small_dataset  # noqa: E402,F401
 from _ei_proxy import LoopbackProxy  # noqa: E402
 from ei_server import EIServer  # noqa: E402
 
 from facemask_edge.cli import main  # noqa: E402
 from facemask_edge.data.ingest import scan_dataset  # noqa: E402
 from facemask_edge.data.splits import make_split, save_split  # noqa: E402
-from facemask_edge.edge_impulse.redact import forget_secret  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_int8.tflite"
-ENV_VARS = ("EI_API_KEY", "EI_API_ENDPOINT", "EI_INGESTION_ENDPOINT", "HTTPS_PROXY", "HTTP_PROXY",
-            "NO_PROXY", "https_proxy", "http_proxy", "no_proxy", "ALL_PROXY", "all_proxy",
-            "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
-
-
-@pytest.fixture()
-def key():
-    k = "ei_" + secrets.token_hex(32)
-    yield k
-    forget_secret(k)
-
-
-@pytest.fixture(autouse=True)
-def clean_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("FACEMASK_EDGE_CACHE", str(tmp_path / "cache"))
-    for var in ENV_VARS:
-        monkeypatch.delenv(var, raising=False)
-    return tmp_path / "cache"
 
 
 @pytest.fixture()
@@ -161,8 +141,9 @@ def test_a_failing_upload_job_is_caught_at_once(server, key, run, monkeypatch, c
 # -- 6: one deadline for the whole command ----------------------------------------------------
 
 def test_job_timeout_is_one_deadline_for_the_whole_command(key, run, monkeypatch, capfd):
-    """Each job (1.2 s) fits in 2 s; the upload and the build together do not. Per-job
-    timeouts let this run for twice the limit."""
+    """Each job (1.2 s) fits in 2 s; the upload and the build together do not. With per-job
+    timeouts both jobs would finish and the command succeed; the time bound only catches a hang
+    (it is loose: a loaded CI machine adds seconds of start-up)."""
     jobs = {"pretrained-model-upload": 1.2, "build-ondevice-model": 1.2}
     with EIServer(key, job_seconds=jobs) as server:
         t0 = time.monotonic()
@@ -171,7 +152,7 @@ def test_job_timeout_is_one_deadline_for_the_whole_command(key, run, monkeypatch
         elapsed = time.monotonic() - t0
     (line,) = _errors(capfd.readouterr()[1])
     assert rc == 1 and "did not finish within --job-timeout 2 s" in line
-    assert elapsed < 2 + 1.5, elapsed
+    assert elapsed < 2 + 6, elapsed
 
 
 def test_a_job_still_running_at_the_deadline_is_cancelled(key, run, monkeypatch, capfd):
@@ -182,7 +163,7 @@ def test_a_job_still_running_at_the_deadline_is_cancelled(key, run, monkeypatch,
         elapsed = time.monotonic() - t0
         (build,) = [j for j in server.state.jobs.values() if j.key == "build-ondevice-model"]
     assert rc == 1 and "within --job-timeout 1.5 s" in _errors(capfd.readouterr()[1])[0]
-    assert elapsed < 1.5 + 1.5, elapsed
+    assert elapsed < 1.5 + 6, elapsed  # not the build's 30 s (loose: start-up on a loaded machine)
     assert build.cancelled  # the build we stopped waiting for does not go on
 
 

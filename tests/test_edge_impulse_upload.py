@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _ei_helpers import small_dataset  # noqa: E402
+from _ei_helpers import ei_env, key, small_dataset  # noqa: E402,F401
 from ei_server import EIServer, FaultConfig  # noqa: E402
 
 from facemask_edge.cli import cli, main  # noqa: E402
@@ -33,19 +33,6 @@ from facemask_edge.edge_impulse.upload import RetryPolicy, plan_upload, upload_d
 from facemask_edge.errors import DataError, EdgeImpulseError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture()
-def key():
-    return "ei_" + secrets.token_hex(32)
-
-
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("FACEMASK_EDGE_CACHE", str(tmp_path / "cache"))
-    for var in ("EI_API_KEY", "EI_API_ENDPOINT", "EI_INGESTION_ENDPOINT"):
-        monkeypatch.delenv(var, raising=False)
-    return tmp_path / "cache"
 
 
 @pytest.fixture(scope="module")
@@ -92,13 +79,13 @@ def _run(server, key, *args, env=None):
 
 
 def test_upload_sends_every_usable_image_once_with_its_label(server_factory, key, dataset,
-                                                             cache):
+                                                             ei_env):
     server = server_factory(key)
     res = _run(server, key, "--data", str(dataset), "--category", "training")
     assert res.exit_code == 0, res.output
     expected = _expected(dataset)
     assert len(server.samples) == len({s.sha256 for s in server.samples}) == len(expected) == 24
-    stored = _stored_by_file(server, _ledger_entries(cache))  # 26 usable files, 2 copies
+    stored = _stored_by_file(server, _ledger_entries(ei_env))  # 26 usable files, 2 copies
     assert stored == {sha: (label, "training") for sha, label in expected.items()}
     assert "uploaded 24," in res.output and "failed 0" in res.output
     assert "2 byte-identical copies" in res.output
@@ -116,7 +103,7 @@ def test_upload_sends_every_usable_image_once_with_its_label(server_factory, key
                for r in server.requests_to("files$") for n, *_ in r.form["data"])
 
 
-def test_rerun_uploads_nothing_and_ledger_holds_no_key(server_factory, key, dataset, cache):
+def test_rerun_uploads_nothing_and_ledger_holds_no_key(server_factory, key, dataset, ei_env):
     server = server_factory(key)
     assert _run(server, key, "--data", str(dataset)).exit_code == 0
     before = len(server.requests_to("files$"))
@@ -124,7 +111,7 @@ def test_rerun_uploads_nothing_and_ledger_holds_no_key(server_factory, key, data
     assert res.exit_code == 0
     assert len(server.requests_to("files$")) == before  # nothing sent again
     assert "uploaded 0, skipped 24 already there (24 from the ledger" in res.output
-    (ledger,) = (cache / "edge-impulse").glob("*.jsonl")
+    (ledger,) = (ei_env / "edge-impulse").glob("*.jsonl")
     text = ledger.read_text()
     assert key not in text
     entries = [json.loads(line) for line in text.splitlines()]
@@ -201,12 +188,12 @@ def test_slow_answer_then_retry_is_not_a_duplicate(key, dataset, tmp_path):
         assert len(server.samples) == 3
 
 
-def test_interrupted_upload_resumes_without_resending(key, dataset, tmp_path, cache):
+def test_interrupted_upload_resumes_without_resending(key, dataset, tmp_path, ei_env):
     """Ctrl-C in the middle, then the same command again: everything lands exactly once and the
     second run re-sends at most the requests that were in flight."""
     with EIServer(key, faults=FaultConfig(rate=1.0, kinds={"slow": 1}, slow_seconds=0.15)) \
             as server:
-        env = {**os.environ, **server.env(key), "FACEMASK_EDGE_CACHE": str(cache)}
+        env = {**os.environ, **server.env(key), "FACEMASK_EDGE_CACHE": str(ei_env)}
         cmd = [sys.executable, "-m", "facemask_edge", "ei", "upload-data", "--data",
                str(dataset), "-j", "2"]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -365,7 +352,7 @@ def server_factory():
 
 
 def test_recheck_resends_only_what_was_deleted_on_the_service(server_factory, key, dataset,
-                                                              cache):
+                                                              ei_env):
     server = server_factory(key)
     assert _run(server, key, "--data", str(dataset)).exit_code == 0
     gone = server.samples[:5]
@@ -378,7 +365,7 @@ def test_recheck_resends_only_what_was_deleted_on_the_service(server_factory, ke
     assert "uploaded 5, skipped 19 already there (0 from the ledger, 19 confirmed" in res.output
     assert len(server.samples) == 24 == len({s.sha256 for s in server.samples})
     # the ledger now points at the new sample ids
-    assert {e["sample_id"] for e in _ledger_entries(cache).values()} == {
+    assert {e["sample_id"] for e in _ledger_entries(ei_env).values()} == {
         s.id for s in server.samples}
 
 
@@ -421,11 +408,11 @@ with EIServer(key, faults=FaultConfig(rate=1.0, kinds={"slow": 1}, slow_seconds=
 '''
 
 
-def test_ctrl_c_inside_wait_does_not_hang_the_upload(dataset, tmp_path, cache):
+def test_ctrl_c_inside_wait_does_not_hang_the_upload(dataset, tmp_path, ei_env):
     """A Ctrl-C that lands while ``concurrent.futures.wait`` holds a future's lock used to
     leave the lock held: the workers blocked in ``set_result`` and the upload hung forever
     after "interrupted: waiting for the requests in flight" (seen for 12 minutes)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "FACEMASK_EDGE_CACHE": str(cache)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FACEMASK_EDGE_CACHE": str(ei_env)}
     try:
         r = subprocess.run([sys.executable, "-c", _RACE, str(ROOT / "tests"), str(dataset),
                             str(tmp_path / "l.jsonl")], env=env, capture_output=True,

@@ -31,9 +31,10 @@ def tflm_library():
     return build_tflm(tflm_tree(), log=lambda s: print(s, file=sys.stderr))
 
 
-@pytest.fixture(scope="session")
-def emulated(tflm_library, tmp_path_factory):
-    """Start the firmware for a run; stops every emulator at the end of the session."""
+@pytest.fixture
+def emulated(tflm_library):
+    """Start the firmware for a run; stops it at the end of the test (an emulated board polls its
+    UART without rest: each one left running takes most of a core)."""
     from facemask_edge.emulate import Emulator, build_for_run
 
     started = []

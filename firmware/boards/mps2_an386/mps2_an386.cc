@@ -134,6 +134,9 @@ uint32_t ticks_per_second() { return 25000000u; }
 uint32_t GetCurrentTimeTicks() { return timer_ticks(); }
 }  // namespace tflite
 
+// UART0's receive interrupt: it only ends the main loop's WFI; the loop reads the data.
+extern "C" void fe_emu_irq(void) { kUart0->intstatus = 0x2u; }
+
 extern "C" void fe_emu_fault(const char *what) {
   uart_print(kUart1, "FE-EMU fault ");
   uart_print(kUart1, what);
@@ -199,10 +202,27 @@ int main(void) {
   }
   uart_print(kUart1, "FE-EMU ready\n");
 
+  // Poll while bytes keep coming; after kIdleInstructions without one, sleep (WFI) until UART0
+  // receives (CTRL bit 3: RX interrupt; NVIC ISER0: every external interrupt, only this one is
+  // enabled at its source). Polling alone kept a host core busy while nobody talked to the board;
+  // sleeping alone halved the streaming rate (each byte then waits for QEMU to wake the CPU).
+  constexpr uint32_t kIdleInstructions = 2000000u;  // 2 ms of virtual time
+  kUart0->ctrl = 0x3u | 0x8u;
+  *reinterpret_cast<volatile uint32_t *>(0xE000E100u) = 0xFFFFFFFFu;
   uint8_t buf[64];
+  uint32_t last_rx = board_instructions();
   for (;;) {
     size_t got = 0;
     while (got < sizeof buf && (kUart0->state & 0x2u)) buf[got++] = static_cast<uint8_t>(kUart0->data);
-    if (got) fe_app_feed(buf, got);
+    if (got) {
+      fe_app_feed(buf, got);
+      last_rx = board_instructions();
+      continue;
+    }
+    if (board_instructions() - last_rx < kIdleInstructions) continue;
+    // Interrupts masked between the check and WFI: a byte arriving in between still wakes it.
+    __asm volatile("cpsid i" ::: "memory");
+    if (!(kUart0->state & 0x2u)) __asm volatile("wfi" ::: "memory");
+    __asm volatile("cpsie i" ::: "memory");
   }
 }

@@ -35,7 +35,13 @@ static void bus_fault(void) { fe_emu_fault("BusFault"); }
 static void usage_fault(void) { fe_emu_fault("UsageFault"); }
 static void other(void) { fe_emu_fault("unexpected interrupt"); }
 
-__attribute__((section(".vectors"), used)) static void (*const g_vectors[16])(void) = {
+/* Every external interrupt goes to the board's one handler (mps2_an386.cc): only UART0's receive
+ * interrupt is enabled, and it only wakes the main loop from WFI. */
+void fe_emu_irq(void);
+
+#define FE_EMU_EXTERNAL_IRQS 32
+__attribute__((section(".vectors"), used)) static void (*const g_vectors[16 + FE_EMU_EXTERNAL_IRQS])(void) = {
     (void (*)(void))(&_estack), Reset_Handler, other, hard_fault, mem_fault, bus_fault, usage_fault,
     0, 0, 0, 0, other, other, 0, other, other,
+    [16 ... 16 + FE_EMU_EXTERNAL_IRQS - 1] = fe_emu_irq,
 };
