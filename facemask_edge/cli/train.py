@@ -11,7 +11,7 @@ __all__ = ["train", "train_field_options"]
 
 # Every option is a TrainConfig field: type, allowed values, help and default come from there.
 _FIELDS = ("arch", "alpha", "size", "color", "weights", "blocks", "cut", "skip_blocks", "head", "split",
-           "group_by", "exclude_noncommercial", "class_weight", "seed", "val_fraction", "test_fraction",
+           "group_by", "near_duplicates", "exclude_noncommercial", "class_weight", "seed", "val_fraction", "test_fraction",
            "batch_size", "head_epochs", "finetune_epochs",
            "head_lr", "finetune_lr", "finetune_layers", "patience", "dropout", "label_smoothing",
            "augment", "train_bn", "teacher", "distill_alpha", "distill_temperature", "distribute",

@@ -7,7 +7,10 @@ Two schemes:
   keeps its share. A group is the files with identical pixels, joined (transitively) with the
   files whose names give the same key under ``group_by``: by default every face crop of one photo
   (``amvd_<photo>_<face>.jpg``, :data:`~facemask_edge.data.sources.DEFAULT_GROUP_BY`), keyed by
-  root and photo, across classes, since one street photo holds masked and unmasked faces.
+  root and photo, across classes, since one street photo holds masked and unmasked faces. With
+  ``near_duplicates`` (bits), the near-duplicate clusters of :mod:`facemask_edge.data.hygiene`
+  (perceptual hash, mirror included) join the same groups, so that a recompressed, resized or
+  mirrored copy of a test image cannot sit in train; off by default (the split is unchanged).
 - ``seed-notebook``: the original study's notebooks. ``image_dataset_from_directory`` shuffles the
   file list with ``RandomState(seed)``, keeps the last 20 % for validation, and the notebooks then
   take the first 1/5 of the validation batches (batch 32) as the test set. Reproduced here at file
@@ -28,36 +31,47 @@ from facemask_edge.data.ingest import Dataset
 from facemask_edge.data.sources import DEFAULT_GROUP_BY
 from facemask_edge.errors import DataError
 
-__all__ = ["make_split", "save_split", "load_split", "split_indices", "split_groups", "SCHEMES",
-           "DEFAULT_GROUP_BY"]
+__all__ = ["make_split", "save_split", "load_split", "read_split_file", "split_indices", "split_groups", "SCHEMES",
+           "DEFAULT_GROUP_BY", "UnionFind"]
 
 SCHEMES = ("stratified", "seed-notebook")
 NOTEBOOK_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 
 
-def split_groups(ds: Dataset, group_by: str | None = DEFAULT_GROUP_BY) -> dict[str, str]:
-    """The group of every file (path -> key): files in one group always land in one split.
+class UnionFind:
+    """Disjoint sets of hashable keys; the smallest key represents its set (deterministic)."""
 
-    Identical pixels form a group (key: the pixel hash). With ``group_by`` (a regular
-    expression searched in the file *name*; its first capture group, or the whole match, is the
-    key), files of one root whose names give the same key join the same group; groups that share
-    a file merge. ``None`` or ``""``: pixel groups only.
+    def __init__(self):
+        self.parent: dict = {}
 
-    Raises:
-        DataError: ``group_by`` is not a valid regular expression.
-    """
-    parent: dict[str, str] = {}
-
-    def find(k: str) -> str:
+    def find(self, k):
+        parent = self.parent
         while parent.setdefault(k, k) != k:
             parent[k] = parent[parent[k]]
             k = parent[k]
         return k
 
-    def union(a: str, b: str) -> None:
-        ra, rb = find(a), find(b)
-        if ra != rb:  # the smaller key represents the group: deterministic
-            parent[max(ra, rb)] = min(ra, rb)
+    def union(self, a, b) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def split_groups(ds: Dataset, group_by: str | None = DEFAULT_GROUP_BY,
+                 join: list[list[str]] | None = None) -> dict[str, str]:
+    """The group of every file (path -> key): files in one group always land in one split.
+
+    Identical pixels form a group (key: the pixel hash). With ``group_by`` (a regular
+    expression searched in the file *name*; its first capture group, or the whole match, is the
+    key), files of one root whose names give the same key join the same group; groups that share
+    a file merge. ``None`` or ``""``: pixel groups only. ``join``: lists of paths (near-duplicate
+    clusters) whose files join one group too.
+
+    Raises:
+        DataError: ``group_by`` is not a valid regular expression.
+    """
+    uf = UnionFind()
+    find, union = uf.find, uf.union
 
     rx = None
     if group_by:
@@ -74,6 +88,11 @@ def split_groups(ds: Dataset, group_by: str | None = DEFAULT_GROUP_BY) -> dict[s
                 key = m.group(1) if m.groups() and m.group(1) is not None else m.group(0)
                 # The root in the key keeps photo 12 of one data set apart from photo 12 of another.
                 union(it.sha, f"~photo:{it.root or ''}|{key}")
+    sha = {it.path: it.sha for it in ds.items}
+    for paths in join or ():
+        keys = [sha[p] for p in paths if p in sha]
+        for k in keys[1:]:
+            union(keys[0], k)
     return {it.path: find(it.sha) for it in ds.items}
 
 
@@ -134,12 +153,14 @@ def _seed_notebook(ds: Dataset, seed: int) -> dict[str, list[str]]:
 
 def make_split(ds: Dataset, scheme: str = "stratified", seed: int = 1337,
                fractions: tuple[float, float, float] = (0.70, 0.15, 0.15),
-               group_by: str | None = DEFAULT_GROUP_BY) -> dict:
+               group_by: str | None = DEFAULT_GROUP_BY, near_duplicates: int | None = None) -> dict:
     """Split a scanned data set.
 
     Args:
         group_by: see :func:`split_groups` (the stratified scheme keeps each group in one split;
             the seed-notebook scheme reproduces the study and ignores it, counting what straddles).
+        near_duplicates: also keep images within this Hamming distance (bits of the 64-bit
+            perceptual hash, mirror included) in one group; ``None``: off. Nothing is dropped.
 
     Returns:
         The ``split.json`` content: scheme, seed, fractions, classes, ``group_by``, and for each
@@ -149,7 +170,12 @@ def make_split(ds: Dataset, scheme: str = "stratified", seed: int = 1337,
         raise DataError(f"unknown split {scheme!r}", f"use one of {', '.join(SCHEMES)}")
     if abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
         raise DataError(f"split fractions {fractions} must be non-negative and add up to 1")
-    group_of = split_groups(ds, group_by)
+    join = None
+    if near_duplicates is not None:
+        from facemask_edge.data.hygiene import near_duplicate_groups
+
+        join = near_duplicate_groups(ds, near_duplicates)
+    group_of = split_groups(ds, group_by, join)
     parts = _stratified(ds, fractions, seed, group_of) if scheme == "stratified" \
         else _seed_notebook(ds, seed)
     sha = {it.path: it.sha for it in ds.items}
@@ -175,6 +201,9 @@ def make_split(ds: Dataset, scheme: str = "stratified", seed: int = 1337,
         "group_by": group_by or None,
         "groups": len(where_group),
         "groups_straddling": groups_straddling,
+        # Only when on: a default split.json stays byte for byte what it was.
+        **({"near_duplicates": near_duplicates,
+            "near_duplicate_clusters": len(join)} if near_duplicates is not None else {}),
         **{k: [[p, label[p]] for p in v] for k, v in parts.items()},
     }
 
@@ -186,10 +215,31 @@ def save_split(split: dict, run_dir: Path) -> Path:
 
 
 def load_split(run_dir: Path) -> dict:
+    """A run folder's ``split.json`` (see :func:`read_split_file`)."""
     path = Path(run_dir) / "split.json"
     if not path.exists():
         raise DataError(f"{path} not found", "train the run first: facemask-edge train --out RUN_DIR")
-    return json.loads(path.read_text())
+    return read_split_file(path)
+
+
+def read_split_file(path: Path) -> dict:
+    """Read and check a ``split.json``: train/val/test lists of ``[path, class]``.
+
+    Raises:
+        DataError: the file cannot be read or is not a split (one line, never a traceback).
+    """
+    path = Path(path)
+    hint = "pass a trained run folder or its split.json (facemask-edge train writes it)"
+    try:
+        split = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise DataError(f"cannot read {path} as a split: {exc}", hint) from None
+    ok = isinstance(split, dict) and all(
+        isinstance(split.get(k), list) and all(isinstance(e, list) and len(e) == 2 and isinstance(e[0], str)
+                                               for e in split[k]) for k in ("train", "val", "test"))
+    if not ok:
+        raise DataError(f"{path} is not a split (train/val/test lists of [path, class])", hint)
+    return split
 
 
 def split_indices(ds: Dataset, split: dict) -> dict[str, np.ndarray]:

@@ -15,7 +15,7 @@ STATE = "pipeline_state.json"
 
 #: Training options added after run folders existed: at these defaults they are left out of the
 #: train stage's key, so a run trained before the option existed stays up to date.
-_KEY_NEUTRAL_DEFAULTS = {"head": "avg", "exclude_noncommercial": False}
+_KEY_NEUTRAL_DEFAULTS = {"head": "avg", "exclude_noncommercial": False, "near_duplicates": None}
 
 
 def _key(obj) -> str:

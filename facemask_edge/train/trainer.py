@@ -81,6 +81,11 @@ class TrainConfig:
     group_by: str = option(DEFAULT_GROUP_BY, metavar="REGEX",
                            help="Regex on file names whose capture group names the photo: crops of one photo "
                                 "stay in one split ('' = off; see README).")
+    near_duplicates: int | None = option(None, unset="off", metavar="BITS",
+                                         help="Also keep near-duplicate images (64-bit perceptual hash within "
+                                              "BITS, mirror included; 6 suits facemask-dev) in one split, "
+                                              "joined to the --group-by groups; nothing is dropped (see "
+                                              "facemask-edge data --hygiene).")
     exclude_noncommercial: bool = option(False, flag="--exclude-noncommercial/--include-noncommercial",
                                          help="Leave out files of non-commercial sources (MaskedFace-Net, "
                                               "mfn_*) at scan time.")
@@ -368,6 +373,10 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
 
     t_start = time.monotonic()
     class_weights(np.zeros(0, np.int64), 1, cfg.class_weight)  # an unknown mode fails before the scan
+    if cfg.near_duplicates is not None:
+        from facemask_edge.data.hygiene import check_distance
+
+        check_distance(cfg.near_duplicates)  # before the scan too
     strategy, chief = _strategy(cfg.distribute)
     out = Path(cfg.out) if chief else Path(tempfile.mkdtemp(prefix="facemask-worker-"))
     k = keras()
@@ -384,7 +393,8 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
                 f"({', '.join(gone)}); convert again after training")
     ds.write_manifest(out)
     fractions = (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction)
-    split = make_split(ds, cfg.split, cfg.seed, fractions, group_by=cfg.group_by)
+    split = make_split(ds, cfg.split, cfg.seed, fractions, group_by=cfg.group_by,
+                       near_duplicates=cfg.near_duplicates)
     split_path = save_split(split, out)
     idx = split_indices(ds, split)
     classes = ds.classes
