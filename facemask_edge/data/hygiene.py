@@ -37,8 +37,7 @@ HASH_SIZE = 32
 #: Hamming distance (of 64 bits) up to which two images are near-duplicates. Looked at on
 #: facemask-dev (README, "Data hygiene"): sampled pairs at 0-4 bits were all the same photo
 #: (recompressed, resized, rotated a few degrees, mirrored, another mask pasted on); at 6, all but
-#: 2-3 of 20;
-#: at 8 about half were different people in the same pose (rendered 3D heads on black); from 10
+#: 2-3 of 20; at 8 about half were different people in the same pose (rendered 3D heads on black); from 10
 #: the pairs multiply (42 at 6, 98 at 8, 300 at 10, 1,317 at 12) and the clusters chain into one.
 #: The median-thresholded hash sets 32 of 64 bits, so distances are even: 6 and 7 are the same.
 DEFAULT_DISTANCE = 6
