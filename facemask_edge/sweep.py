@@ -91,14 +91,22 @@ def _short_color(c: str) -> str:
     return "gray" if c == "grayscale" else c
 
 
-def build_grid(weights: str | None = None, keras_weights: str | None = None, fast: bool = False,
+def _weights_tags(files: list[Path]) -> list[str]:
+    """Short names for backbone files in configuration names: the file name's first word
+    (``vww_96.h5`` -> ``vww``), or its whole stem where two files share that word
+    (``mobilenet_v1_025_imagenet`` and ``mobilenet_v1_025_retinaface``)."""
+    first = [f.stem.split("_")[0] for f in files]
+    return [w if first.count(w) == 1 else f.stem for w, f in zip(first, files)]
+
+
+def build_grid(weights: str | list[str] | None = None, keras_weights: str | None = None, fast: bool = False,
                sizes=None, colors=None, blocks=None, families=None, skips=None,
                only=None, heads=None) -> list[SweepPoint]:
     """The configurations to try.
 
     Args:
-        weights: a backbone file (e.g. vww_96.h5): its cuts after ``blocks`` separable blocks
-            x ``sizes`` x ``colors``.
+        weights: a backbone file (e.g. vww_96.h5), or several (an axis of their own): each one's
+            cuts after ``blocks`` separable blocks x ``sizes`` x ``colors``.
         keras_weights: ``imagenet`` or ``none`` for Keras' MobileNets (``families``: (arch, alpha)
             pairs) x sizes x colours; ``None``/``"skip"``: not swept.
         fast: a small subset (six or so points) that still varies size, colour and depth.
@@ -110,12 +118,12 @@ def build_grid(weights: str | None = None, keras_weights: str | None = None, fas
     """
     points: list[SweepPoint] = []
     full_sizes, full_colors = list(sizes or (64, 80, 96)), list(colors or ("rgb", "grayscale"))
-    if weights:
-        wpath = Path(weights).expanduser()
+    files = [Path(w).expanduser() for w in ([weights] if isinstance(weights, (str, Path)) else weights or [])]
+    for wpath in files:
         if not wpath.is_file():
             raise FacemaskError(f"weights file {wpath} not found", "pass --weights PATH (e.g. vww_96.h5)")
+    for wpath, stem in zip(files, _weights_tags(files)):
         arch, alpha = _weights_family(wpath)
-        stem = wpath.stem.split("_")[0]
         if fast and not (sizes or colors or blocks):
             combos = [(5, 64, "rgb"), (5, 64, "grayscale"), (5, 80, "rgb"), (5, 96, "rgb"),
                       (3, 64, "rgb"), (7, 64, "rgb")]

@@ -212,3 +212,24 @@ def test_a_measured_camera_frame_replaces_the_estimate_in_the_budget():
     md = sweep_markdown({"data": "d", "epochs": {"head_epochs": 1, "finetune_epochs": 1, "qat_epochs": 0},
                          "rows": [meas], "recommendation": {}, "wall_seconds": 1.0})
     assert "| 93-140 m |" in md
+
+
+def test_weights_is_an_axis_with_distinct_names(tiny_backbone, tmp_path, capsys):
+    """--weights repeated: every backbone file gets the grid; files whose names start alike
+    (mobilenet_v1_025_imagenet / _retinaface) keep distinct configuration names."""
+    import shutil
+
+    a = tmp_path / "mobilenet_v1_025_imagenet.h5"
+    b = tmp_path / "mobilenet_v1_025_retinaface.h5"
+    shutil.copy(tiny_backbone, a)
+    shutil.copy(tiny_backbone, b)
+    points = build_grid([str(tiny_backbone), str(a), str(b)], fast=True)
+    names = [p.name for p in points]
+    assert len(names) == len(set(names)) == 3 * len(build_grid(str(tiny_backbone), fast=True))
+    assert {n.split("-")[0] for n in names} == {"tiny", "mobilenet_v1_025_imagenet", "mobilenet_v1_025_retinaface"}
+    assert {p.train["weights"] for p in points} == {str(p.resolve()) for p in (tiny_backbone, a, b)}
+    assert main(["sweep", "--out", "unused", "--weights", str(tiny_backbone), "--weights", str(b),
+                 "--fast", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-b5-64-rgb" in out and "mobilenet-b5-64-rgb" in out  # the first word is enough here
+    assert main(["sweep", "--out", "unused", "--weights", "imagenet", "--weights", "none", "--dry-run"]) == 2

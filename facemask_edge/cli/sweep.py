@@ -67,9 +67,10 @@ def _family(v: str):
 @field_option(PipelineConfig, "data", layered=True, multiple=True)
 @field_option(PipelineConfig, "out", required=True, default=None, type=click.Path(file_okay=False),
               help="Sweep folder (re-running continues it).")
-@field_option(TrainConfig, "weights",
+@field_option(TrainConfig, "weights", multiple=True, default=(),
               help="imagenet or none: sweep Keras' MobileNet widths (--families) with those weights; PATH: "
-                   "a backbone file (e.g. vww_96.h5), sweep its --blocks cuts x sizes x colours.")
+                   "a backbone file (e.g. vww_96.h5), sweep its --blocks cuts x sizes x colours. Repeat it "
+                   "for a backbone axis (e.g. vww_96.h5, mobilenet_v1_025_imagenet.h5, ..._retinaface.h5).")
 @click.option("--keras-weights", type=click.Choice(["imagenet", "none", "skip"]), default=None,
               help="With --weights PATH, also sweep Keras' MobileNets with these weights. [default: skip]")
 @click.option("--fast", is_flag=True,
@@ -127,10 +128,17 @@ def sweep(data, out, weights, keras_weights, fast, sizes, colors, blocks, skips,
     from facemask_edge.sweep import build_grid, run_sweep, write_defaults as write
 
     warnings.filterwarnings("ignore", category=UserWarning, module=r"tensorflow(\.|$)")
-    if weights in ("imagenet", "none"):  # Keras' MobileNets only
-        weights, keras_weights = None, weights
+    weights = weights or (TrainConfig.__dataclass_fields__["weights"].default,)  # train's default
+    keras = sorted({w for w in weights if w in ("imagenet", "none")})
+    files = [w for w in weights if w not in ("imagenet", "none")]
+    if len(keras) > 1 or (keras and keras_weights not in (None, keras[0])):
+        raise click.BadParameter("give Keras' MobileNets one kind of weights (imagenet or none)",
+                                 param_hint="--weights / --keras-weights")
+    if keras:
+        keras_weights = keras[0]
     elif keras_weights is None:
         keras_weights = "skip"
+    weights = files
     for c in colors or ():
         if c not in ("rgb", "grayscale"):
             raise click.BadParameter(f"unknown colour {c!r} (use rgb, grayscale)", param_hint="--colors")
