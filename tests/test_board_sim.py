@@ -198,3 +198,25 @@ def test_board_sim_frames_option_rejects_a_folder_without_images(run, tmp_path):
                           capture_output=True, text=True, timeout=60, env=_env())
     assert proc.returncode != 0
     assert "error: no image in" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_sigint_stops_it_even_when_started_with_sigint_ignored(run, tmp_path):
+    """A background job of a non-interactive shell (`board-sim ... &`, a CI runner) starts with
+    SIGINT ignored; Python then never raised KeyboardInterrupt and `kill -INT` left the simulator
+    serving for ever (CI hung 60 s here, then failed)."""
+    link = tmp_path / "board0"
+    proc = subprocess.Popen(CLI + ["board-sim", str(run), "--link", str(link), "--camera-every", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        assert proc.stdout.readline().strip() == str(link)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            pytest.fail("board-sim ignored SIGINT")
+    assert proc.returncode == 0 and "0 images" in err
+    assert not link.exists()

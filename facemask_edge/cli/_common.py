@@ -193,3 +193,28 @@ def link_port(link, path: str) -> None:
         os.symlink(path, link)
     except OSError as exc:
         raise FacemaskError(f"cannot create {link}: {exc.strerror}", "choose another --link path") from None
+
+
+def serve_until_stopped(done, duration: float | None = None, poll=None) -> None:
+    """Wait until Ctrl-C, SIGTERM, ``duration`` seconds, or ``poll()`` returning False.
+
+    The serving commands (board-sim, emulate) print "Ctrl-C to stop"; both signals end the wait.
+    SIGINT is taken over explicitly: a process started in the background by a non-interactive
+    shell (``cmd &``, a CI runner) inherits SIGINT *ignored*, and Python then never raises
+    KeyboardInterrupt, so `kill -INT` (what the tests and supervisors send) did nothing and the
+    simulator served for ever.
+    """
+    import signal
+    import time
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *a: done.set())
+    t0 = time.monotonic()
+    try:
+        while not done.wait(0.5):
+            if poll is not None and not poll():
+                return
+            if duration is not None and time.monotonic() - t0 >= duration:
+                return
+    except KeyboardInterrupt:
+        pass

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 from pathlib import Path
 
 import click
 
-from facemask_edge.cli._common import BOARD, link_port
+from facemask_edge.cli._common import BOARD, link_port, serve_until_stopped
 from facemask_edge.errors import FacemaskError
 
 __all__ = ["board_sim"]
@@ -55,23 +54,20 @@ def board_sim(run_dir, board_name, baud, fault, engine, camera_every, frames, li
     sim = BoardSimulator(m.data, m.card, board=board, baud=baud, faults=faults, engine=engine,
                          camera_every=camera_every, camera_frames=camera_frames)
     path = sim.start()
-    if link:
-        try:
-            link_port(link, path)
-        except FacemaskError:
-            sim.stop()
-            raise
-    click.echo(str(link or path))
-    sys.stdout.flush()
-    status = f"status {sim.model.error}: {sim.model.message}" if sim.model.error else "model ready"
-    click.echo(f"board-sim: {sim.board_name} on {path}, {baud or 'unpaced'} baud, engine {sim.engine_used}, "
-               f"faults {faults.describe()}, {status}, model {sim.sha256[:12]}... "
-               f"(Ctrl-C to stop)", err=True)
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *a: done.set())
+    # From here on a Ctrl-C (or the SIGINT a test sends the moment the port answers) must stop
+    # the simulator's threads wherever it lands, even before the wait below has begun: it used to
+    # hit the status line on a loaded machine, skip sim.stop() and leave the process hanging.
     try:
-        done.wait(duration)
-    except KeyboardInterrupt:
+        if link:
+            link_port(link, path)
+        click.echo(str(link or path))
+        sys.stdout.flush()
+        status = f"status {sim.model.error}: {sim.model.message}" if sim.model.error else "model ready"
+        click.echo(f"board-sim: {sim.board_name} on {path}, {baud or 'unpaced'} baud, engine {sim.engine_used}, "
+                   f"faults {faults.describe()}, {status}, model {sim.sha256[:12]}... "
+                   f"(Ctrl-C to stop)", err=True)
+        serve_until_stopped(threading.Event(), duration)
+    except KeyboardInterrupt:  # before the wait had begun
         pass
     finally:
         sim.stop()

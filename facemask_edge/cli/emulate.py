@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 import time
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from facemask_edge.cli._common import link_port
+from facemask_edge.cli._common import link_port, serve_until_stopped
 from facemask_edge.errors import FacemaskError
 
 __all__ = ["emulate"]
@@ -66,16 +65,12 @@ def emulate(run_dir, board, tflm, link, duration, measure_only, layers):
         click.echo(str(link or path))
         sys.stdout.flush()
         say(f"{board} firmware on qemu mps2-an386, UART on {path}, model {prep.sha256[:12]}... (Ctrl-C to stop)")
-        done = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *a: done.set())
-        try:
-            while not done.wait(0.5 if duration is None else min(0.5, duration)):
-                if emu.proc is None or emu.proc.poll() is not None:
-                    raise FacemaskError("qemu-system-arm stopped", f"see {prep.log}")
-                if duration is not None and time.monotonic() - t0 > duration:
-                    break
-        except KeyboardInterrupt:
-            pass
+        serve_until_stopped(threading.Event(), duration,
+                            poll=lambda: emu.proc is not None and emu.proc.poll() is None)
+        if emu.proc is None or emu.proc.poll() is not None:
+            raise FacemaskError("qemu-system-arm stopped", f"see {prep.log}")
+    except KeyboardInterrupt:  # before the wait had begun
+        pass
     finally:
         emu.stop()
         if link and link.is_symlink():
