@@ -9,6 +9,7 @@ one command and another elsewhere, and ``--help`` always shows it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import typing
 
@@ -195,7 +196,7 @@ def link_port(link, path: str) -> None:
         raise FacemaskError(f"cannot create {link}: {exc.strerror}", "choose another --link path") from None
 
 
-def serve_until_stopped(done, duration: float | None = None, poll=None) -> None:
+def serve_until_stopped(duration: float | None = None, poll=None) -> None:
     """Wait until Ctrl-C, SIGTERM, ``duration`` seconds, or ``poll()`` returning False.
 
     The serving commands (board-sim, emulate) print "Ctrl-C to stop"; both signals end the wait.
@@ -205,8 +206,10 @@ def serve_until_stopped(done, duration: float | None = None, poll=None) -> None:
     simulator served for ever.
     """
     import signal
+    import threading
     import time
 
+    done = threading.Event()
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *a: done.set())
     t0 = time.monotonic()
@@ -218,3 +221,20 @@ def serve_until_stopped(done, duration: float | None = None, poll=None) -> None:
                 return
     except KeyboardInterrupt:
         pass
+
+
+@contextlib.contextmanager
+def published_port(link, path: str):
+    """Print the port users connect to (``link``, a symlink made to ``path``, or ``path``) on
+    stdout, for scripts to read, and remove the link again when the serving command ends."""
+    import sys
+
+    try:
+        if link:
+            link_port(link, path)
+        click.echo(str(link or path))
+        sys.stdout.flush()
+        yield
+    finally:
+        if link and link.is_symlink():
+            link.unlink()

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-import threading
 from pathlib import Path
 
 import click
 
-from facemask_edge.cli._common import BOARD, link_port, serve_until_stopped
+from facemask_edge.cli._common import BOARD, published_port, serve_until_stopped
 from facemask_edge.errors import FacemaskError
 
 __all__ = ["board_sim"]
@@ -58,21 +56,16 @@ def board_sim(run_dir, board_name, baud, fault, engine, camera_every, frames, li
     # the simulator's threads wherever it lands, even before the wait below has begun: it used to
     # hit the status line on a loaded machine, skip sim.stop() and leave the process hanging.
     try:
-        if link:
-            link_port(link, path)
-        click.echo(str(link or path))
-        sys.stdout.flush()
-        status = f"status {sim.model.error}: {sim.model.message}" if sim.model.error else "model ready"
-        click.echo(f"board-sim: {sim.board_name} on {path}, {baud or 'unpaced'} baud, engine {sim.engine_used}, "
-                   f"faults {faults.describe()}, {status}, model {sim.sha256[:12]}... "
-                   f"(Ctrl-C to stop)", err=True)
-        serve_until_stopped(threading.Event(), duration)
+        with published_port(link, path):
+            status = f"status {sim.model.error}: {sim.model.message}" if sim.model.error else "model ready"
+            click.echo(f"board-sim: {sim.board_name} on {path}, {baud or 'unpaced'} baud, engine "
+                       f"{sim.engine_used}, faults {faults.describe()}, {status}, model {sim.sha256[:12]}... "
+                       f"(Ctrl-C to stop)", err=True)
+            serve_until_stopped(duration)
     except KeyboardInterrupt:  # before the wait had begun
         pass
     finally:
         sim.stop()
-        if link and link.is_symlink():
-            link.unlink()
         s = sim.stats
         click.echo(f"board-sim: {s.images} images, {s.camera_frames} camera frames, "
                    f"{s.bytes_in} bytes in, {s.bytes_out} out, dropped {s.dropped_in}/{s.dropped_out}, "

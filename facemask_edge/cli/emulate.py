@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-import threading
 import time
 from pathlib import Path
 
 import click
 
-from facemask_edge.cli._common import link_port, serve_until_stopped
+from facemask_edge.cli._common import published_port, serve_until_stopped
 from facemask_edge.errors import FacemaskError
 
 __all__ = ["emulate"]
@@ -60,18 +58,16 @@ def emulate(run_dir, board, tflm, link, duration, measure_only, layers):
         say(f"ready in {time.monotonic() - t0:.1f} s; measurements in {prep.work / 'measure.json'}")
         if measure_only:
             return
-        if link:
-            link_port(link, path)
-        click.echo(str(link or path))
-        sys.stdout.flush()
-        say(f"{board} firmware on qemu mps2-an386, UART on {path}, model {prep.sha256[:12]}... (Ctrl-C to stop)")
-        serve_until_stopped(threading.Event(), duration,
-                            poll=lambda: emu.proc is not None and emu.proc.poll() is None)
-        if emu.proc is None or emu.proc.poll() is not None:
+        def alive() -> bool:
+            return emu.proc is not None and emu.proc.poll() is None
+
+        with published_port(link, path):
+            say(f"{board} firmware on qemu mps2-an386, UART on {path}, model {prep.sha256[:12]}... "
+                "(Ctrl-C to stop)")
+            serve_until_stopped(duration, poll=alive)
+        if not alive():
             raise FacemaskError("qemu-system-arm stopped", f"see {prep.log}")
     except KeyboardInterrupt:  # before the wait had begun
         pass
     finally:
         emu.stop()
-        if link and link.is_symlink():
-            link.unlink()
