@@ -65,8 +65,24 @@ class SweepPoint:
         return {"name": self.name, "family": self.family, "arch": t.get("arch"), "alpha": t.get("alpha"),
                 "size": t["size"], "color": t["color"], "blocks": t.get("blocks"),
                 "skip_blocks": list(t.get("skip_blocks") or []) or None, "head": t.get("head", "avg"),
+                "augment": augment_name(t),
                 "weights": Path(t["weights"]).name if t.get("weights") not in (None, "imagenet", "none")
                 else t.get("weights")}
+
+
+# Training augmentation as a sweep axis: the TrainConfig fields each setting sets.
+AUGMENTS = {"none": {"augment": False, "camera_augment": False},
+            "basic": {"augment": True, "camera_augment": False},
+            "camera": {"augment": True, "camera_augment": True}}
+_AUG_SUFFIX = {"none": "-noaug", "basic": "", "camera": "-cam"}
+
+
+def augment_name(train: dict) -> str:
+    """``none``, ``basic`` or ``camera``: a configuration's augmentation (TrainConfig's defaults
+    where it sets nothing)."""
+    if not train.get("augment", True):
+        return "none"
+    return "camera" if train.get("camera_augment", False) else "basic"
 
 
 def _weights_family(path: Path) -> tuple[str, float]:
@@ -101,7 +117,7 @@ def _weights_tags(files: list[Path]) -> list[str]:
 
 def build_grid(weights: str | list[str] | None = None, keras_weights: str | None = None, fast: bool = False,
                sizes=None, colors=None, blocks=None, families=None, skips=None,
-               only=None, heads=None) -> list[SweepPoint]:
+               only=None, heads=None, augments=None) -> list[SweepPoint]:
     """The configurations to try.
 
     Args:
@@ -115,6 +131,8 @@ def build_grid(weights: str | list[str] | None = None, keras_weights: str | None
             ``[(), (3,), (3, 5)]``: an axis of its own.
         only: keep just the configurations with these names (applied last).
         heads: classifier heads, an axis (default ``["avg"]``); ``spatial`` names end in ``-sp``.
+        augments: training augmentation, an axis of :data:`AUGMENTS` (default ``["basic"]``, the
+            training default); ``camera`` names end in ``-cam``, ``none`` in ``-noaug``.
     """
     points: list[SweepPoint] = []
     full_sizes, full_colors = list(sizes or (64, 80, 96)), list(colors or ("rgb", "grayscale"))
@@ -158,6 +176,9 @@ def build_grid(weights: str | list[str] | None = None, keras_weights: str | None
     if heads and list(heads) != ["avg"]:
         points = [SweepPoint(p.name + ("-sp" if h == "spatial" else ""), {**p.train, "head": h}, p.family)
                   for p in points for h in heads]
+    if augments and list(augments) != ["basic"]:
+        points = [SweepPoint(p.name + _AUG_SUFFIX[a], {**p.train, **AUGMENTS[a]}, p.family)
+                  for p in points for a in augments]
     if only:
         unknown = sorted(set(only) - {p.name for p in points})
         if unknown:
@@ -413,13 +434,13 @@ def sweep_markdown(res: dict) -> str:
              + (f" Reference `{res['reference']['model']}`: arena {res['reference']['arena_bytes']:,} B, "
                 f"flatbuffer {res['reference']['flatbuffer_bytes']:,} B, {res['reference']['macs']:,} MACs."
                 if res.get("reference") else ""), "",
-             "| config | backbone | size | colour | blocks | int8 val acc | int8 test acc | float test acc | quant | "
+             "| config | backbone | size | colour | blocks | augment | int8 val acc | int8 test acc | float test acc | quant | "
              "arena B | model B | MACs | " + ("arena/ref | flash/ref | " if res.get("reference") else "")
              + " | ".join(f"{b} latency ms | fits {b}" for b in names) + " | time s |",
-             "|" + "---|" * (12 + (2 if res.get("reference") else 0) + 2 * len(names) + 1)]
+             "|" + "---|" * (13 + (2 if res.get("reference") else 0) + 2 * len(names) + 1)]
     rows = sorted(res["rows"], key=lambda r: -(r["int8_val_accuracy"] or 0))
     for r in rows:
-        cells = [r["name"], r["family"], str(r["size"]), r["color"], _blocks_cell(r),
+        cells = [r["name"], r["family"], str(r["size"]), r["color"], _blocks_cell(r), r.get("augment", "basic"),
                  _f(r["int8_val_accuracy"]), _f(r["int8_test_accuracy"]), _f(r["float_test_accuracy"]),
                  r["quantization"], _f(r["arena_bytes"]), _f(r["flatbuffer_bytes"]), _f(r["macs"])]
         if res.get("reference"):

@@ -161,6 +161,22 @@ def test_grid_skips_axis_and_only(tiny_backbone):
         build_grid(str(tiny_backbone), None, only=["nope"])
 
 
+def test_grid_augmentation_axis_sets_the_training_fields(tiny_backbone, capsys):
+    pts = build_grid(str(tiny_backbone), None, sizes=[48], colors=["rgb"], blocks=[6],
+                     augments=["none", "basic", "camera"])
+    assert [(p.name, p.describe()["augment"]) for p in pts] == [
+        ("tiny-b6-48-rgb-noaug", "none"), ("tiny-b6-48-rgb", "basic"), ("tiny-b6-48-rgb-cam", "camera")]
+    assert [(p.train["augment"], p.train["camera_augment"]) for p in pts] == [(False, False), (True, False),
+                                                                             (True, True)]
+    # the fields are TrainConfig's: a point's train dict makes a valid config
+    from facemask_edge.train.trainer import TrainConfig
+
+    assert TrainConfig(**{k: v for k, v in pts[2].train.items()}).camera_augment is True
+    assert main(["sweep", "--out", "unused", "--weights", str(tiny_backbone), "--dry-run",
+                 "--augments", "basic,wild"]) != 0
+    assert "unknown augmentation 'wild'" in capsys.readouterr().err
+
+
 def test_per_board_latency_budget_option(tiny_backbone, capsys):
     assert main(["sweep", "--out", "unused", "--weights", str(tiny_backbone), "--fast", "--dry-run",
                  "--max-latency-ms", "nano33ble=100,esp32cam=400"]) == 0

@@ -18,7 +18,7 @@ __all__ = ["pipeline"]
 # --help shows the field's default and, where a board's defaults differ, the board's value.
 _TRAIN = ("weights", "arch", "alpha", "size", "color", "blocks", "cut", "skip_blocks", "head", "teacher",
           "seed", "val_fraction", "test_fraction", "batch_size", "head_epochs", "finetune_epochs", "head_lr",
-          "finetune_lr", "finetune_layers", "patience", "dropout", "label_smoothing", "augment", "train_bn",
+          "finetune_lr", "finetune_layers", "patience", "dropout", "label_smoothing", "augment", "camera_augment", "train_bn",
           "split", "group_by", "near_duplicates", "exclude_noncommercial", "class_weight", "distill_alpha", "distill_temperature",
           "energy", "wandb")
 _LATER = ("qat_epochs", "qat_lr", "representative", "quantization", "compare_ptq", "reference",

@@ -84,6 +84,9 @@ def _family(v: str):
               help="Keep just these configuration names (see --dry-run).")
 @click.option("--heads", callback=_csv(str), default=None,
               help="Classifier heads, an axis: avg,spatial (default: avg; spatial names end in -sp).")
+@click.option("--augments", callback=_csv(str), default=None,
+              help="Training augmentation, an axis: none,basic,camera (default: basic; camera names end "
+                   "in -cam, none in -noaug).")
 @field_option(TrainConfig, "teacher", type=click.Path(file_okay=False, exists=True), multiple=True, default=(),
               help="Distil every configuration from this trained run (e.g. a 96 px model); repeat it for an ensemble.")
 @click.option("--families", callback=_csv(_family), default=None,
@@ -115,7 +118,7 @@ def _family(v: str):
 @click.option("--write-defaults", is_flag=True,
               help="Write the recommendation into facemask_edge/defaults.json (the pipeline's --board defaults).")
 @click.option("--dry-run", is_flag=True, help="List the configurations and exit.")
-def sweep(data, out, weights, keras_weights, fast, sizes, colors, blocks, skips, only, heads, teacher, families, limit, head_epochs,
+def sweep(data, out, weights, keras_weights, fast, sizes, colors, blocks, skips, only, heads, augments, teacher, families, limit, head_epochs,
           finetune_epochs, qat_epochs, seed, batch_size, max_latency, latency_estimate, reference, measure,
           tflm, tolerance, write_defaults, dry_run):
     """Train, quantize and profile many configurations briefly; table, Pareto plots, a pick per board.
@@ -147,7 +150,14 @@ def sweep(data, out, weights, keras_weights, fast, sizes, colors, blocks, skips,
     for h in heads or ():
         if h not in HEADS:
             raise click.BadParameter(f"unknown head {h!r} (use {', '.join(HEADS)})", param_hint="--heads")
-    points = build_grid(weights, keras_weights, fast, sizes, colors, blocks, families, skips, only, heads)
+    from facemask_edge.sweep import AUGMENTS
+
+    for a in augments or ():
+        if a not in AUGMENTS:
+            raise click.BadParameter(f"unknown augmentation {a!r} (use {', '.join(AUGMENTS)})",
+                                     param_hint="--augments")
+    points = build_grid(weights, keras_weights, fast, sizes, colors, blocks, families, skips, only, heads,
+                        augments)
     if limit:
         points = points[:limit]
     epochs = dict(FAST_EPOCHS if fast else FULL_EPOCHS)

@@ -14,7 +14,7 @@ _FIELDS = ("arch", "alpha", "size", "color", "weights", "blocks", "cut", "skip_b
            "group_by", "near_duplicates", "exclude_noncommercial", "class_weight", "seed", "val_fraction", "test_fraction",
            "batch_size", "head_epochs", "finetune_epochs",
            "head_lr", "finetune_lr", "finetune_layers", "patience", "dropout", "label_smoothing",
-           "augment", "train_bn", "teacher", "distill_alpha", "distill_temperature", "distribute",
+           "augment", "camera_augment", "train_bn", "teacher", "distill_alpha", "distill_temperature", "distribute",
            "wandb", "energy")
 
 
