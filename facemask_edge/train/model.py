@@ -107,8 +107,8 @@ def check_weights_available(weights: str, arch: str = "mobilenet_v1", alpha: flo
         raise ModelError(
             f"ImageNet weights for {arch} are not in Keras' cache and {_WEIGHTS_HOST} is not reachable "
             f"({exc.strerror or type(exc).__name__})",
-            "offline? use --weights PATH to a Keras model file (e.g. ../shared/weights/vww_96.h5) or "
-            "--weights none") from None
+            "offline? use --weights PATH to a Keras model file (e.g. "
+            "../shared/weights/mobilenet_v1_025_imagenet.h5) or --weights none") from None
 
 
 def _applications_backbone(spec: ModelSpec, weights: str | None):
@@ -135,7 +135,7 @@ def _applications_backbone(spec: ModelSpec, weights: str | None):
             raise ModelError(
                 f"could not download ImageNet weights for {spec.arch} ({type(exc).__name__})",
                 "offline? use --weights PATH to a Keras model file (e.g. "
-                "../shared/weights/vww_96.h5) or --weights none") from None
+                "../shared/weights/mobilenet_v1_025_imagenet.h5) or --weights none") from None
         raise
     raise ModelError(f"unknown architecture {spec.arch!r}", f"use one of {', '.join(ARCHS)}")
 
