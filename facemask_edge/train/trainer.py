@@ -106,7 +106,7 @@ class TrainConfig:
     patience: int = option(60, help="Early stopping: epochs without a better validation result (the "
                                     "default lets the cosine schedule run to its end; the best epoch is kept).")
     augment: bool = option(True, help="Flip, rotate, zoom, shift, brightness and contrast in training.")
-    # Off by default: on the main job it cost 1.6 points of test accuracy (benchmarks/sweep-14/).
+    # Off by default: on the main job it cost 1.1 points of test accuracy (benchmarks/sweep-14/).
     camera_augment: bool = option(False, help="With --augment, also camera effects: crop jitter, colour cast, "
                                               "low light, blur, sensor noise, RGB565 bits, occlusion.")
     train_bn: bool = option(True, flag="--train-bn/--freeze-bn",
