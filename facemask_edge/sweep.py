@@ -78,11 +78,13 @@ _AUG_SUFFIX = {"none": "-noaug", "basic": "", "camera": "-cam"}
 
 
 def augment_name(train: dict) -> str:
-    """``none``, ``basic`` or ``camera``: a configuration's augmentation (TrainConfig's defaults
-    where it sets nothing)."""
-    if not train.get("augment", True):
+    """``none``, ``basic`` or ``camera``: the :data:`AUGMENTS` entry a configuration's fields
+    match (TrainConfig's defaults where it sets nothing; no ``--augment``, no camera effects)."""
+    fields = TrainConfig.__dataclass_fields__
+    have = {k: train.get(k, fields[k].default) for k in AUGMENTS["none"]}
+    if not have["augment"]:
         return "none"
-    return "camera" if train.get("camera_augment", False) else "basic"
+    return next(name for name, want in AUGMENTS.items() if want == have)
 
 
 def _weights_family(path: Path) -> tuple[str, float]:

@@ -7,7 +7,6 @@ FACEMASK_EDGE_BUILD_CACHE or FACEMASK_EDGE_CACHE when set). The fast tests at th
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -58,9 +57,9 @@ def tiny_run(tmp_path_factory):
     from facemask_edge.device.testing import make_tiny_model, make_tiny_run
 
     # The flatten head: the ops on which the boards' TFLM 2.0.0 + CMSIS-NN and the host's
-    # tflite-micro agree exactly (make_tiny_model says where they do not). Three classes, the
-    # third-class labels of facemask-3class: the firmware's label table, LED table and PRED lines
-    # carry all three (the main job's two-class model is measured in benchmarks/emulate).
+    # tflite-micro agree exactly (make_tiny_model says where they do not). Three classes, with
+    # facemask-3class's labels: the board's results must carry them (the main job's two-class
+    # model is measured in benchmarks/emulate).
     return make_tiny_run(tmp_path_factory.mktemp("emu") / "run", per_class=8, classes=THREE,
                          model=make_tiny_model(size=24, head="flatten", classes=3))
 
@@ -81,7 +80,7 @@ def test_tiny_run_boots_and_counts_instructions(emulated, tiny_run):
 @pytest.mark.emulator
 @needs_emulator
 def test_tiny_run_validates_over_the_uart_with_counts(emulated, tiny_run, tmp_path):
-    from facemask_edge.validate.runner import validate_run
+    from facemask_edge.validate.runner import RESULTS, read_results, validate_run
 
     prep, emu = emulated(tiny_run)
     boot = emu.boot_report()
@@ -89,8 +88,8 @@ def test_tiny_run_validates_over_the_uart_with_counts(emulated, tiny_run, tmp_pa
     assert report["validated"] == min(IMAGES, report["images"])
     assert report["classes"] == list(THREE)
     # every label the board sent is one of the three
-    labels = [json.loads(line)["board"]["label"] for line in (tmp_path / "v" / "results.jsonl").open()
-              if '"kind":"image"' in line.replace(" ", "")]
+    _, records, _ = read_results(tmp_path / "v" / RESULTS)
+    labels = [r["board"]["label"] for r in records.values()]
     assert len(labels) == report["validated"] and set(labels) <= {0, 1, 2}
     # This model's weights are random (and depend on what the process built before): on such
     # weights the boards' TFLM 2.0.0 + CMSIS-NN and the host's tflite-micro round the odd

@@ -26,7 +26,7 @@ from facemask_edge.progress import log
 from facemask_edge.train.augment import augmenter, camera_effects
 from facemask_edge.train.model import ARCHS, HEADS
 
-__all__ = ["TrainConfig", "train", "make_dataset", "augmenter", "BestWeights", "stage_callbacks"]
+__all__ = ["TrainConfig", "train", "make_dataset", "BestWeights", "stage_callbacks"]
 
 CLASS_WEIGHTS = ("balanced", "none")  # TrainConfig.class_weight; see class_weights()
 
