@@ -45,6 +45,21 @@ def test_camera_frame_rgb565(fw, w, h, size, color):
     assert got.tobytes() == want.tobytes()
 
 
+@pytest.mark.parametrize("side,size", [(64, 8), (72, 8), (24, 3), (48, 48), (144, 48), (240, 48)])
+@pytest.mark.parametrize("fmt", ["rgb565", "rgb565_le"])
+def test_rgb565_box_sums_at_the_packed_limit(fw, side, size, fmt):
+    """The RGB565 path sums fields packed in one word for boxes of up to 64 pixels (8x8 here) and
+    falls back above (9x9): all-ones pixels, the largest sums, and random ones on both sides."""
+    rng = np.random.default_rng(side * size)
+    for rgb in (np.full((side, side, 3), 255, np.uint8), rng.integers(0, 256, (side, side, 3), dtype=np.uint8)):
+        frame = rgb888_to_rgb565(rgb)
+        if fmt == "rgb565_le":
+            frame = np.frombuffer(frame, np.uint8).reshape(-1, 2)[:, ::-1].tobytes()
+        want = device_preprocess(rgb565_to_rgb888(rgb888_to_rgb565(rgb), side, side), size, "rgb")
+        got = fw.preprocess(frame, side, side, fmt, size, 3, as_int8=False)
+        assert got.tobytes() == want.tobytes()
+
+
 def test_uint8_variant_is_int8_plus_128(fw):
     rng = np.random.default_rng(3)
     rgb = rng.integers(0, 256, (144, 176, 3), dtype=np.uint8)
