@@ -199,6 +199,26 @@ def test_distillation_targets_mix_labels_and_teacher(tiny_trained_run, synthetic
     np.testing.assert_allclose(twice, t, atol=1e-6)
 
 
+def test_a_teacher_that_saw_the_students_held_out_images_is_refused(tiny_trained_run, synthetic_data):
+    """A teacher trained on another split has seen some of the student's validation or test
+    images: distilling from it would leak them, so it is refused; the teacher's own test images
+    are fine to hold out."""
+    from facemask_edge.artifacts.run import Run
+    from facemask_edge.errors import FacemaskError
+    from facemask_edge.train.trainer import teacher_targets
+
+    rd = Run(tiny_trained_run).data()
+    idx = rd.split["train"][:4]
+    args = (tiny_trained_run, str(synthetic_data), [rd.paths[i] for i in idx], rd.labels[idx], 2, 0.5, 2.0)
+    teacher_test = [rd.paths[i] for i in rd.split["test"]]
+    assert teacher_targets(*args, held_out=teacher_test).shape == (4, 2)
+    for part in ("train", "val"):
+        leaked = rd.paths[rd.split[part][-1]]
+        with pytest.raises(FacemaskError, match=r"trained on 1 of this run's validation and test images") as exc:
+            teacher_targets(*args, held_out=teacher_test + [leaked])
+        assert leaked in str(exc.value) and "--seed" in exc.value.hint
+
+
 def test_select_best_uses_validation_not_test(tiny_run):
     from facemask_edge.convert.converter import convert_run
 

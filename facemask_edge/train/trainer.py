@@ -283,21 +283,39 @@ def teacher_dirs(teacher) -> list[Path]:
 
 
 def teacher_targets(teacher, data: str, paths: list[str], labels: np.ndarray,
-                    num_classes: int, alpha: float, temperature: float) -> np.ndarray:
+                    num_classes: int, alpha: float, temperature: float,
+                    held_out: typing.Iterable[str] = ()) -> np.ndarray:
     """Soft targets: ``alpha`` x one-hot + (1 - alpha) x the teachers' tempered probabilities.
 
     Each teacher (a trained run, e.g. at a larger input size) sees each image at its own size
     and colour; predictions are matched to the student's images by file path. Several teachers
     are an ensemble: their probabilities are averaged before tempering.
+
+    Raises:
+        FacemaskError: a teacher lacks images, or trained or chose its epoch on any of
+            ``held_out`` (the student's validation and test images): its targets would carry
+            them into the student's training, and the student's test figure would no longer be
+            a held-out one.
     """
     from facemask_edge._tf import keras
     from facemask_edge.data.ingest import scan_dataset
+    from facemask_edge.data.splits import read_split_file
     from facemask_edge.artifacts.run import Run
 
     dirs = teacher_dirs(teacher)
+    held_out = set(held_out)
     probs = np.zeros((len(paths), num_classes), np.float64)
     for teacher_dir in dirs:
         tcfg = Run(teacher_dir).config
+        split_file = Path(teacher_dir) / "split.json"
+        if held_out and split_file.is_file():
+            tsplit = read_split_file(split_file)
+            seen = sorted(held_out.intersection(p for part in ("train", "val") for p, _ in tsplit[part]))
+            if seen:
+                raise FacemaskError(
+                    f"teacher {teacher_dir} trained on {len(seen)} of this run's validation and test images "
+                    f"(first: {seen[0]}; its split is seed {tsplit.get('seed')}, {tsplit.get('scheme')})",
+                    "train the teacher on this run's split: the same data, --split and --seed")
         tds = scan_dataset(data, size=tcfg["size"], color=tcfg["color"])
         index = {it.path: i for i, it in enumerate(tds.items)}
         missing = [p for p in paths if p not in index]
@@ -417,7 +435,8 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
         log(f"distilling from {cfg.teacher} (alpha {cfg.distill_alpha}, T {cfg.distill_temperature})")
         train_targets = teacher_targets(cfg.teacher, cfg.data,
                                         [ds.items[i].path for i in idx["train"]], y["train"],
-                                        len(classes), cfg.distill_alpha, cfg.distill_temperature)
+                                        len(classes), cfg.distill_alpha, cfg.distill_temperature,
+                                        held_out=[ds.items[i].path for n in ("val", "test") for i in idx[n]])
     weights = class_weights(y["train"], nc, cfg.class_weight)
     if weights:
         log("class weights (balanced): " + ", ".join(f"{c} {weights[i]:.2f}" for i, c in enumerate(classes)))
