@@ -201,8 +201,8 @@ def test_distillation_targets_mix_labels_and_teacher(tiny_trained_run, synthetic
 
 def test_a_teacher_that_saw_the_students_held_out_images_is_refused(tiny_trained_run, synthetic_data):
     """A teacher trained on another split has seen some of the student's validation or test
-    images: distilling from it would leak them, so it is refused; the teacher's own test images
-    are fine to hold out."""
+    images: distilling from it would leak them, so it is refused. A teacher of the same split
+    (same validation set, same test set) is fine."""
     from facemask_edge.artifacts.run import Run
     from facemask_edge.errors import FacemaskError
     from facemask_edge.train.trainer import teacher_targets
@@ -210,12 +210,14 @@ def test_a_teacher_that_saw_the_students_held_out_images_is_refused(tiny_trained
     rd = Run(tiny_trained_run).data()
     idx = rd.split["train"][:4]
     args = (tiny_trained_run, str(synthetic_data), [rd.paths[i] for i in idx], rd.labels[idx], 2, 0.5, 2.0)
-    teacher_test = [rd.paths[i] for i in rd.split["test"]]
-    assert teacher_targets(*args, held_out=teacher_test).shape == (4, 2)
-    for part in ("train", "val"):
-        leaked = rd.paths[rd.split[part][-1]]
-        with pytest.raises(FacemaskError, match=r"trained on 1 of this run's validation and test images") as exc:
-            teacher_targets(*args, held_out=teacher_test + [leaked])
+    own = {part: [rd.paths[i] for i in rd.split[part]] for part in ("val", "test")}
+    assert teacher_targets(*args, held_out=own).shape == (4, 2)
+    train_img, val_img = rd.paths[rd.split["train"][-1]], rd.paths[rd.split["val"][-1]]
+    for student_part, leaked in (("val", train_img), ("test", train_img), ("test", val_img)):
+        student = {part: list(paths) for part, paths in own.items()}
+        student[student_part].append(leaked)
+        with pytest.raises(FacemaskError, match=r"trained or chose its epoch on 1 of this run's held-out") as exc:
+            teacher_targets(*args, held_out=student)
         assert leaked in str(exc.value) and "--seed" in exc.value.hint
 
 

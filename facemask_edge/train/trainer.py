@@ -284,7 +284,7 @@ def teacher_dirs(teacher) -> list[Path]:
 
 def teacher_targets(teacher, data: str, paths: list[str], labels: np.ndarray,
                     num_classes: int, alpha: float, temperature: float,
-                    held_out: typing.Iterable[str] = ()) -> np.ndarray:
+                    held_out: dict[str, typing.Iterable[str]] | None = None) -> np.ndarray:
     """Soft targets: ``alpha`` x one-hot + (1 - alpha) x the teachers' tempered probabilities.
 
     Each teacher (a trained run, e.g. at a larger input size) sees each image at its own size
@@ -292,10 +292,12 @@ def teacher_targets(teacher, data: str, paths: list[str], labels: np.ndarray,
     are an ensemble: their probabilities are averaged before tempering.
 
     Raises:
-        FacemaskError: a teacher lacks images, or trained or chose its epoch on any of
-            ``held_out`` (the student's validation and test images): its targets would carry
-            them into the student's training, and the student's test figure would no longer be
-            a held-out one.
+        FacemaskError: a teacher lacks images, or saw what the student holds out
+            (``held_out``: the student's ``"val"`` and ``"test"`` image paths): the teacher
+            trained on a validation or test image, or chose its epoch on a test image. Its
+            targets would carry them into the student's training, and the student's figures would
+            no longer be held-out ones. A teacher of the same split shares the validation set,
+            which is fine.
     """
     from facemask_edge._tf import keras
     from facemask_edge.data.ingest import scan_dataset
@@ -303,18 +305,19 @@ def teacher_targets(teacher, data: str, paths: list[str], labels: np.ndarray,
     from facemask_edge.artifacts.run import Run
 
     dirs = teacher_dirs(teacher)
-    held_out = set(held_out)
+    val, test = (set((held_out or {}).get(part, ())) for part in ("val", "test"))
     probs = np.zeros((len(paths), num_classes), np.float64)
     for teacher_dir in dirs:
         tcfg = Run(teacher_dir).config
         split_file = Path(teacher_dir) / "split.json"
-        if held_out and split_file.is_file():
+        if (val or test) and split_file.is_file():
             tsplit = read_split_file(split_file)
-            seen = sorted(held_out.intersection(p for part in ("train", "val") for p, _ in tsplit[part]))
+            t_train, t_val = ({p for p, _ in tsplit[part]} for part in ("train", "val"))
+            seen = sorted((t_train & (val | test)) | (t_val & test))
             if seen:
                 raise FacemaskError(
-                    f"teacher {teacher_dir} trained on {len(seen)} of this run's validation and test images "
-                    f"(first: {seen[0]}; its split is seed {tsplit.get('seed')}, {tsplit.get('scheme')})",
+                    f"teacher {teacher_dir} trained or chose its epoch on {len(seen)} of this run's held-out "
+                    f"images (first: {seen[0]}; its split is seed {tsplit.get('seed')}, {tsplit.get('scheme')})",
                     "train the teacher on this run's split: the same data, --split and --seed")
         tds = scan_dataset(data, size=tcfg["size"], color=tcfg["color"])
         index = {it.path: i for i, it in enumerate(tds.items)}
@@ -436,7 +439,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
         train_targets = teacher_targets(cfg.teacher, cfg.data,
                                         [ds.items[i].path for i in idx["train"]], y["train"],
                                         len(classes), cfg.distill_alpha, cfg.distill_temperature,
-                                        held_out=[ds.items[i].path for n in ("val", "test") for i in idx[n]])
+                                        held_out={n: [ds.items[i].path for i in idx[n]] for n in ("val", "test")})
     weights = class_weights(y["train"], nc, cfg.class_weight)
     if weights:
         log("class weights (balanced): " + ", ".join(f"{c} {weights[i]:.2f}" for i, c in enumerate(classes)))
