@@ -130,6 +130,35 @@ def test_predict_gives_evaluates_tflm_answer_for_every_image(tiny_run, synthetic
 
 
 @pytest.mark.slow
+def test_evaluate_on_a_folder_with_an_extra_class_leaves_it_out(tiny_run, synthetic_data, tmp_path, capsys):
+    """A two-class run evaluated on a set with a third class folder (e.g. facemask-3class): the
+    third class is left out and said so; the other images keep their labels in the run's order.
+    A folder that lacks one of the run's classes is one line naming it."""
+    import shutil
+
+    from facemask_edge.artifacts.run import Run
+    from facemask_edge.convert.evaluate import _eval_set
+    from facemask_edge.testing import make_synthetic_dataset
+
+    run = Run(tiny_run)
+    three = tmp_path / "three"
+    for c in ("with_mask", "without_mask"):
+        shutil.copytree(synthetic_data / c, three / c)
+    other = make_synthetic_dataset(tmp_path / "other", per_class=5, size=64, seed=7)
+    shutil.copytree(other / "with_mask", three / "mask_weared_incorrect")  # sorts first
+    x2, y2, _, _, p2, _ = _eval_set(run, str(synthetic_data))
+    x3, y3, classes, what, p3, _ = _eval_set(run, str(three))
+    assert classes == run.labels and what.endswith("but mask_weared_incorrect")
+    assert sorted(zip(p3, y3.tolist())) == sorted(zip(p2, y2.tolist())) and len(x3) == len(x2)
+    assert "leaving out 5 image(s) of mask_weared_incorrect" in capsys.readouterr().err
+
+    shutil.rmtree(three / "without_mask")
+    assert main(["evaluate", str(tiny_run), "--data", str(three), "--out", str(tmp_path / "ev")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "no class folder for without_mask" in err[-1]
+
+
+@pytest.mark.slow
 def test_predict_bad_files_get_their_own_line_and_the_rest_continue(tiny_run, synthetic_data, tmp_path, capsys):
     bad = tmp_path / "notes.jpg"
     bad.write_text("not an image\n")

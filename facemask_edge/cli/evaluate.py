@@ -15,7 +15,11 @@ __all__ = ["evaluate"]
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Report folder (default RUN_DIR/evaluation).")
 def evaluate(run_dir, data, out):
-    """Compare float, int8 in tflite-micro and int8 in TFLite (reference kernels) on the test split."""
+    """Compare float, int8 in tflite-micro and int8 in TFLite (reference kernels) on the test split.
+
+    With --data, on every image of that folder instead (photos unlike the training set, say);
+    class folders the run does not have are left out.
+    """
     from facemask_edge.convert.evaluate import evaluate_run, evaluation_markdown
 
     report = evaluate_run(run_dir, data, out)

@@ -81,12 +81,24 @@ def _eval_set(run, data: str | list[str] | None):
     cfg = run.config
     classes = run.labels
     ds = scan_dataset(data, size=cfg["size"], color=cfg["color"])
-    if ds.classes != classes:
-        raise FacemaskError(f"classes of {data} ({', '.join(ds.classes)}) differ from the run's "
-                            f"({', '.join(classes)})", "use a folder with the same class folders")
-    paths = [it.path for it in ds.items]
-    return ds.images, ds.labels, classes, f"all of {ds.root}", paths, \
-        [source_of(it.path, it.root or str(ds.root)) for it in ds.items]
+    missing = [c for c in classes if c not in ds.classes]
+    if missing:
+        raise FacemaskError(f"{data} has no class folder for {', '.join(missing)} (it has "
+                            f"{', '.join(ds.classes)}; the run's classes are {', '.join(classes)})",
+                            "use a folder with the run's class folders")
+    # Class folders the model does not have (e.g. a three-class set for a two-class model) are
+    # left out; the others are relabelled to the run's class order.
+    to_run = np.array([classes.index(c) if c in classes else -1 for c in ds.classes], dtype=np.int64)
+    labels = to_run[ds.labels]
+    keep = np.flatnonzero(labels >= 0)
+    what = f"all of {ds.root}"
+    extra = [c for c in ds.classes if c not in classes]
+    if extra:
+        log(f"leaving out {len(ds.items) - len(keep)} image(s) of {', '.join(extra)}: not a class of this run")
+        what += f" but {', '.join(extra)}"
+    items = [ds.items[i] for i in keep]
+    return ds.images[keep], labels[keep], classes, what, [it.path for it in items], \
+        [source_of(it.path, it.root or str(ds.root)) for it in items]
 
 
 def _roots(data) -> str:
