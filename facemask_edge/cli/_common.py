@@ -226,9 +226,17 @@ def serve_until_stopped(duration: float | None = None, poll=None) -> None:
 @contextlib.contextmanager
 def published_port(link, path: str):
     """Print the port users connect to (``link``, a symlink made to ``path``, or ``path``) on
-    stdout, for scripts to read, and remove the link again when the serving command ends."""
+    stdout, for scripts to read, and remove the link again when the serving command ends.
+
+    SIGINT raises KeyboardInterrupt from before the port is printed (see
+    :func:`serve_until_stopped`): a supervisor may send it the moment it reads the port, and a
+    process started with SIGINT ignored used to miss one that came before the wait began
+    (1 run in 6 of the board-sim SIGINT test hung that way on a loaded machine).
+    """
+    import signal
     import sys
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         if link:
             link_port(link, path)
