@@ -80,7 +80,7 @@ def main(argv=None) -> int:
         table.append((run.name, len(scores), len(wrong)))
         for key, (label, board) in scores.items():
             summed[key] = (label, summed.get(key, (label, 0))[1] + np.asarray(board, dtype=np.int64))
-        counts.update(wrong)
+        counts.update(wrong.keys())  # one per run that got the image wrong
         labels.update(wrong)
     if len(digests) > 1:
         raise SystemExit("error: the runs have different splits (split.json differs): compare runs of one seed")
