@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def run_errors(run: Path) -> tuple[str, list[str], dict[str, tuple[int, list[int]]], dict[str, int]]:
-    """``(split digest, classes, {key: (label, board scores)}, {key: label})`` of the board's
-    results and mistakes."""
+def run_results(run: Path) -> tuple[str, dict, dict[str, tuple[int, int, list[int]]]]:
+    """``(split digest, results header, {key: (label, board's label, board's scores)})`` of a
+    run's on-device results."""
     from facemask_edge.validate.runner import read_results
 
     for sub in ("validate-sim", "validate"):
@@ -35,11 +35,9 @@ def run_errors(run: Path) -> tuple[str, list[str], dict[str, tuple[int, list[int
     else:
         raise SystemExit(f"error: {run} has no validate-sim/ or validate/ results.jsonl: validate the run first")
     header, records, _ = read_results(path)
-    classes = list((header or {}).get("classes") or [])
-    wrong = {r["key"]: r["label"] for r in records.values() if r["board"]["label"] != r["label"]}
     digest = hashlib.sha256((run / "split.json").read_bytes()).hexdigest()[:12]
-    scores = {r["key"]: (r["label"], r["board"]["scores"]) for r in records.values()}
-    return digest, classes, scores, wrong
+    return digest, header or {}, {r["key"]: (r["label"], r["board"]["label"], r["board"]["scores"])
+                                  for r in records.values()}
 
 
 def contact_sheet(items: list[tuple[str, str, int]], data_root: Path, runs: int, path: Path) -> None:
@@ -69,29 +67,27 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "error_overlap")
     args = ap.parse_args(argv)
 
-    from facemask_edge.validate.runner import read_results
-
     import numpy as np
 
-    table, counts, labels, digests, classes, summed = [], Counter(), {}, set(), [], {}
+    table, counts, digests, summed, header = [], Counter(), set(), {}, {}
     for run in args.runs:
-        digest, classes, scores, wrong = run_errors(run)
+        digest, header, results = run_results(run)
         digests.add(digest)
-        table.append((run.name, len(scores), len(wrong)))
-        for key, (label, board) in scores.items():
-            summed[key] = (label, summed.get(key, (label, 0))[1] + np.asarray(board, dtype=np.int64))
-        counts.update(wrong.keys())  # one per run that got the image wrong
-        labels.update(wrong)
+        wrong = [key for key, (label, board, _) in results.items() if board != label]
+        table.append((run.name, len(results), len(wrong)))
+        counts.update(wrong)  # one per run that got the image wrong
+        for key, (label, _, scores) in results.items():
+            summed[key] = (label, summed.get(key, (label, 0))[1] + np.asarray(scores, dtype=np.int64))
     if len(digests) > 1:
         raise SystemExit("error: the runs have different splits (split.json differs): compare runs of one seed")
     runs = len(args.runs)
-    data_root = args.data
-    if data_root is None:
-        for sub in ("validate-sim", "validate"):
-            path = args.runs[0] / sub / "results.jsonl"
-            if path.is_file():
-                data_root = Path((read_results(path)[0] or {}).get("data_root", "."))
-                break
+    classes = list(header.get("classes") or [])
+    data_root = args.data or Path(header.get("data_root", "."))
+
+    def label_name(key: str) -> str:
+        label = summed[key][0]
+        return classes[label] if label < len(classes) else str(label)
+
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     always = [k for k, c in ranked if c == runs]
     most = [k for k, c in ranked if c * 2 > runs]
@@ -113,13 +109,11 @@ def main(argv=None) -> int:
               f"- an ensemble of all {runs} runs (their int8 output scores summed): {ens_wrong} wrong, accuracy "
               f"{1 - ens_wrong / n_images:.4f}", "",
               "| image | label | runs wrong |", "|---|---|---|"]
-    lines += [f"| `{k}` | {classes[labels[k]] if labels[k] < len(classes) else labels[k]} | {c}/{runs} |"
-              for k, c in ranked]
+    lines += [f"| `{k}` | {label_name(k)} | {c}/{runs} |" for k, c in ranked]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     if most:
-        contact_sheet([(k, classes[labels[k]] if labels[k] < len(classes) else str(labels[k]), counts[k])
-                       for k in most], data_root, runs, args.out.with_suffix(".png"))
+        contact_sheet([(k, label_name(k), counts[k]) for k in most], data_root, runs, args.out.with_suffix(".png"))
     print("\n".join(lines[:8 + len(table) + 5]))
     return 0
 
